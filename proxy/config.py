@@ -1,0 +1,227 @@
+"""Settings: built-in defaults < TOML file < environment < command-line flags.
+
+Invariants:
+- This is the only module that reads ``os.environ``; everything else receives a ``Settings``.
+- Every TOML key has an environment variable named ``PROXY_`` + its dotted path in upper case with dots
+  as underscores (``database.url`` -> ``PROXY_DATABASE_URL``); named upstreams are TOML-only.
+- A bad value raises ``ConfigError`` with one line naming the key; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///proxy.db"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class ConfigError(Exception):
+    """A configuration problem, described in one line that names the key or value."""
+
+
+class Mode(enum.StrEnum):
+    """What the proxy does with a request."""
+
+    RECORD = "record"  # forward upstream and record the exchange
+    PASSTHROUGH = "passthrough"  # forward upstream, record nothing
+
+
+class Upstream(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    url: str = ""
+    # Sent as `Authorization: Bearer ...` only when the client sent no credentials of its own.
+    api_key: str | None = None
+    connect_timeout: float = 10.0
+    # Idle timeout between two reads of the upstream response; streams may last longer than this in total.
+    read_timeout: float = 300.0
+    # Whole-request cap in seconds; 0 means none (long streams are normal).
+    total_timeout: float = 0.0
+    # Concurrent upstream connections; every open stream holds one. 0 = unlimited.
+    max_connections: int = 0
+
+
+class Database(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    url: str = DEFAULT_DATABASE_URL
+    # Apply Alembic migrations at `proxy serve` start-up.
+    auto_migrate: bool = True
+
+
+class Recorder(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # Exchanges waiting for the writer; when full, new records go to the disk spool.
+    queue_size: int = 10_000
+    batch_size: int = 500
+    flush_interval_ms: int = 200
+    # Where records wait while the database is unavailable.
+    spool_dir: str = "proxy-spool"
+    spool_max_bytes: int = 1 << 30
+    # Seconds between attempts to reach a database that failed.
+    retry_interval: float = 2.0
+    # Keep request/response bodies (usage columns are always kept).
+    store_bodies: bool = True
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    listen: str = "127.0.0.1:8080"
+    mode: Mode = Mode.RECORD
+    upstream: Upstream = msgspec.field(default_factory=Upstream)
+    upstreams: dict[str, Upstream] = {}
+    database: Database = msgspec.field(default_factory=Database)
+    recorder: Recorder = msgspec.field(default_factory=Recorder)
+    # Largest request body accepted; bigger ones get 413 before the rest is read.
+    max_body_bytes: int = 64 << 20
+    # Header that names the recording session (a `/s/{session}/v1/...` prefix works too).
+    session_header: str = "X-Proxy-Session"
+    # Ask the upstream for the usage chunk on every stream and hide it from clients that did not ask.
+    inject_stream_usage: bool = True
+    # Extra request/response header names to redact before storage (auth and cookies always are).
+    redact_headers: list[str] = []
+    # Secret for API-key fingerprints; empty = a random one generated once and kept in the database.
+    fingerprint_secret: str = ""
+    # Bearer token for /_proxy/ admin routes; required when listening on a non-loopback address.
+    admin_token: str = ""
+    access_log: bool = False
+    log_level: str = "INFO"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return parse_listen(self.listen)
+
+    def all_upstreams(self) -> dict[str, Upstream]:
+        """The default upstream (named `default`, mounted at `/v1`) and the named ones."""
+        return {"default": self.upstream, **self.upstreams}
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"listen: expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _check_url(key: str, url: str, *, required: bool) -> None:
+    if not url:
+        if required:
+            raise ConfigError(f"{key}: an upstream URL is required (http:// or https://)")
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{key}: not an http(s) URL: {url!r}")
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """Map PROXY_* variables onto the settings tree (scalar keys only)."""
+    out: dict[str, Any] = {}
+    paths: list[tuple[str, ...]] = []
+    for name in Settings.__struct_fields__:
+        if name == "upstreams":
+            continue
+        sub = _SECTIONS.get(name)
+        if sub is None:
+            paths.append((name,))
+        else:
+            paths.extend((name, f) for f in sub.__struct_fields__)
+    for path in paths:
+        var = "PROXY_" + "_".join(path).upper()
+        if var in env:
+            node = out
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = _env_value(env[var])
+    return out
+
+
+_SECTIONS: dict[str, type[msgspec.Struct]] = {"upstream": Upstream, "database": Database, "recorder": Recorder}
+
+
+def _env_value(raw: str) -> Any:
+    # Environment values are strings; msgspec.convert(strict=False) turns "10" into 10 and "true" into True.
+    if raw.startswith("[") and raw.endswith("]"):
+        return [item.strip() for item in raw[1:-1].split(",") if item.strip()]
+    return raw
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            base[key] = _merge(dict(base[key]), value)
+        else:
+            base[key] = value
+    return base
+
+
+def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if env.get("PROXY_CONFIG"):
+        return Path(env["PROXY_CONFIG"])
+    local = Path("proxy.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(
+    config_path: str | None = None,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    require_upstream: bool = False,
+) -> Settings:
+    """Build Settings from every source; ``flags`` uses the TOML tree shape (``{"upstream": {"url": ..}}``)."""
+    env = os.environ if env is None else env
+    tree: dict[str, Any] = {}
+    path = find_config_file(config_path, env)
+    if path is not None:
+        try:
+            tree = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config: file not found: {path}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+    _merge(tree, _env_overrides(env))
+    _merge(tree, flags or {})
+    try:
+        settings = msgspec.convert(tree, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"config: {_friendly(str(exc))}") from None
+    validate(settings, require_upstream=require_upstream)
+    return settings
+
+
+def _friendly(message: str) -> str:
+    # msgspec says "... - at `$.upstream.url`"; users write TOML keys, so show the dotted key.
+    text, sep, where = message.partition(" - at `$.")
+    if sep:
+        return f"{where.rstrip('`').replace('[', '.').replace(']', '')}: {text}"
+    return message
+
+
+def validate(settings: Settings, *, require_upstream: bool) -> None:
+    import re
+
+    parse_listen(settings.listen)
+    _check_url("upstream.url", settings.upstream.url, required=require_upstream)
+    for name, up in settings.upstreams.items():
+        if not re.match(NAME_PATTERN, name) or name in ("v1", "s", "_proxy", "default"):
+            raise ConfigError(f"upstreams.{name}: invalid upstream name (letters, digits, _.-; not v1/s/_proxy)")
+        _check_url(f"upstreams.{name}.url", up.url, required=True)
+    for key, up in settings.all_upstreams().items():
+        for field in ("connect_timeout", "read_timeout", "total_timeout"):
+            if getattr(up, field) < 0:
+                raise ConfigError(f"{key}.{field}: must be >= 0")
+    url = settings.database.url
+    if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ConfigError(
+            f"database.url: unsupported {url!r} (use sqlite+aiosqlite:///FILE or postgresql+asyncpg://...)"
+        )
+    if settings.max_body_bytes <= 0:
+        raise ConfigError("max_body_bytes: must be > 0")
+    if settings.recorder.batch_size <= 0 or settings.recorder.queue_size <= 0:
+        raise ConfigError("recorder: batch_size and queue_size must be > 0")
+    if not re.match(r"^[A-Za-z0-9-]+$", settings.session_header):
+        raise ConfigError(f"session_header: not a header name: {settings.session_header!r}")

@@ -1,0 +1,29 @@
+"""Errors the proxy itself answers with, in the OpenAI error shape.
+
+``{"error": {"message": ..., "type": ..., "code": ..., "param": null}}``: the shape the OpenAI SDK turns
+into its typed exceptions, so a client sees a proxy failure the way it sees an upstream one.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.schemas import JSON_ENCODER
+
+EXCHANGE_ID_HEADER = "X-Proxy-Exchange-Id"
+
+
+def error_body(message: str, type_: str, code: str | None = None) -> bytes:
+    return JSON_ENCODER.encode({"error": {"message": message, "type": type_, "code": code, "param": None}})
+
+
+def error_response(
+    status: int, message: str, type_: str, code: str | None = None, exchange_id: str | None = None
+) -> web.Response:
+    headers = {EXCHANGE_ID_HEADER: exchange_id} if exchange_id else None
+    return web.Response(
+        status=status,
+        body=error_body(message, type_, code),
+        content_type="application/json",
+        headers=headers,
+    )

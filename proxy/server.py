@@ -1,0 +1,320 @@
+"""The aiohttp application: routes, lifecycle, and the handler that ties forward, tee and record together.
+
+Invariants:
+- Every request under a ``/v1/`` mount produces exactly one Exchange, submitted to the recorder exactly
+  once in a ``finally`` (so cancelled and failed requests are recorded too), unless the mode records
+  nothing.
+- The client never waits on the database: the handler only calls ``Recorder.submit``.
+- Status, headers and body of upstream responses reach the client unchanged (less hop-by-hop headers),
+  plus ``X-Proxy-Exchange-Id``. Errors the proxy makes itself use the OpenAI error shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import msgspec
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+from yarl import URL
+
+from proxy.config import Mode, Settings, Upstream
+from proxy.decode import is_event_stream
+from proxy.errors import EXCHANGE_ID_HEADER, error_response
+from proxy.exchange import Exchange, Outcome
+from proxy.recorder import Recorder
+from proxy.schemas import ANY_DECODER, JSON_ENCODER, REQUEST_DECODER, RequestView
+from proxy.store import db
+from proxy.tee import UsageChunkFilter, copy_body
+from proxy.upstream import (
+    api_key_of,
+    client_timeout,
+    fingerprint,
+    forward_request_headers,
+    forward_response_headers,
+    make_session,
+    redact_headers,
+)
+
+log = logging.getLogger("proxy.server")
+
+SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+# Non-streamed bodies up to this size are read whole and answered with one write.
+BUFFER_LIMIT = 8 << 20
+USAGE_PATHS = ("/chat/completions", "/completions")
+
+
+@dataclass
+class ProxyState:
+    """What the app holds while it runs; built in ``_lifecycle``."""
+
+    settings: Settings
+    engine: AsyncEngine
+    recorder: Recorder
+    session: aiohttp.ClientSession
+    secret: bytes
+    timeouts: dict[str, aiohttp.ClientTimeout]
+    redact: frozenset[str]
+
+
+SETTINGS = web.AppKey("settings", Settings)
+STATE = web.AppKey("state", ProxyState)
+
+
+@dataclass(frozen=True)
+class Route:
+    upstream: str
+    session: str | None
+    tail_raw: str  # the path below /v1/, percent-encoding as the client sent it
+    tail: str  # the same, decoded
+
+
+def resolve_route(request: web.Request) -> Route:
+    info = request.match_info
+    session = info.get("session")
+    upstream = info.get("upstream", "default")
+    leading = (2 if session is not None else 0) + (1 if "upstream" in info else 0)
+    parts = request.rel_url.raw_path.split("/", leading + 2)
+    tail_raw = parts[-1] if len(parts) == leading + 3 else ""
+    return Route(upstream, session, tail_raw, info["tail"])
+
+
+def _request_view(body: bytes) -> RequestView | None:
+    if not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        return REQUEST_DECODER.decode(body)
+    except msgspec.DecodeError:
+        return None  # not ours to judge: the upstream answers malformed JSON itself
+
+
+def _inject_usage(body: bytes) -> bytes | None:
+    """The body with ``stream_options.include_usage = true`` added, or None if it cannot be done."""
+    try:
+        obj = ANY_DECODER.decode(body)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    options = obj.get("stream_options")
+    obj["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {
+        "include_usage": True
+    }
+    return JSON_ENCODER.encode(obj)
+
+
+def _bad_request(ex: Exchange, status: int, message: str, type_: str, code: str) -> web.Response:
+    ex.status = status
+    ex.finish(Outcome.REJECTED, message)
+    return error_response(status, message, type_, code, ex.id)
+
+
+async def forward(request: web.Request) -> web.StreamResponse:
+    st = request.app[STATE]
+    settings = st.settings
+    route = resolve_route(request)
+    ex = Exchange(
+        method=request.method,
+        path="/v1/" + route.tail,
+        query=request.query_string,
+        upstream=route.upstream,
+        request_headers=redact_headers(request.headers, st.redact),
+        store_bodies=settings.recorder.store_bodies,
+    )
+    record = settings.mode is not Mode.PASSTHROUGH
+    try:
+        return await _forward(request, st, route, ex)
+    except asyncio.CancelledError:
+        ex.status = ex.status if ex.finished_at else 499
+        ex.finish(Outcome.CLIENT_DISCONNECTED, "client disconnected")
+        raise
+    finally:
+        ex.finish()
+        if record:
+            st.recorder.submit(ex)
+
+
+async def _forward(request: web.Request, st: ProxyState, route: Route, ex: Exchange) -> web.StreamResponse:
+    settings = st.settings
+    session_id = route.session or request.headers.get(settings.session_header)
+    if session_id is not None:
+        if not SESSION_ID.match(session_id):
+            return _bad_request(
+                ex, 400, "invalid session id (1-128 of A-Z a-z 0-9 _ . : @ -)", "invalid_request_error",
+                "invalid_session_id",
+            )
+        ex.session_id = session_id
+    upstream = settings.all_upstreams().get(route.upstream)
+    if upstream is None or not upstream.url:
+        return _bad_request(ex, 404, f"unknown upstream {route.upstream!r}", "invalid_request_error",
+                            "unknown_upstream")
+    if any(seg in ("..", ".") for seg in route.tail.split("/")):
+        return _bad_request(ex, 400, "path must not contain '.' or '..' segments", "invalid_request_error",
+                            "invalid_path")
+
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _bad_request(
+            ex, 413, f"request body larger than the proxy's limit of {settings.max_body_bytes} bytes",
+            "invalid_request_error", "request_too_large",
+        )
+    ex.request_body = body
+    view = _request_view(body)
+    if view is not None:
+        ex.requested_model = view.model
+        ex.user = view.user
+        ex.stream = bool(view.stream)
+        if (
+            ex.stream
+            and settings.inject_stream_usage
+            and not (view.stream_options and view.stream_options.include_usage)
+            and ex.path.endswith(USAGE_PATHS)
+        ):
+            injected = _inject_usage(body)
+            if injected is not None:
+                body = injected
+                ex.usage_injected = True
+
+    headers = forward_request_headers(request.headers)
+    key = api_key_of(request.headers)
+    if key is None and upstream.api_key:
+        key = upstream.api_key
+        headers["Authorization"] = f"Bearer {key}"
+    if key is not None:
+        ex.key_fingerprint = fingerprint(st.secret, key)
+    if ex.stream:
+        # Compressed SSE would be buffered by the compressor and could not be teed event by event.
+        headers["Accept-Encoding"] = "identity"
+
+    raw_url = upstream.url.rstrip("/") + "/" + route.tail_raw
+    if request.rel_url.raw_query_string:
+        raw_url += "?" + request.rel_url.raw_query_string
+    url = URL(raw_url, encoded=True)
+    try:
+        async with st.session.request(
+            request.method,
+            url,
+            data=body if body else None,
+            headers=headers,
+            timeout=st.timeouts[route.upstream],
+            allow_redirects=False,
+        ) as up:
+            return await _respond(request, up, ex, st)
+    except TimeoutError:
+        return _upstream_error(ex, 504, Outcome.UPSTREAM_TIMEOUT, route.upstream, upstream, "timed out")
+    except aiohttp.ClientError as exc:
+        return _upstream_error(
+            ex, 502, Outcome.UPSTREAM_UNREACHABLE, route.upstream, upstream, f"{type(exc).__name__}: {exc}"
+        )
+
+
+async def _respond(
+    request: web.Request, up: aiohttp.ClientResponse, ex: Exchange, st: ProxyState
+) -> web.StreamResponse:
+    ex.status = ex.upstream_status = up.status
+    ex.response_headers = redact_headers(up.headers, st.redact)
+    sse = is_event_stream(ex.response_headers)
+    ex.stream = ex.stream or sse
+    out_headers = forward_response_headers(up.headers, reframed=True)
+    out_headers[EXCHANGE_ID_HEADER] = ex.id
+    if not sse and up.content_length is not None and up.content_length <= BUFFER_LIMIT:
+        data = await up.read()
+        ex.first_byte_ms = ex.elapsed_ms()
+        ex.response_body = data
+        return web.Response(status=up.status, reason=up.reason, headers=out_headers, body=data)
+    response = web.StreamResponse(status=up.status, reason=up.reason, headers=out_headers)
+    if up.content_length is not None:
+        response.content_length = up.content_length
+    await response.prepare(request)
+    usage_filter = UsageChunkFilter() if ex.usage_injected and sse else None
+    await copy_body(request, up, response, ex, usage_filter)
+    return response
+
+
+def _upstream_error(
+    ex: Exchange, status: int, outcome: Outcome, name: str, upstream: Upstream, detail: str
+) -> web.Response:
+    host = URL(upstream.url).with_user(None).with_password(None)
+    if status == 504:
+        message, code = f"upstream {name!r} ({host}) timed out", "upstream_timeout"
+    else:
+        message, code = f"upstream {name!r} ({host}) unreachable: {detail}", "upstream_unreachable"
+    ex.status = status
+    ex.finish(outcome, message[:500])
+    response = error_response(status, message, "proxy_error", code, ex.id)
+    ex.response_body = bytes(response.body)  # type: ignore[arg-type]
+    ex.response_headers = {"content-type": "application/json"}
+    return response
+
+
+async def health(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    stats = st.recorder.stats
+    ok = stats.database_ok
+    payload = {
+        "status": "ok" if ok else "degraded",
+        "mode": str(st.settings.mode),
+        "database": {"ok": ok, "url": db.redacted_url(st.settings.database.url), "error": stats.last_error},
+        "recorder": {
+            "queue_depth": st.recorder.queue_depth,
+            "written": stats.written,
+            "spooled": stats.spooled,
+            "unspooled": stats.unspooled,
+            "dropped": stats.dropped,
+            "spool_files": len(st.recorder.spool_files()) if not ok else 0,
+        },
+    }
+    return web.Response(body=JSON_ENCODER.encode(payload), content_type="application/json")
+
+
+def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[no-untyped-def]
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        own_engine = engine is None
+        eng = engine if engine is not None else db.create_engine(settings.database.url)
+        secret = await db.fingerprint_secret(eng, settings.fingerprint_secret)
+        rec = settings.recorder
+        recorder = Recorder(
+            eng,
+            queue_size=rec.queue_size,
+            batch_size=rec.batch_size,
+            spool_dir=rec.spool_dir,
+            spool_max_bytes=rec.spool_max_bytes,
+            retry_interval=rec.retry_interval,
+        )
+        await recorder.start()
+        session = make_session(settings.upstream.max_connections)
+        app[STATE] = ProxyState(
+            settings=settings,
+            engine=eng,
+            recorder=recorder,
+            session=session,
+            secret=secret,
+            timeouts={name: client_timeout(up) for name, up in settings.all_upstreams().items()},
+            redact=frozenset(h.lower() for h in settings.redact_headers),
+        )
+        try:
+            yield
+        finally:
+            await session.close()
+            await recorder.close()
+            if own_engine:
+                await eng.dispose()
+
+    return ctx
+
+
+def create_app(settings: Settings, engine: AsyncEngine | None = None) -> web.Application:
+    """The proxy as an aiohttp app; the schema must already be migrated (``proxy db upgrade``)."""
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_lifecycle(settings, engine))
+    app.router.add_get("/_proxy/health", health)
+    for prefix in ("", "/s/{session}", "/{upstream}", "/s/{session}/{upstream}"):
+        app.router.add_route("*", prefix + "/v1/{tail:.*}", forward)
+    return app

@@ -1,0 +1,1 @@
+"""Storage: engine, schema, migrations, writes and queries. Never imports aiohttp."""

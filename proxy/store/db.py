@@ -1,0 +1,72 @@
+"""Engine creation and the few database facts the proxy keeps about itself.
+
+Invariants:
+- SQLite gets ``busy_timeout``, ``synchronous=NORMAL`` and ``foreign_keys=ON`` on every connection and
+  WAL once (it persists in the file); the writer task is SQLite's only writer.
+- ``DatabaseUnavailable`` is the one exception the CLI maps to "cannot reach the database" (exit 2).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from proxy.store.tables import proxy_meta
+
+FINGERPRINT_SECRET_KEY = "fingerprint_secret"
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached or used."""
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    if is_sqlite(url):
+        engine = create_async_engine(url, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("max_overflow", 5)
+    return create_async_engine(url, **kwargs)
+
+
+def redacted_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def enable_wal(engine: AsyncEngine) -> None:
+    if engine.dialect.name == "sqlite" and ":memory:" not in str(engine.url):
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
+async def fingerprint_secret(engine: AsyncEngine, configured: str) -> bytes:
+    """The secret for API-key fingerprints: configured, or made once and kept in the database.
+
+    Kept in the database so every proxy process sharing it fingerprints a key the same way.
+    """
+    if configured:
+        return configured.encode()
+    async with engine.begin() as conn:
+        value = await conn.scalar(select(proxy_meta.c.value).where(proxy_meta.c.key == FINGERPRINT_SECRET_KEY))
+        if value is None:
+            value = secrets.token_hex(32)
+            await conn.execute(proxy_meta.insert().values(key=FINGERPRINT_SECRET_KEY, value=value))
+    return value.encode()

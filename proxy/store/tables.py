@@ -1,0 +1,110 @@
+"""The recorded schema, as SQLAlchemy 2 declarative models.
+
+Invariants:
+- ``exchanges`` is narrow: one row per exchange with every column a usage query filters or sums on, and
+  no body data, so scans for dashboards stay cheap. Bodies live in ``exchange_bodies`` (1:1, cascade).
+- Token columns are NULL when the provider reported nothing (``usage_source = 'missing'``), never 0.
+- No column ever holds a secret: headers are stored redacted and keys only as a keyed fingerprint.
+- The schema is made only by Alembic revisions under ``migrations/``; this module is their reference.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, MetaData, String, Text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import DateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JsonType = JSON().with_variant(postgresql.JSONB(), "postgresql")
+Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ExchangeRow(Base):
+    __tablename__ = "exchanges"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    session_id: Mapped[str | None] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    duration_ms: Mapped[float | None]
+    ttft_ms: Mapped[float | None]
+    method: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(1024))
+    upstream: Mapped[str] = mapped_column(String(64))
+    model_requested: Mapped[str | None] = mapped_column(String(256))
+    model: Mapped[str | None] = mapped_column(String(256))
+    status: Mapped[int | None]
+    upstream_status: Mapped[int | None]
+    stream: Mapped[bool]
+    outcome: Mapped[str] = mapped_column(String(32))
+    finish_reason: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    prompt_tokens: Mapped[int | None]
+    completion_tokens: Mapped[int | None]
+    total_tokens: Mapped[int | None]
+    cached_tokens: Mapped[int | None]
+    reasoning_tokens: Mapped[int | None]
+    usage_source: Mapped[str] = mapped_column(String(16))
+    cost_usd: Mapped[float | None]
+    cost_source: Mapped[str | None] = mapped_column(String(16))
+    price_ref: Mapped[str | None] = mapped_column(String(256))
+    key_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    end_user: Mapped[str | None] = mapped_column(String(256))
+    match_key: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_exchanges_started_at", "started_at"),
+        Index("ix_exchanges_model_started_at", "model", "started_at"),
+        Index("ix_exchanges_session_started_at", "session_id", "started_at"),
+        Index("ix_exchanges_key_started_at", "key_fingerprint", "started_at"),
+        Index("ix_exchanges_match_key", "match_key"),
+    )
+
+
+class ExchangeBodyRow(Base):
+    __tablename__ = "exchange_bodies"
+
+    exchange_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("exchanges.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_headers: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    request_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    response_headers: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    # Decoded body for plain responses; the raw event-stream bytes for streams.
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # A streamed response folded into the object a non-streamed call returns (JSON text).
+    assembled: Mapped[str | None] = mapped_column(Text)
+    # One [offset_ms, end_byte] pair per network read of the stream.
+    stream_chunks: Mapped[list[Any] | None] = mapped_column(JsonType)
+    event_count: Mapped[int]
+    decode_errors: Mapped[int]
+    usage_injected: Mapped[bool]
+
+
+class MetaRow(Base):
+    """Small key/value facts about the database itself (the fingerprint secret)."""
+
+    __tablename__ = "proxy_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+exchanges = ExchangeRow.__table__
+exchange_bodies = ExchangeBodyRow.__table__
+proxy_meta = MetaRow.__table__

@@ -1,0 +1,82 @@
+"""Turning finished Exchanges into rows, and writing batches of them.
+
+Invariants:
+- Inserts are idempotent (``ON CONFLICT DO NOTHING`` on the exchange id), so a batch re-sent from the
+  spool after an ambiguous failure cannot duplicate or fail on records already stored.
+- One transaction per batch, executemany per table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from proxy.exchange import Exchange
+from proxy.store.tables import exchange_bodies, exchanges
+
+
+def exchange_row(ex: Exchange) -> dict[str, Any]:
+    usage = ex.usage
+    return {
+        "id": ex.id,
+        "session_id": ex.session_id,
+        "started_at": ex.started_at,
+        "finished_at": ex.finished_at,
+        "duration_ms": ex.duration_ms,
+        "ttft_ms": ex.ttft_ms,
+        "method": ex.method,
+        "path": ex.path,
+        "upstream": ex.upstream,
+        "model_requested": ex.requested_model,
+        "model": ex.returned_model,
+        "status": ex.status,
+        "upstream_status": ex.upstream_status,
+        "stream": ex.stream,
+        "outcome": str(ex.outcome),
+        "finish_reason": ex.finish_reason,
+        "error": ex.error,
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "completion_tokens": usage.completion_tokens if usage else None,
+        "total_tokens": usage.total_tokens if usage else None,
+        "cached_tokens": usage.cached_tokens if usage else None,
+        "reasoning_tokens": usage.reasoning_tokens if usage else None,
+        "usage_source": str(ex.usage_source),
+        "cost_usd": None,
+        "cost_source": None,
+        "price_ref": None,
+        "key_fingerprint": ex.key_fingerprint,
+        "end_user": ex.user,
+        "match_key": None,
+    }
+
+
+def body_row(ex: Exchange) -> dict[str, Any]:
+    keep = ex.store_bodies
+    return {
+        "exchange_id": ex.id,
+        "request_headers": ex.request_headers,
+        "request_body": ex.request_body if keep else None,
+        "response_headers": ex.response_headers,
+        "response_body": ex.response_body if keep else None,
+        "assembled": ex.assembled.decode("utf-8", "replace") if keep and ex.assembled else None,
+        "stream_chunks": [list(c) for c in ex.stream_chunks] if ex.stream_chunks else None,
+        "event_count": ex.event_count,
+        "decode_errors": ex.decode_errors,
+        "usage_injected": ex.usage_injected,
+    }
+
+
+def _insert(conn: AsyncConnection, table: Any, pk: str) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=[pk])
+
+
+async def insert_exchanges(conn: AsyncConnection, batch: Sequence[Exchange]) -> None:
+    """Insert a batch inside the caller's transaction."""
+    if not batch:
+        return
+    await conn.execute(_insert(conn, exchanges, "id"), [exchange_row(ex) for ex in batch])
+    await conn.execute(_insert(conn, exchange_bodies, "exchange_id"), [body_row(ex) for ex in batch])

@@ -1,0 +1,111 @@
+"""The upstream side: one shared client session, header filtering, URL building, key fingerprints.
+
+Invariants:
+- One ``ClientSession`` per app (keep-alive pool), with a dummy cookie jar so one user's ``Set-Cookie``
+  never rides along with another user's request, and ``auto_decompress=False`` so compressed bodies
+  pass through untouched (the recorder decodes its own copy).
+- The target URL is always a configured base URL + the path below ``/v1``; nothing a client sends
+  (Host, absolute-form targets, X-Forwarded-*) can change the host.
+- Hop-by-hop headers (RFC 9110 7.6.1) and Host never cross the proxy in either direction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.config import Upstream
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Never stored, in any form but a fingerprint.
+SECRET_HEADERS = frozenset(
+    {"authorization", "api-key", "x-api-key", "cookie", "set-cookie", "proxy-authorization", "openai-api-key"}
+)
+REDACTED = "[redacted]"
+
+
+def client_timeout(up: Upstream) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=up.total_timeout or None,
+        connect=up.connect_timeout or None,
+        sock_read=up.read_timeout or None,
+    )
+
+
+def make_session(max_connections: int = 0) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, keepalive_timeout=30)
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None),
+        # The client's own User-Agent is forwarded; do not add aiohttp's.
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+def target_url(base: str, tail: str, query: str) -> str:
+    """``base`` + ``/`` + ``tail`` (the path below /v1), keeping the query string as sent."""
+    url = base.rstrip("/") + "/" + tail.lstrip("/")
+    return f"{url}?{query}" if query else url
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
+    """Header names listed in ``Connection``: hop-by-hop for this hop only."""
+    tokens: set[str] = set()
+    for value in headers.getall("connection", []):
+        tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return tokens
+
+
+def forward_request_headers(headers: CIMultiDictProxy[str], extra_drop: Iterable[str] = ()) -> CIMultiDict[str]:
+    drop = HOP_BY_HOP | _connection_tokens(headers) | {"host", "content-length", *extra_drop}
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+
+
+def forward_response_headers(headers: CIMultiDictProxy[str], *, reframed: bool) -> CIMultiDict[str]:
+    drop = HOP_BY_HOP | _connection_tokens(headers)
+    if reframed:
+        drop = drop | {"content-length"}
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+
+
+def redact_headers(headers: Mapping[str, str], extra: frozenset[str] = frozenset()) -> dict[str, str]:
+    """Headers for storage: secrets replaced, names lower-cased, repeated names joined."""
+    out: dict[str, str] = {}
+    for key, value in headers.items():
+        name = key.lower()
+        if name in SECRET_HEADERS or name in extra:
+            value = REDACTED
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
+
+
+def api_key_of(headers: Mapping[str, str]) -> str | None:
+    """The credential a client sent, whichever header carries it."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" and token.strip() else auth
+    return headers.get("api-key") or headers.get("x-api-key")
+
+
+def fingerprint(secret: bytes, api_key: str) -> str:
+    """A keyed hash: stable per key, useless for recovering or confirming it without the secret."""
+    return "fp_" + hmac.new(secret, api_key.encode(), hashlib.sha256).hexdigest()[:24]

@@ -1,0 +1,185 @@
+"""Shared fixtures: a migrated database per test (SQLite file, and PostgreSQL when configured), the fake
+upstream on a loopback port, and a proxy in front of it.
+
+PostgreSQL tests run when ``PROXY_TEST_POSTGRES_URL`` is set (``.ci/run`` sets it and fails if the server
+is unreachable). Each test gets its own PostgreSQL schema, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import openai
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from proxy import fake_upstream
+from proxy.config import Settings
+from proxy.recorder import Recorder
+from proxy.server import STATE, create_app
+from proxy.store import db, migrate
+from proxy.store.tables import exchange_bodies, exchanges
+
+PG_URL = os.environ.get("PROXY_TEST_POSTGRES_URL")
+API_KEY = "sk-test-SECRET-0123456789abcdefXYZ"
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if PG_URL:
+        return
+    skip = pytest.mark.skip(reason="PROXY_TEST_POSTGRES_URL not set")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@dataclass
+class Database:
+    url: str
+    engine: AsyncEngine
+    kind: str
+    path: Path | None
+    connect_args: dict[str, Any]
+
+    async def rows(self, *, order: str = "started_at") -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(select(exchanges).order_by(exchanges.c[order]))
+            return [dict(r._mapping) for r in result]
+
+    async def bodies(self) -> dict[str, dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(select(exchange_bodies))
+            return {r.exchange_id: dict(r._mapping) for r in result}
+
+
+async def make_database(kind: str, tmp_path: Path) -> AsyncIterator[Database]:
+    if kind == "sqlite":
+        path = tmp_path / "proxy.db"
+        url = f"sqlite+aiosqlite:///{path}"
+        engine = db.create_engine(url)
+        await db.enable_wal(engine)
+        await migrate.upgrade(engine)
+        yield Database(url, engine, kind, path, {})
+        await engine.dispose()
+        return
+    assert PG_URL
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = db.create_engine(PG_URL)
+    async with admin.begin() as conn:
+        await conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    connect_args = {"server_settings": {"search_path": schema}}
+    engine = db.create_engine(PG_URL, connect_args=connect_args)
+    await migrate.upgrade(engine)
+    try:
+        yield Database(PG_URL, engine, kind, None, connect_args)
+    finally:
+        await engine.dispose()
+        async with admin.begin() as conn:
+            await conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        await admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async for database in make_database(request.param, tmp_path):
+        yield database
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
+    async for database in make_database("sqlite", tmp_path):
+        yield database
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Callable[..., Any]) -> TestServer:
+    return await aiohttp_server(fake_upstream.create_app())
+
+
+def upstream_requests(server: TestServer) -> list[dict[str, Any]]:
+    return server.app[fake_upstream.REQUESTS]
+
+
+@dataclass
+class Proxy:
+    server: TestServer
+    database: Database
+    clients: list[openai.AsyncOpenAI]
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    @property
+    def recorder(self) -> Recorder:
+        return self.server.app[STATE].recorder
+
+    def client(self, prefix: str = "/v1", **kwargs: Any) -> openai.AsyncOpenAI:
+        kwargs.setdefault("api_key", API_KEY)
+        kwargs.setdefault("max_retries", 0)
+        client = openai.AsyncOpenAI(base_url=self.url + prefix, **kwargs)
+        self.clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+    async def rows(self) -> list[dict[str, Any]]:
+        await self.recorder.flush()
+        return await self.database.rows()
+
+    async def bodies(self) -> dict[str, dict[str, Any]]:
+        await self.recorder.flush()
+        return await self.database.bodies()
+
+
+def make_settings(upstream_url: str, database: Database, tmp_path: Path, **overrides: Any) -> Settings:
+    tree: dict[str, Any] = {
+        "upstream": {"url": upstream_url},
+        "database": {"url": database.url, "auto_migrate": False},
+        "recorder": {"spool_dir": str(tmp_path / "spool"), "retry_interval": 0.2},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            tree[key] = {**tree[key], **value}
+        else:
+            tree[key] = value
+    return msgspec.convert(tree, Settings)
+
+
+ProxyFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def start_proxy(
+    aiohttp_server: Callable[..., Any], database: Database, upstream: TestServer, tmp_path: Path
+) -> AsyncIterator[ProxyFactory]:
+    started: list[Proxy] = []
+
+    async def start(upstream_url: str | None = None, **overrides: Any) -> Proxy:
+        url = upstream_url if upstream_url is not None else str(upstream.make_url("/v1"))
+        settings = make_settings(url, database, tmp_path, **overrides)
+        app: web.Application = create_app(settings, database.engine)
+        server = await aiohttp_server(app)  # TestServer runs with handler_cancellation=True
+        started.append(Proxy(server, database, []))
+        return started[-1]
+
+    yield start
+    for proxy in started:
+        await proxy.close()
+
+
+@pytest.fixture
+async def proxy(start_proxy: ProxyFactory) -> Proxy:
+    return await start_proxy()
