@@ -15,8 +15,8 @@ Behaviour is chosen by the request's ``model`` (so the real ``openai`` SDK can d
 - ``fake-no-usage``: a stream that never reports usage, even when asked.
 
 Request headers: ``x-fake-delay-ms`` paces chunks; ``x-fake-gzip: 1`` gzips a non-streamed body;
-``x-fake-events`` sets the number of content chunks. ``app[GATE]``, when set to an ``asyncio.Event``,
-holds every stream after its first chunk until the event is set (the tee timing test uses it).
+``x-fake-events`` sets the number of content chunks. ``app[CONTROL].gate``, when set to an
+``asyncio.Event``, holds every stream after its first chunk until the event is set (the tee timing test).
 """
 
 from __future__ import annotations
@@ -25,13 +25,22 @@ import argparse
 import asyncio
 import gzip
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
+@dataclass
+class Control:
+    """Knobs a test turns while the server runs (app state itself is frozen once started)."""
+
+    # When set, every stream waits after its first chunk until the event is set.
+    gate: asyncio.Event | None = None
+
+
 REQUESTS = web.AppKey("requests", list)
-GATE = web.AppKey("gate", asyncio.Event)
+CONTROL = web.AppKey("control", Control)
 _ENC = msgspec.json.Encoder()
 _DEC = msgspec.json.Decoder()
 
@@ -90,8 +99,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = _DEC.decode(raw) if raw else {}
     request.app[REQUESTS].append({"headers": dict(request.headers), "body": body, "path": request.path})
     model = str(body.get("model", "fake-model"))
-    if model.startswith("fake-error-"):
-        return _error(int(model.rsplit("-", 1)[1]))
+    status = model.removeprefix("fake-error-")
+    if status.isdigit():
+        return _error(int(status))
     n = int(body.get("n") or 1)
     events = int(request.headers["x-fake-events"]) if "x-fake-events" in request.headers else None
     pieces = reply_pieces(body, events)
@@ -101,6 +111,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     ident = f"chatcmpl-fake{created}"
     tools = model == "fake-tools"
     if not body.get("stream"):
+        if "x-fake-delay-ms" in request.headers:
+            await asyncio.sleep(float(request.headers["x-fake-delay-ms"]) / 1000)
         choices = []
         for i in range(n):
             message: dict[str, Any] = {"role": "assistant", "content": None if tools else "".join(pieces)}
@@ -135,7 +147,7 @@ async def _stream(
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "x-request-id": "req_fake_stream"})
     await resp.prepare(request)
-    gate = request.app.get(GATE)
+    gate = request.app[CONTROL].gate
 
     def chunk(choices: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> bytes:
         obj: dict[str, Any] = {"id": ident, "object": "chat.completion.chunk",
@@ -224,6 +236,7 @@ async def models(request: web.Request) -> web.Response:
 def create_app() -> web.Application:
     app = web.Application(client_max_size=256 << 20)
     app[REQUESTS] = []
+    app[CONTROL] = Control()
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
