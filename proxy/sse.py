@@ -33,7 +33,8 @@ from typing import NamedTuple
 __all__ = ["SSEEvent", "SSEParser"]
 
 _BOM = b"\xef\xbb\xbf"
-# CRLF must be tried before the lone CR so that it counts as one line end, not two.
+# ``\r\n?`` is greedy, so a CRLF counts as one line end, not two. The group makes split() keep
+# the terminators, whose lengths give the absolute offsets.
 _EOL = re.compile(rb"(\r\n?|\n)")
 
 
@@ -188,7 +189,7 @@ class SSEParser:
             value = line[colon + 1 :]
             if value[:1] == b" ":
                 value = value[1:]
-        if name == b"data":
+        if name == b"data":  # only a bare "data" line gets here; "data:..." is handled in _lines
             self._data.append(value)
         elif name == b"event":
             self._event = value
@@ -197,13 +198,16 @@ class SSEParser:
         # "retry" only matters to a reconnecting client; it and unknown fields are ignored.
 
     def _lines(self, lines: list[bytes], term_lens: Iterable[int], start: int) -> list[SSEEvent]:
-        """Apply complete lines; ``term_lens`` gives each line's terminator length, ``start`` the
-        absolute offset of the first line. This is the hot loop, so the common cases (data line,
-        blank line) are inlined rather than delegated to ``_field``."""
+        """Apply complete lines and return the events they dispatch.
+
+        ``term_lens`` gives each line's terminator length and ``start`` the absolute offset of the
+        first line. This is the hot loop, so the common cases (data line, blank line) are inlined
+        rather than delegated to ``_field``.
+        """
         events: list[SSEEvent] = []
         data = self._data
         end = start
-        for line, term_len in zip(lines, term_lens):
+        for line, term_len in zip(lines, term_lens, strict=False):  # term_lens may be endless
             end += len(line) + term_len
             if not line:
                 if data:

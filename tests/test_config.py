@@ -1,0 +1,101 @@
+"""Settings precedence and the one-line errors a bad configuration gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.config import ConfigError, Mode, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "proxy.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(env={})
+    assert settings.listen == "127.0.0.1:8080"
+    assert settings.database.url == "sqlite+aiosqlite:///proxy.db"
+    assert settings.mode is Mode.RECORD
+    assert settings.upstream.read_timeout == 300 and settings.upstream.total_timeout == 0
+
+
+def test_precedence_defaults_toml_env_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+listen = "127.0.0.1:7000"
+[upstream]
+url = "http://toml.example/v1"
+connect_timeout = 3
+[database]
+url = "sqlite+aiosqlite:///toml.db"
+""")
+    env = {"PROXY_UPSTREAM_URL": "http://env.example/v1", "PROXY_LISTEN": "127.0.0.1:7001",
+           "PROXY_UPSTREAM_API_KEY": "sk-env", "PROXY_RECORDER_BATCH_SIZE": "50"}
+    settings = load_settings(path, {"listen": "127.0.0.1:7002"}, env)
+    assert settings.listen == "127.0.0.1:7002"  # flag beats env beats TOML
+    assert settings.upstream.url == "http://env.example/v1"  # env beats TOML
+    assert settings.upstream.connect_timeout == 3  # TOML beats default
+    assert settings.upstream.api_key == "sk-env"
+    assert settings.recorder.batch_size == 50  # env strings are converted
+    assert settings.database.url == "sqlite+aiosqlite:///toml.db"
+
+
+def test_config_file_from_env_and_local_proxy_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text('listen = "127.0.0.1:9001"\n')
+    assert load_settings(env={"PROXY_CONFIG": str(other)}).listen == "127.0.0.1:9001"
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, 'listen = "127.0.0.1:9002"\n')
+    assert load_settings(env={}).listen == "127.0.0.1:9002"
+
+
+def test_named_upstreams(tmp_path: Path) -> None:
+    path = write(tmp_path, '[upstreams.openrouter]\nurl = "https://openrouter.ai/api/v1"\nread_timeout = 60\n')
+    settings = load_settings(path, env={})
+    assert settings.upstreams["openrouter"].read_timeout == 60
+    assert set(settings.all_upstreams()) == {"default", "openrouter"}
+
+
+@pytest.mark.parametrize(
+    ("toml", "flags", "message"),
+    [
+        ('bogus = 1\n', {}, "unknown field `bogus`"),
+        ('[upstream]\nurll = "x"\n', {}, "upstream: Object contains unknown field `urll`"),
+        ('', {"upstream": {"url": "ftp://x"}}, "upstream.url: not an http(s) URL"),
+        ('', {"upstream": {"url": "nohost"}}, "upstream.url: not an http(s) URL"),
+        ('[upstreams.x]\nurl = "bad"\n', {}, "upstreams.x.url"),
+        ('listen = "nope"\n', {}, "listen: expected HOST:PORT"),
+        ('[database]\nurl = "mysql://x"\n', {}, "database.url: unsupported"),
+        ('[upstream]\nread_timeout = "slow"\n', {}, "upstream.read_timeout"),
+        ('mode = "fast"\n', {}, "mode"),
+        ('x = [', {}, "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, toml: str, flags: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, toml), flags, env={})
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_upstream_required_for_serving(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="upstream.url: an upstream URL is required"):
+        load_settings(write(tmp_path, ""), env={}, require_upstream=True)
+
+
+def test_example_config_is_valid_and_documents_every_key() -> None:
+    example = ROOT / "config.example.toml"
+    settings = load_settings(str(example), env={})
+    text = example.read_text()
+    for section in ("", "upstream", "database", "recorder"):
+        struct = settings if not section else getattr(settings, section)
+        for name in struct.__struct_fields__:
+            if name in ("upstreams", "upstream", "database", "recorder"):
+                continue  # sections, not keys
+            assert f"\n{name} = " in text or f"\n# {name} = " in text, f"{section}.{name} not documented"

@@ -1,0 +1,94 @@
+"""The recorder's failure policy: clients never wait on the database, and an outage loses no record."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+
+from proxy.exchange import Exchange, Outcome
+from proxy.recorder import Recorder
+from tests.conftest import Database, Proxy
+
+MESSAGES = [{"role": "user", "content": "hello there"}]
+
+
+async def _rename(database: Database, old: str, new: str) -> None:
+    async with database.engine.begin() as conn:
+        await conn.exec_driver_sql(f"ALTER TABLE {old} RENAME TO {new}")
+
+
+async def test_database_outage_spools_to_disk_then_writes_back(proxy: Proxy, database: Database) -> None:
+    client = proxy.client()
+    await client.chat.completions.create(model="fake-model", messages=MESSAGES)
+    await proxy.recorder.flush()
+
+    # The table disappears from under the writer: every insert now fails, on SQLite and PostgreSQL alike.
+    await _rename(database, "exchanges", "exchanges_away")
+    for _ in range(5):
+        await client.chat.completions.create(model="fake-model", messages=MESSAGES)
+        stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
+        [c async for c in stream]
+    await proxy.recorder.flush()
+    stats = proxy.recorder.stats
+    assert not stats.database_ok and stats.spooled == 10 and stats.dropped == 0
+    assert proxy.recorder.spool_files()
+    health = await _health(proxy)
+    assert health["status"] == "degraded" and health["database"]["ok"] is False
+    assert health["recorder"]["spooled"] == 10
+
+    await _rename(database, "exchanges_away", "exchanges")
+    await asyncio.sleep(0.25)  # past retry_interval
+    await client.chat.completions.create(model="fake-model", messages=MESSAGES)
+    rows = await proxy.rows()
+    assert len(rows) == 12, "1 before, 10 spooled during the outage, 1 after"
+    assert len({r["id"] for r in rows}) == 12
+    assert not proxy.recorder.spool_files()
+    assert proxy.recorder.stats.database_ok and proxy.recorder.stats.unspooled == 10
+    assert (await _health(proxy))["status"] == "ok"
+    bodies = await proxy.bodies()
+    assert set(bodies) == {r["id"] for r in rows}
+
+
+async def _health(proxy: Proxy) -> dict:
+    async with aiohttp.ClientSession() as http, http.get(f"{proxy.url}/_proxy/health") as resp:
+        return await resp.json()
+
+
+async def test_spool_left_by_a_previous_run_is_written_at_start(database: Database, tmp_path: Path) -> None:
+    dead = Recorder(database.engine, spool_dir=tmp_path / "spool")
+    batch = [Exchange(method="POST", path="/v1/chat/completions", status=200) for _ in range(3)]
+    for ex in batch:
+        ex.finish(Outcome.COMPLETE)
+    dead._spool(batch)
+    assert len(dead.spool_files()) == 1
+
+    fresh = Recorder(database.engine, spool_dir=tmp_path / "spool", retry_interval=0)
+    await fresh.start()
+    fresh.submit(Exchange(method="GET", path="/v1/models", status=200))
+    await fresh.close()
+    rows = await database.rows()
+    assert {r["id"] for r in rows} >= {ex.id for ex in batch}
+    assert len(rows) == 4 and not fresh.spool_files()
+
+
+async def test_close_drains_the_queue(database: Database, tmp_path: Path) -> None:
+    recorder = Recorder(database.engine, spool_dir=tmp_path / "spool", batch_size=7)
+    await recorder.start()
+    ids = []
+    for _ in range(50):
+        ex = Exchange(method="GET", path="/v1/models", status=200)
+        ex.finish()
+        ids.append(ex.id)
+        recorder.submit(ex)
+    await recorder.close()
+    rows = await database.rows(order="id")
+    assert [r["id"] for r in rows] == sorted(ids)
+    assert recorder.stats.batches >= 50 // 7
+
+
+async def test_full_spool_drops_and_counts(database: Database, tmp_path: Path) -> None:
+    recorder = Recorder(database.engine, spool_dir=tmp_path / "spool", spool_max_bytes=10)
+    recorder._spool([Exchange()])
+    assert recorder.stats.dropped == 1 and recorder.stats.spooled == 0
