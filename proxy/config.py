@@ -56,8 +56,8 @@ class Database(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Recorder(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Exchanges waiting for the writer; when full, new records go to the disk spool.
     queue_size: int = 10_000
+    # Batches form by themselves: the writer takes whatever is queued, up to this many, per transaction.
     batch_size: int = 500
-    flush_interval_ms: int = 200
     # Where records wait while the database is unavailable.
     spool_dir: str = "proxy-spool"
     spool_max_bytes: int = 1 << 30
