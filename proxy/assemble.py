@@ -110,6 +110,16 @@ class _Choice:
         return out
 
 
+def _produces_output(choice: ChunkChoice) -> bool:
+    # The role-only first chunk carries `content: ""`: not a token yet.
+    if choice.text:
+        return True
+    delta = choice.delta
+    return delta is not None and bool(
+        delta.content or delta.tool_calls or delta.refusal or delta.reasoning or delta.reasoning_content
+    )
+
+
 def _append(parts: list[str] | None, piece: str) -> list[str]:
     if parts is None:
         return [piece]
@@ -132,6 +142,7 @@ class Assembler:
         self.legacy_text = False
         self.chunks = 0
         self._choices: dict[int, _Choice] = {}
+        self._has_output = False
 
     def add(self, chunk: ChatCompletionChunk) -> None:
         self.chunks += 1
@@ -154,6 +165,8 @@ class Assembler:
             if state is None:
                 state = self._choices[key] = _Choice()
             state.add(choice)
+            if not self._has_output:
+                self._has_output = _produces_output(choice)
 
     @property
     def finish_reason(self) -> str | None:
@@ -164,9 +177,8 @@ class Assembler:
 
     @property
     def has_output(self) -> bool:
-        return any(
-            c.content or c.text or c.tools or c.refusal or c.reasoning for c in self._choices.values()
-        )
+        """True once any choice produced a non-empty piece of output (the time-to-first-token moment)."""
+        return self._has_output
 
     def result(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+
 @dataclass
 class Control:
     """Knobs a test turns while the server runs (app state itself is frozen once started)."""
@@ -118,10 +119,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             message: dict[str, Any] = {"role": "assistant", "content": None if tools else "".join(pieces)}
             if tools:
                 message["tool_calls"] = [_tool_call_full()]
-            choices.append({"index": i, "message": message, "logprobs": None,
-                            "finish_reason": "tool_calls" if tools else "stop"})
-        payload = {"id": ident, "object": "chat.completion", "created": created, "model": model,
-                   "system_fingerprint": "fp_fake", "choices": choices, "usage": usage}
+            choices.append(
+                {"index": i, "message": message, "logprobs": None, "finish_reason": "tool_calls" if tools else "stop"}
+            )
+        payload = {
+            "id": ident,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_fake",
+            "choices": choices,
+            "usage": usage,
+        }
         data = _ENC.encode(payload)
         headers = {"x-request-id": "req_fake_ok"}
         if request.headers.get("x-fake-gzip") == "1":
@@ -132,27 +141,42 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 def _tool_call_full() -> dict[str, Any]:
-    return {"id": "call_fake1", "type": "function",
-            "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}}
+    return {
+        "id": "call_fake1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'},
+    }
 
 
 async def _stream(
-    request: web.Request, body: dict[str, Any], model: str, pieces: list[str], n: int,
-    usage: dict[str, Any], ident: str, created: int,
+    request: web.Request,
+    body: dict[str, Any],
+    model: str,
+    pieces: list[str],
+    n: int,
+    usage: dict[str, Any],
+    ident: str,
+    created: int,
 ) -> web.StreamResponse:
     openrouter = model == "fake-openrouter"
     eol = "\r\n" if openrouter else "\n"
     include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and model != "fake-no-usage"
     delay = float(request.headers.get("x-fake-delay-ms", "0")) / 1000
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                       "x-request-id": "req_fake_stream"})
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "x-request-id": "req_fake_stream"}
+    )
     await resp.prepare(request)
     gate = request.app[CONTROL].gate
 
     def chunk(choices: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> bytes:
-        obj: dict[str, Any] = {"id": ident, "object": "chat.completion.chunk",
-                               "created": created + 0.5 if openrouter else created, "model": model,
-                               "system_fingerprint": "fp_fake", "choices": choices}
+        obj: dict[str, Any] = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created + 0.5 if openrouter else created,
+            "model": model,
+            "system_fingerprint": "fp_fake",
+            "choices": choices,
+        }
         if openrouter:
             obj["provider"] = "FakeProvider"
         elif include_usage:
@@ -163,16 +187,49 @@ async def _stream(
 
     if openrouter:
         await resp.write(f": OPENROUTER PROCESSING{eol}{eol}".encode())
-    out: list[bytes] = [chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                                "finish_reason": None} for i in range(n)])]
+    out: list[bytes] = [
+        chunk(
+            [
+                {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+                for i in range(n)
+            ]
+        )
+    ]
     if model == "fake-tools":
         call = _tool_call_full()
         args = call["function"]["arguments"]
-        out.append(chunk([{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
-                   "function": {"name": "get_weather", "arguments": ""}}]}, "finish_reason": None}]))
+        out.append(
+            chunk(
+                [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {
+                                    "index": 0,
+                                    "id": call["id"],
+                                    "type": "function",
+                                    "function": {"name": "get_weather", "arguments": ""},
+                                }
+                            ]
+                        },
+                        "finish_reason": None,
+                    }
+                ]
+            )
+        )
         for j in range(0, len(args), 7):
-            out.append(chunk([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {
-                "arguments": args[j:j + 7]}}]}, "finish_reason": None}]))
+            out.append(
+                chunk(
+                    [
+                        {
+                            "index": 0,
+                            "delta": {"tool_calls": [{"index": 0, "function": {"arguments": args[j : j + 7]}}]},
+                            "finish_reason": None,
+                        }
+                    ]
+                )
+            )
         finish = "tool_calls"
     else:
         for piece in pieces:
@@ -184,8 +241,12 @@ async def _stream(
         finish = "stop"
     if model == "fake-error-midstream":
         out = out[:3]
-        out.append(chunk([{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
-                         {"error": {"code": 502, "message": "provider overloaded mid-generation"}}))
+        out.append(
+            chunk(
+                [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+                {"error": {"code": 502, "message": "provider overloaded mid-generation"}},
+            )
+        )
     elif model == "fake-cut":
         out = out[:3]
     else:
@@ -220,17 +281,21 @@ async def embeddings(request: web.Request) -> web.Response:
     inputs = body.get("input")
     items = inputs if isinstance(inputs, list) else [inputs]
     tokens = sum(len(str(i).split()) for i in items)
-    return web.json_response({
-        "object": "list", "model": body.get("model"),
-        "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(items))],
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })
+    return web.json_response(
+        {
+            "object": "list",
+            "model": body.get("model"),
+            "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(items))],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
 
 
 async def models(request: web.Request) -> web.Response:
     request.app[REQUESTS].append({"headers": dict(request.headers), "body": None, "path": request.path})
-    return web.json_response({"object": "list", "data": [
-        {"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}]})
+    return web.json_response(
+        {"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}]}
+    )
 
 
 def create_app() -> web.Application:

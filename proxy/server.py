@@ -102,9 +102,7 @@ def _inject_usage(body: bytes) -> bytes | None:
     if not isinstance(obj, dict):
         return None
     options = obj.get("stream_options")
-    obj["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {
-        "include_usage": True
-    }
+    obj["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
     return JSON_ENCODER.encode(obj)
 
 
@@ -145,24 +143,32 @@ async def _forward(request: web.Request, st: ProxyState, route: Route, ex: Excha
     if session_id is not None:
         if not SESSION_ID.match(session_id):
             return _bad_request(
-                ex, 400, "invalid session id (1-128 of A-Z a-z 0-9 _ . : @ -)", "invalid_request_error",
+                ex,
+                400,
+                "invalid session id (1-128 of A-Z a-z 0-9 _ . : @ -)",
+                "invalid_request_error",
                 "invalid_session_id",
             )
         ex.session_id = session_id
     upstream = settings.all_upstreams().get(route.upstream)
     if upstream is None or not upstream.url:
-        return _bad_request(ex, 404, f"unknown upstream {route.upstream!r}", "invalid_request_error",
-                            "unknown_upstream")
+        return _bad_request(
+            ex, 404, f"unknown upstream {route.upstream!r}", "invalid_request_error", "unknown_upstream"
+        )
     if any(seg in ("..", ".") for seg in route.tail.split("/")):
-        return _bad_request(ex, 400, "path must not contain '.' or '..' segments", "invalid_request_error",
-                            "invalid_path")
+        return _bad_request(
+            ex, 400, "path must not contain '.' or '..' segments", "invalid_request_error", "invalid_path"
+        )
 
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _bad_request(
-            ex, 413, f"request body larger than the proxy's limit of {settings.max_body_bytes} bytes",
-            "invalid_request_error", "request_too_large",
+            ex,
+            413,
+            f"request body larger than the proxy's limit of {settings.max_body_bytes} bytes",
+            "invalid_request_error",
+            "request_too_large",
         )
     ex.request_body = body
     view = _request_view(body)

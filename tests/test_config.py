@@ -27,16 +27,23 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_precedence_defaults_toml_env_flags(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 listen = "127.0.0.1:7000"
 [upstream]
 url = "http://toml.example/v1"
 connect_timeout = 3
 [database]
 url = "sqlite+aiosqlite:///toml.db"
-""")
-    env = {"PROXY_UPSTREAM_URL": "http://env.example/v1", "PROXY_LISTEN": "127.0.0.1:7001",
-           "PROXY_UPSTREAM_API_KEY": "sk-env", "PROXY_RECORDER_BATCH_SIZE": "50"}
+""",
+    )
+    env = {
+        "PROXY_UPSTREAM_URL": "http://env.example/v1",
+        "PROXY_LISTEN": "127.0.0.1:7001",
+        "PROXY_UPSTREAM_API_KEY": "sk-env",
+        "PROXY_RECORDER_BATCH_SIZE": "50",
+    }
     settings = load_settings(path, {"listen": "127.0.0.1:7002"}, env)
     assert settings.listen == "127.0.0.1:7002"  # flag beats env beats TOML
     assert settings.upstream.url == "http://env.example/v1"  # env beats TOML
@@ -65,16 +72,16 @@ def test_named_upstreams(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("toml", "flags", "message"),
     [
-        ('bogus = 1\n', {}, "unknown field `bogus`"),
+        ("bogus = 1\n", {}, "unknown field `bogus`"),
         ('[upstream]\nurll = "x"\n', {}, "upstream: Object contains unknown field `urll`"),
-        ('', {"upstream": {"url": "ftp://x"}}, "upstream.url: not an http(s) URL"),
-        ('', {"upstream": {"url": "nohost"}}, "upstream.url: not an http(s) URL"),
+        ("", {"upstream": {"url": "ftp://x"}}, "upstream.url: not an http(s) URL"),
+        ("", {"upstream": {"url": "nohost"}}, "upstream.url: not an http(s) URL"),
         ('[upstreams.x]\nurl = "bad"\n', {}, "upstreams.x.url"),
         ('listen = "nope"\n', {}, "listen: expected HOST:PORT"),
         ('[database]\nurl = "mysql://x"\n', {}, "database.url: unsupported"),
         ('[upstream]\nread_timeout = "slow"\n', {}, "upstream.read_timeout"),
         ('mode = "fast"\n', {}, "mode"),
-        ('x = [', {}, "not valid TOML"),
+        ("x = [", {}, "not valid TOML"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, toml: str, flags: dict, message: str) -> None:
@@ -85,7 +92,7 @@ def test_bad_config_names_the_key(tmp_path: Path, toml: str, flags: dict, messag
 
 
 def test_upstream_required_for_serving(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="upstream.url: an upstream URL is required"):
+    with pytest.raises(ConfigError, match=r"upstream\.url: an upstream URL is required"):
         load_settings(write(tmp_path, ""), env={}, require_upstream=True)
 
 

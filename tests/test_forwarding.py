@@ -27,7 +27,9 @@ def comparable(completion: openai.BaseModel) -> dict:
     return data
 
 
-async def test_non_streamed_same_as_direct_and_recorded(proxy: Proxy, upstream: TestServer, direct: openai.AsyncOpenAI) -> None:
+async def test_non_streamed_same_as_direct_and_recorded(
+    proxy: Proxy, upstream: TestServer, direct: openai.AsyncOpenAI
+) -> None:
     via = await proxy.client().chat.completions.create(model="fake-model", messages=MESSAGES, user="alice")
     ref = await direct.chat.completions.create(model="fake-model", messages=MESSAGES, user="alice")
     assert comparable(via) == comparable(ref)
@@ -43,7 +45,10 @@ async def test_non_streamed_same_as_direct_and_recorded(proxy: Proxy, upstream: 
     assert row["model_requested"] == "fake-model" and row["model"] == "fake-model"
     assert row["finish_reason"] == "stop"
     assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (
-        via.usage.prompt_tokens, via.usage.completion_tokens, via.usage.total_tokens)
+        via.usage.prompt_tokens,
+        via.usage.completion_tokens,
+        via.usage.total_tokens,
+    )
     assert row["cached_tokens"] == 0 and row["reasoning_tokens"] == 0
     assert row["usage_source"] == "provider"
     assert row["end_user"] == "alice"
@@ -54,12 +59,16 @@ async def test_non_streamed_same_as_direct_and_recorded(proxy: Proxy, upstream: 
 
     body = (await proxy.bodies())[row["id"]]
     assert ANY_DECODER.decode(body["request_body"])["messages"] == MESSAGES
-    assert ANY_DECODER.decode(body["response_body"])["choices"][0]["message"]["content"] == via.choices[0].message.content
+    assert (
+        ANY_DECODER.decode(body["response_body"])["choices"][0]["message"]["content"] == via.choices[0].message.content
+    )
     assert body["request_headers"]["authorization"] == "[redacted]"
     assert body["response_headers"]["x-request-id"] == "req_fake_ok"
 
 
-async def test_streamed_same_as_direct_usage_hidden_but_recorded(proxy: Proxy, upstream: TestServer, direct: openai.AsyncOpenAI) -> None:
+async def test_streamed_same_as_direct_usage_hidden_but_recorded(
+    proxy: Proxy, upstream: TestServer, direct: openai.AsyncOpenAI
+) -> None:
     stream = await proxy.client().chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
     via = [c async for c in stream]
     stream = await direct.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
@@ -72,10 +81,17 @@ async def test_streamed_same_as_direct_usage_hidden_but_recorded(proxy: Proxy, u
     [row] = await proxy.rows()
     assert row["stream"] is True and row["outcome"] == "complete" and row["finish_reason"] == "stop"
     assert row["usage_source"] == "provider"
-    ref_usage = [c async for c in await direct.chat.completions.create(
-        model="fake-model", messages=MESSAGES, stream=True, stream_options={"include_usage": True})][-1].usage
+    ref_usage = [
+        c
+        async for c in await direct.chat.completions.create(
+            model="fake-model", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    ][-1].usage
     assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (
-        ref_usage.prompt_tokens, ref_usage.completion_tokens, ref_usage.total_tokens)
+        ref_usage.prompt_tokens,
+        ref_usage.completion_tokens,
+        ref_usage.total_tokens,
+    )
     assert row["completion_tokens"] == len(via) - 2  # role chunk and finish chunk carry no text
     assert 0 < row["ttft_ms"] <= row["duration_ms"]
 
@@ -92,7 +108,8 @@ async def test_streamed_same_as_direct_usage_hidden_but_recorded(proxy: Proxy, u
 
 async def test_stream_with_usage_requested_gets_it(proxy: Proxy) -> None:
     stream = await proxy.client().chat.completions.create(
-        model="fake-model", messages=MESSAGES, stream=True, stream_options={"include_usage": True})
+        model="fake-model", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
     chunks = [c async for c in stream]
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     [row] = await proxy.rows()
@@ -102,14 +119,20 @@ async def test_stream_with_usage_requested_gets_it(proxy: Proxy) -> None:
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_tool_calls(proxy: Proxy, direct: openai.AsyncOpenAI, stream: bool) -> None:
-    kwargs = {"model": "fake-tools", "messages": MESSAGES, "tools": [
-        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]}
+    kwargs = {
+        "model": "fake-tools",
+        "messages": MESSAGES,
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+    }
     if stream:
         chunks = [c async for c in await proxy.client().chat.completions.create(stream=True, **kwargs)]
         ref = [c async for c in await direct.chat.completions.create(stream=True, **kwargs)]
         assert [comparable(c) for c in chunks] == [comparable(c) for c in ref]
-        args = "".join(c.choices[0].delta.tool_calls[0].function.arguments
-                       for c in chunks if c.choices and c.choices[0].delta.tool_calls)
+        args = "".join(
+            c.choices[0].delta.tool_calls[0].function.arguments
+            for c in chunks
+            if c.choices and c.choices[0].delta.tool_calls
+        )
     else:
         completion = await proxy.client().chat.completions.create(**kwargs)
         args = completion.choices[0].message.tool_calls[0].function.arguments
@@ -119,13 +142,16 @@ async def test_tool_calls(proxy: Proxy, direct: openai.AsyncOpenAI, stream: bool
     if stream:
         assembled = ANY_DECODER.decode((await proxy.bodies())[row["id"]]["assembled"])
         call = assembled["choices"][0]["message"]["tool_calls"][0]
-        assert call == {"id": "call_fake1", "type": "function",
-                        "function": {"name": "get_weather", "arguments": args}}
+        assert call == {"id": "call_fake1", "type": "function", "function": {"name": "get_weather", "arguments": args}}
 
 
 async def test_n_greater_than_one_assembles_each_choice(proxy: Proxy) -> None:
-    chunks = [c async for c in await proxy.client().chat.completions.create(
-        model="fake-model", messages=MESSAGES, stream=True, n=2)]
+    chunks = [
+        c
+        async for c in await proxy.client().chat.completions.create(
+            model="fake-model", messages=MESSAGES, stream=True, n=2
+        )
+    ]
     texts = {0: "", 1: ""}
     for c in chunks:
         for choice in c.choices:
@@ -138,8 +164,11 @@ async def test_n_greater_than_one_assembles_each_choice(proxy: Proxy) -> None:
 
 @pytest.mark.parametrize(
     ("model", "exc_type"),
-    [("fake-error-401", openai.AuthenticationError), ("fake-error-429", openai.RateLimitError),
-     ("fake-error-500", openai.InternalServerError)],
+    [
+        ("fake-error-401", openai.AuthenticationError),
+        ("fake-error-429", openai.RateLimitError),
+        ("fake-error-500", openai.InternalServerError),
+    ],
 )
 async def test_upstream_errors_reach_client_unchanged(
     proxy: Proxy, direct: openai.AsyncOpenAI, model: str, exc_type: type[openai.APIStatusError]
@@ -178,7 +207,8 @@ async def test_exchange_id_header_names_the_record(proxy: Proxy) -> None:
 
 async def test_sessions_from_header_and_path_prefix(proxy: Proxy) -> None:
     await proxy.client(default_headers={"X-Proxy-Session": "suite-a"}).chat.completions.create(
-        model="fake-model", messages=MESSAGES)
+        model="fake-model", messages=MESSAGES
+    )
     await proxy.client(prefix="/s/suite-b/v1").chat.completions.create(model="fake-model", messages=MESSAGES)
     rows = await proxy.rows()
     assert [r["session_id"] for r in rows] == ["suite-a", "suite-b"]

@@ -41,10 +41,12 @@ async def test_client_gets_first_chunk_before_upstream_sends_the_last(proxy: Pro
 
 async def test_openrouter_stream_bytes_pass_untouched(proxy: Proxy, upstream: TestServer) -> None:
     body = chat_body("fake-openrouter", stream_options={"include_usage": True})
-    async with aiohttp.ClientSession(auto_decompress=False) as http:
-        async with http.post(f"{proxy.url}/v1/chat/completions", json=body, headers=AUTH) as resp:
-            received = await resp.read()
-            exchange_id = resp.headers["X-Proxy-Exchange-Id"]
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as http,
+        http.post(f"{proxy.url}/v1/chat/completions", json=body, headers=AUTH) as resp,
+    ):
+        received = await resp.read()
+        exchange_id = resp.headers["X-Proxy-Exchange-Id"]
     assert received.startswith(b": OPENROUTER PROCESSING\r\n\r\n")
     assert b"\r\n\r\n" in received and received.endswith(b"data: [DONE]\r\n\r\n")
     [row] = await proxy.rows()
@@ -55,8 +57,9 @@ async def test_openrouter_stream_bytes_pass_untouched(proxy: Proxy, upstream: Te
     assembled = ANY_DECODER.decode(stored["assembled"])
     assert assembled["usage"]["cost"] > 0
     assert assembled["provider"] == "FakeProvider"
-    assert row["prompt_tokens"] == 6 and row["completion_tokens"] == len(assembled["choices"][0]["message"]
-                                                                      ["content"].split())
+    assert row["prompt_tokens"] == 6 and row["completion_tokens"] == len(
+        assembled["choices"][0]["message"]["content"].split()
+    )
     assert row["usage_source"] == "provider" and row["outcome"] == "complete"
 
 
@@ -111,8 +114,11 @@ async def test_client_disconnect_mid_stream_is_recorded_partial(proxy: Proxy, up
 
 async def test_client_disconnect_after_content_keeps_ttft(proxy: Proxy, upstream: TestServer) -> None:
     async with aiohttp.ClientSession() as http:
-        resp = await http.post(f"{proxy.url}/v1/chat/completions", json=chat_body("fake-model"),
-                               headers={**AUTH, "x-fake-delay-ms": "50", "x-fake-events": "40"})
+        resp = await http.post(
+            f"{proxy.url}/v1/chat/completions",
+            json=chat_body("fake-model"),
+            headers={**AUTH, "x-fake-delay-ms": "50", "x-fake-events": "40"},
+        )
         await resp.content.readuntil(b"\n\n")
         await resp.content.readuntil(b"\n\n")  # the first content chunk
         resp.close()
@@ -129,8 +135,10 @@ async def test_client_disconnect_after_content_keeps_ttft(proxy: Proxy, upstream
 
 @pytest.mark.parametrize(
     ("model", "outcome", "error"),
-    [("fake-error-midstream", "upstream_error_event", "provider overloaded mid-generation"),
-     ("fake-cut", "upstream_cut", None)],
+    [
+        ("fake-error-midstream", "upstream_error_event", "provider overloaded mid-generation"),
+        ("fake-cut", "upstream_cut", None),
+    ],
 )
 async def test_upstream_failure_mid_stream(proxy: Proxy, model: str, outcome: str, error: str | None) -> None:
     received: list[str] = []
@@ -196,11 +204,13 @@ async def test_named_upstream_and_injected_api_key(start_proxy: ProxyFactory, up
     url = str(upstream.make_url("/v1"))
     proxy = await start_proxy(upstreams={"second": {"url": url, "api_key": "sk-injected-KEY-987"}})
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{proxy.url}/second/v1/chat/completions",
-                             json={"model": "fake-model", "messages": MESSAGES}) as resp:
+        async with http.post(
+            f"{proxy.url}/second/v1/chat/completions", json={"model": "fake-model", "messages": MESSAGES}
+        ) as resp:
             assert resp.status == 200
-        async with http.post(f"{proxy.url}/second/v1/chat/completions",
-                             json={"model": "fake-model", "messages": MESSAGES}, headers=AUTH) as resp:
+        async with http.post(
+            f"{proxy.url}/second/v1/chat/completions", json={"model": "fake-model", "messages": MESSAGES}, headers=AUTH
+        ) as resp:
             assert resp.status == 200
         async with http.get(f"{proxy.url}/nope/v1/models") as resp:
             assert resp.status == 404

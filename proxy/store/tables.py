@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, MetaData, String, Text
+from sqlalchemy import JSON, Float, ForeignKey, Index, LargeBinary, MetaData, String, Text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime
@@ -41,8 +41,8 @@ class ExchangeRow(Base):
     session_id: Mapped[str | None] = mapped_column(String(128))
     started_at: Mapped[datetime] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
-    duration_ms: Mapped[float | None]
-    ttft_ms: Mapped[float | None]
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
     method: Mapped[str] = mapped_column(String(16))
     path: Mapped[str] = mapped_column(String(1024))
     upstream: Mapped[str] = mapped_column(String(64))
@@ -60,7 +60,7 @@ class ExchangeRow(Base):
     cached_tokens: Mapped[int | None]
     reasoning_tokens: Mapped[int | None]
     usage_source: Mapped[str] = mapped_column(String(16))
-    cost_usd: Mapped[float | None]
+    cost_usd: Mapped[float | None] = mapped_column(Float)
     cost_source: Mapped[str | None] = mapped_column(String(16))
     price_ref: Mapped[str | None] = mapped_column(String(256))
     key_fingerprint: Mapped[str | None] = mapped_column(String(64))

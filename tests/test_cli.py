@@ -1,0 +1,142 @@
+"""The ``proxy`` command as a user runs it: real processes, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.conftest import API_KEY
+
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"port {port} never opened")
+
+
+def proxy_cmd(*args: str) -> list[str]:
+    return [PY, "-m", "proxy", *args]
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
+    return subprocess.run(proxy_cmd(*args), cwd=cwd, env={**base, **(env or {})}, capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.fixture
+def fake_upstream_port(tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    proc = subprocess.Popen([PY, "-m", "proxy.fake_upstream", "--port", str(port)], stderr=subprocess.PIPE)
+    wait_port(port, proc)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["serve"], {}, "upstream.url: an upstream URL is required"),
+        (["serve", "--upstream", "ftp://nope"], {}, "upstream.url: not an http(s) URL"),
+        (["serve", "--upstream", "http://x/v1", "--listen", "oops"], {}, "listen: expected HOST:PORT"),
+        (["serve", "--upstream", "http://x/v1"], {"PROXY_RECORDER_BATCH_SIZE": "many"}, "recorder.batch_size"),
+        (["serve", "--upstream", "http://x/v1", "--db", "postgresql+asyncpg://u@127.0.0.1:1/x"], {},
+         "database.url: cannot connect to postgresql+asyncpg://u@127.0.0.1:1/x"),
+        (["db", "current", "--db", "sqlite+aiosqlite:////nonexistent-dir/x.db"], {}, "database.url: cannot connect"),
+    ],
+)
+def test_bad_config_exits_2_with_one_line(tmp_path: Path, args: list[str], env: dict[str, str], message: str) -> None:
+    result = run_cli(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_db_upgrade_and_current(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+    assert "(empty)" in run_cli("db", "current", "--db", url, cwd=tmp_path).stdout
+    upgraded = run_cli("db", "upgrade", "--db", url, cwd=tmp_path)
+    assert upgraded.returncode == 0 and "up to date" in upgraded.stdout
+    assert "up to date" in run_cli("db", "current", "--db", url, cwd=tmp_path).stdout
+
+
+def test_python_dash_m_and_console_script_agree(tmp_path: Path) -> None:
+    script = Path(PY).with_name("proxy")
+    if not script.exists():
+        pytest.skip("console script not installed in this environment")
+    for cmd in ([PY, "-m", "proxy", "--help"], [str(script), "--help"]):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and "serve" in out.stdout and "db" in out.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_records_and_drains_on_signal(tmp_path: Path, fake_upstream_port: int, sig: signal.Signals) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
+    env["PROXY_UPSTREAM_URL"] = f"http://127.0.0.1:{fake_upstream_port}/v1"  # env and flags mix
+    proc = subprocess.Popen(
+        proxy_cmd("serve", "--listen", f"127.0.0.1:{port}"), cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        wait_port(port, proc)
+        asyncio.run(_traffic_then_signal(port, proc, sig))
+        assert proc.wait(30) in (0, -sig)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = proc.stderr.read().decode() if proc.stderr else ""
+    assert API_KEY not in log
+    db = sqlite3.connect(tmp_path / "proxy.db")  # the default database, created by `serve`
+    rows = db.execute("SELECT status, stream, outcome, total_tokens FROM exchanges ORDER BY started_at").fetchall()
+    assert len(rows) == 11, log
+    assert all(r[0] == 200 and r[2] == "complete" and r[3] for r in rows[:10])
+    # The stream in flight when the signal came finished (graceful stop waits for it) and was recorded.
+    assert rows[10][1] == 1 and rows[10][2] == "complete"
+    assert not list((tmp_path / "proxy-spool").glob("*.msgpack"))
+
+
+async def _traffic_then_signal(port: int, proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0) as client:
+        messages = [{"role": "user", "content": "count to three"}]
+        for i in range(10):
+            if i % 2:
+                await client.chat.completions.create(model="fake-model", messages=messages)
+            else:
+                [c async for c in await client.chat.completions.create(
+                    model="fake-model", messages=messages, stream=True)]
+        slow = await client.chat.completions.create(
+            model="fake-model", messages=messages, stream=True,
+            extra_headers={"x-fake-delay-ms": "40", "x-fake-events": "20"})
+        iterator = slow.__aiter__()
+        await iterator.__anext__()
+        proc.send_signal(sig)
+        rest = [c async for c in iterator]
+        assert rest[-1].choices[0].finish_reason == "stop"
