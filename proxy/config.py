@@ -19,6 +19,9 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from proxy.durations import parse_duration
+from proxy.redact import DEFAULT_BODY_PATTERNS
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///proxy.db"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -67,6 +70,15 @@ class Recorder(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     store_bodies: bool = True
 
 
+class Retention(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # Delete whole exchanges older than this (e.g. "90d"); "" keeps them forever.
+    max_age: str = ""
+    # Delete only the bodies of exchanges older than this (usage rows stay); "" keeps them.
+    bodies_max_age: str = ""
+    # How often the running proxy applies the two rules above.
+    interval: str = "1h"
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     listen: str = "127.0.0.1:8080"
     mode: Mode = Mode.RECORD
@@ -74,6 +86,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     upstreams: dict[str, Upstream] = {}
     database: Database = msgspec.field(default_factory=Database)
     recorder: Recorder = msgspec.field(default_factory=Recorder)
+    retention: Retention = msgspec.field(default_factory=Retention)
     # Largest request body accepted; bigger ones get 413 before the rest is read.
     max_body_bytes: int = 64 << 20
     # Header that names the recording session (a `/s/{session}/v1/...` prefix works too).
@@ -82,6 +95,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     inject_stream_usage: bool = True
     # Extra request/response header names to redact before storage (auth and cookies always are).
     redact_headers: list[str] = []
+    # Regexes for secrets inside bodies, masked (same length) before storage; [] disables.
+    redact_body_patterns: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_BODY_PATTERNS))
     # Secret for API-key fingerprints; empty = a random one generated once and kept in the database.
     fingerprint_secret: str = ""
     # Bearer token for /_proxy/ admin routes; required when listening on a non-loopback address.
@@ -137,7 +152,12 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-_SECTIONS: dict[str, type[msgspec.Struct]] = {"upstream": Upstream, "database": Database, "recorder": Recorder}
+_SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "upstream": Upstream,
+    "database": Database,
+    "recorder": Recorder,
+    "retention": Retention,
+}
 
 
 def _env_value(raw: str) -> Any:
@@ -223,5 +243,17 @@ def validate(settings: Settings, *, require_upstream: bool) -> None:
         raise ConfigError("max_body_bytes: must be > 0")
     if settings.recorder.batch_size <= 0 or settings.recorder.queue_size <= 0:
         raise ConfigError("recorder: batch_size and queue_size must be > 0")
+    for key in ("max_age", "bodies_max_age", "interval"):
+        value = getattr(settings.retention, key)
+        if value:
+            try:
+                parse_duration(value)
+            except ValueError as exc:
+                raise ConfigError(f"retention.{key}: {exc}") from None
+    for pattern in settings.redact_body_patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"redact_body_patterns: bad regex {pattern!r}: {exc}") from None
     if not re.match(r"^[A-Za-z0-9-]+$", settings.session_header):
         raise ConfigError(f"session_header: not a header name: {settings.session_header!r}")

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.decode import finalize
 from proxy.exchange import Exchange
+from proxy.redact import BodyRedactor
 from proxy.store.writes import insert_exchanges
 
 log = logging.getLogger("proxy.recorder")
@@ -61,6 +62,7 @@ class Recorder:
         spool_max_bytes: int = 1 << 30,
         retry_interval: float = 2.0,
         on_written: Callable[[list[Exchange]], None] | None = None,
+        redactor: BodyRedactor | None = None,
     ) -> None:
         self.engine = engine
         self.batch_size = batch_size
@@ -68,6 +70,7 @@ class Recorder:
         self.spool_max_bytes = spool_max_bytes
         self.retry_interval = retry_interval
         self.on_written = on_written
+        self.redactor = redactor if redactor is not None else BodyRedactor()
         self.stats = RecorderStats()
         self._queue: asyncio.Queue[Exchange] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
@@ -126,6 +129,7 @@ class Recorder:
     async def _write(self, batch: list[Exchange]) -> None:
         for i, ex in enumerate(batch):
             finalize(ex)
+            self._redact(ex)
             if i % 16 == 15:
                 await asyncio.sleep(0)  # let client traffic run between decodes of a big batch
         if not self.stats.database_ok and not await self._try_recover():
@@ -144,6 +148,15 @@ class Recorder:
         self.stats.written += len(batch)
         if self.on_written is not None:
             self.on_written(batch)
+
+    def _redact(self, ex: Exchange) -> None:
+        """Mask secrets in bodies before they reach the database or the spool."""
+        redact = self.redactor
+        ex.request_body = redact(ex.request_body)
+        ex.response_body = redact(ex.response_body)
+        if ex.assembled is not None:
+            ex.assembled = redact(ex.assembled)
+        ex.error = redact.text(ex.error)
 
     def _mark_down(self, exc: BaseException) -> None:
         self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]

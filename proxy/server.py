@@ -23,11 +23,13 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
+from proxy import retention
 from proxy.config import Mode, Settings, Upstream
 from proxy.decode import is_event_stream
 from proxy.errors import EXCHANGE_ID_HEADER, error_response
 from proxy.exchange import Exchange, Outcome
 from proxy.recorder import Recorder
+from proxy.redact import BodyRedactor
 from proxy.schemas import ANY_DECODER, JSON_ENCODER, REQUEST_DECODER, RequestView
 from proxy.store import db
 from proxy.tee import UsageChunkFilter, copy_body
@@ -43,6 +45,7 @@ from proxy.upstream import (
 
 log = logging.getLogger("proxy.server")
 
+NO_STORE_HEADER = "X-Proxy-No-Store"
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 # Non-streamed bodies up to this size are read whole and answered with one write.
 BUFFER_LIMIT = 8 << 20
@@ -60,6 +63,7 @@ class ProxyState:
     secret: bytes
     timeouts: dict[str, aiohttp.ClientTimeout]
     redact: frozenset[str]
+    control: frozenset[str]  # headers addressed to the proxy itself; never forwarded
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -82,6 +86,11 @@ def resolve_route(request: web.Request) -> Route:
     parts = request.rel_url.raw_path.split("/", leading + 2)
     tail_raw = parts[-1] if len(parts) == leading + 3 else ""
     return Route(upstream, session, tail_raw, info["tail"])
+
+
+def control_headers(settings: Settings) -> frozenset[str]:
+    """Headers that talk to the proxy, not the upstream: never forwarded."""
+    return frozenset({settings.session_header.lower(), NO_STORE_HEADER.lower()})
 
 
 def _request_view(body: bytes) -> RequestView | None:
@@ -160,9 +169,16 @@ async def _forward(request: web.Request, st: ProxyState, route: Route, ex: Excha
             ex, 400, "path must not contain '.' or '..' segments", "invalid_request_error", "invalid_path"
         )
 
+    if request.headers.get(NO_STORE_HEADER, "").lower() in ("1", "true", "yes"):
+        ex.store_bodies = False
+
+    declared = request.content_length
     try:
+        if declared is not None and declared > settings.max_body_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=settings.max_body_bytes, actual_size=declared)
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
+        # Answered before reading the rest of the body; aiohttp then closes the connection.
         return _bad_request(
             ex,
             413,
@@ -187,7 +203,7 @@ async def _forward(request: web.Request, st: ProxyState, route: Route, ex: Excha
                 body = injected
                 ex.usage_injected = True
 
-    headers = forward_request_headers(request.headers)
+    headers = forward_request_headers(request.headers, st.control)
     key = api_key_of(request.headers)
     if key is None and upstream.api_key:
         key = upstream.api_key
@@ -292,6 +308,7 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             spool_dir=rec.spool_dir,
             spool_max_bytes=rec.spool_max_bytes,
             retry_interval=rec.retry_interval,
+            redactor=BodyRedactor(settings.redact_body_patterns),
         )
         await recorder.start()
         session = make_session(settings.upstream.max_connections)
@@ -303,10 +320,18 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             secret=secret,
             timeouts={name: client_timeout(up) for name, up in settings.all_upstreams().items()},
             redact=frozenset(h.lower() for h in settings.redact_headers),
+            control=control_headers(settings),
+        )
+        sweeper = (
+            asyncio.create_task(retention.run_forever(eng, settings.retention))
+            if retention.enabled(settings.retention)
+            else None
         )
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
             await session.close()
             await recorder.close()
             if own_engine:

@@ -46,8 +46,9 @@ def proxy_cmd(*args: str) -> list[str]:
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
-    return subprocess.run(proxy_cmd(*args), cwd=cwd, env={**base, **(env or {})}, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        proxy_cmd(*args), cwd=cwd, env={**base, **(env or {})}, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.fixture
@@ -67,8 +68,11 @@ def fake_upstream_port(tmp_path: Path) -> Iterator[int]:
         (["serve", "--upstream", "ftp://nope"], {}, "upstream.url: not an http(s) URL"),
         (["serve", "--upstream", "http://x/v1", "--listen", "oops"], {}, "listen: expected HOST:PORT"),
         (["serve", "--upstream", "http://x/v1"], {"PROXY_RECORDER_BATCH_SIZE": "many"}, "recorder.batch_size"),
-        (["serve", "--upstream", "http://x/v1", "--db", "postgresql+asyncpg://u@127.0.0.1:1/x"], {},
-         "database.url: cannot connect to postgresql+asyncpg://u@127.0.0.1:1/x"),
+        (
+            ["serve", "--upstream", "http://x/v1", "--db", "postgresql+asyncpg://u@127.0.0.1:1/x"],
+            {},
+            "database.url: cannot connect to postgresql+asyncpg://u@127.0.0.1:1/x",
+        ),
         (["db", "current", "--db", "sqlite+aiosqlite:////nonexistent-dir/x.db"], {}, "database.url: cannot connect"),
     ],
 )
@@ -102,8 +106,11 @@ def test_serve_records_and_drains_on_signal(tmp_path: Path, fake_upstream_port: 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
     env["PROXY_UPSTREAM_URL"] = f"http://127.0.0.1:{fake_upstream_port}/v1"  # env and flags mix
     proc = subprocess.Popen(
-        proxy_cmd("serve", "--listen", f"127.0.0.1:{port}"), cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proxy_cmd("serve", "--listen", f"127.0.0.1:{port}"),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         wait_port(port, proc)
@@ -130,11 +137,18 @@ async def _traffic_then_signal(port: int, proc: subprocess.Popen[bytes], sig: si
             if i % 2:
                 await client.chat.completions.create(model="fake-model", messages=messages)
             else:
-                [c async for c in await client.chat.completions.create(
-                    model="fake-model", messages=messages, stream=True)]
+                [
+                    c
+                    async for c in await client.chat.completions.create(
+                        model="fake-model", messages=messages, stream=True
+                    )
+                ]
         slow = await client.chat.completions.create(
-            model="fake-model", messages=messages, stream=True,
-            extra_headers={"x-fake-delay-ms": "40", "x-fake-events": "20"})
+            model="fake-model",
+            messages=messages,
+            stream=True,
+            extra_headers={"x-fake-delay-ms": "40", "x-fake-events": "20"},
+        )
         iterator = slow.__aiter__()
         await iterator.__anext__()
         proc.send_signal(sig)

@@ -100,9 +100,9 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     example = ROOT / "config.example.toml"
     settings = load_settings(str(example), env={})
     text = example.read_text()
-    for section in ("", "upstream", "database", "recorder"):
+    for section in ("", "upstream", "database", "recorder", "retention"):
         struct = settings if not section else getattr(settings, section)
         for name in struct.__struct_fields__:
-            if name in ("upstreams", "upstream", "database", "recorder"):
+            if name in ("upstreams", "upstream", "database", "recorder", "retention"):
                 continue  # sections, not keys
             assert f"\n{name} = " in text or f"\n# {name} = " in text, f"{section}.{name} not documented"
