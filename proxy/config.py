@@ -93,6 +93,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     session_header: str = "X-Proxy-Session"
     # Ask the upstream for the usage chunk on every stream and hide it from clients that did not ask.
     inject_stream_usage: bool = True
+    # Largest SSE event the usage-chunk filter holds back; past it the stream passes through untouched.
+    max_event_bytes: int = 16 << 20
     # Extra request/response header names to redact before storage (auth and cookies always are).
     redact_headers: list[str] = []
     # Regexes for secrets inside bodies, masked (same length) before storage; [] disables.

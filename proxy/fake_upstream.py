@@ -13,6 +13,10 @@ Behaviour is chosen by the request's ``model`` (so the real ``openai`` SDK can d
 - ``fake-error-401`` / ``-429`` / ``-500``: that status, an OpenAI error body, ``x-request-id`` and
   rate-limit headers.
 - ``fake-no-usage``: a stream that never reports usage, even when asked.
+- ``fake-html`` (200 HTML), ``fake-text-error`` (502 text/plain), ``fake-json-for-stream`` (JSON even
+  when a stream was asked for), ``fake-huge-event`` (one event of ``event_bytes``), ``fake-raw`` (sends
+  the request's ``raw_sse`` string as latin-1 bytes in ``split``-sized writes).
+- a body that is not JSON gets OpenAI's 400 ``invalid_request_error``.
 
 Request headers: ``x-fake-delay-ms`` paces chunks; ``x-fake-gzip: 1`` gzips a non-streamed body;
 ``x-fake-events`` sets the number of content chunks. ``app[CONTROL].gate``, when set to an
@@ -97,12 +101,29 @@ def _error(status: int) -> web.Response:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     raw = await request.read()
-    body = _DEC.decode(raw) if raw else {}
-    request.app[REQUESTS].append({"headers": dict(request.headers), "body": body, "path": request.path})
+    try:
+        body = _DEC.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        body = None
+    request.app[REQUESTS].append({"headers": dict(request.headers), "body": body, "raw": raw, "path": request.path})
+    if not isinstance(body, dict) or not isinstance(body.get("model", ""), str):
+        # What OpenAI answers to a body it cannot parse or validate.
+        err = {
+            "error": {
+                "message": "We could not parse the JSON body of your request.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        }
+        return web.json_response(err, status=400)
     model = str(body.get("model", "fake-model"))
     status = model.removeprefix("fake-error-")
-    if status.isdigit():
+    if model.startswith("fake-error-") and status.isdigit():
         return _error(int(status))
+    odd = _odd_responses(model, body)
+    if odd is not None:
+        return await odd(request)
     n = int(body.get("n") or 1)
     events = int(request.headers["x-fake-events"]) if "x-fake-events" in request.headers else None
     pieces = reply_pieces(body, events)
@@ -273,6 +294,65 @@ async def _stream(
         return resp
     await resp.write_eof()
     return resp
+
+
+def _odd_responses(model: str, body: dict[str, Any]) -> Any:
+    """Upstreams misbehaving the ways real ones do; None for a normal answer."""
+
+    async def html(_: web.Request) -> web.Response:
+        return web.Response(status=200, text="<html><body>Welcome to nginx!</body></html>", content_type="text/html")
+
+    async def text_error(_: web.Request) -> web.Response:
+        return web.Response(status=502, text="Bad Gateway", content_type="text/plain")
+
+    async def json_for_stream(_: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "model": model,
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "not a stream"}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4},
+            }
+        )
+
+    async def raw_sse(request: web.Request) -> web.StreamResponse:
+        # Sends `raw_sse` (latin-1 text standing for bytes) exactly, in `splits`-sized writes.
+        data = str(body.get("raw_sse", "")).encode("latin-1")
+        step = int(body.get("split") or 7) or 1
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i in range(0, len(data), step):
+            await resp.write(data[i : i + step])
+        await resp.write_eof()
+        return resp
+
+    async def huge_event(request: web.Request) -> web.StreamResponse:
+        size = int(body.get("event_bytes") or 1 << 20)
+        content = "x" * size
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        chunk = {
+            "id": "h",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": "stop"}],
+        }
+        await resp.write(b"data: " + _ENC.encode(chunk) + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    return {
+        "fake-html": html,
+        "fake-text-error": text_error,
+        "fake-json-for-stream": json_for_stream,
+        "fake-raw": raw_sse,
+        "fake-huge-event": huge_event,
+    }.get(model)
 
 
 async def embeddings(request: web.Request) -> web.Response:

@@ -254,7 +254,7 @@ async def _respond(
     if up.content_length is not None:
         response.content_length = up.content_length
     await response.prepare(request)
-    usage_filter = UsageChunkFilter() if ex.usage_injected and sse else None
+    usage_filter = UsageChunkFilter(st.settings.max_event_bytes) if ex.usage_injected and sse else None
     await copy_body(request, up, response, ex, usage_filter)
     return response
 

@@ -27,17 +27,25 @@ _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 class UsageChunkFilter:
-    """Re-frames an SSE stream on event boundaries and drops usage-only chunks."""
+    """Re-frames an SSE stream on event boundaries and drops usage-only chunks.
 
-    __slots__ = ("_base", "_buf", "_parser", "dropped")
+    An event larger than ``max_event_bytes`` cannot be held back without unbounded memory: the filter
+    then gives up, flushes what it holds and passes the rest of the stream through as received.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_base", "_buf", "_parser", "dropped", "max_event_bytes", "passthrough")
+
+    def __init__(self, max_event_bytes: int = 16 << 20) -> None:
         self._parser = SSEParser()
         self._buf = bytearray()
         self._base = 0  # absolute stream offset of _buf[0]
         self.dropped = 0
+        self.max_event_bytes = max_event_bytes
+        self.passthrough = False
 
     def feed(self, data: bytes) -> bytes:
+        if self.passthrough:
+            return data
         self._buf += data
         out = bytearray()
         start = 0
@@ -51,7 +59,8 @@ class UsageChunkFilter:
         if start:
             del self._buf[:start]
             self._base += start
-        if self._buf and _only_comments(self._buf):
+        if self._buf and (_only_comments(self._buf) or len(self._buf) > self.max_event_bytes):
+            self.passthrough = len(self._buf) > self.max_event_bytes
             out += self._buf
             self._base += len(self._buf)
             self._buf.clear()

@@ -1,0 +1,150 @@
+"""Bad input from clients and upstreams: a clear answer, a record, and a proxy that stays up.
+
+Client bodies that are not valid JSON (or not UTF-8, or sent with another content type) are forwarded
+untouched: the upstream is the authority on its own API and its error is what the client's SDK expects.
+Only what the proxy itself enforces (size limit, session names, paths) is answered by the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from proxy.schemas import ANY_DECODER
+from tests.conftest import API_KEY, Proxy, ProxyFactory
+from tests.test_security import raw_http, status_of
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+URL = "/v1/chat/completions"
+
+
+async def post(proxy: Proxy, data: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(proxy.url + URL, data=data, headers={**AUTH, **(headers or {})}) as resp,
+    ):
+        return resp.status, await resp.read()
+
+
+async def test_body_over_limit_is_413_without_reading_the_rest(start_proxy: ProxyFactory) -> None:
+    proxy = await start_proxy(max_body_bytes=1000)
+    status, body = await post(proxy, b'{"model": "x", "pad": "' + b"a" * 5000 + b'"}')
+    assert status == 413
+    error = ANY_DECODER.decode(body)["error"]
+    assert error["code"] == "request_too_large" and error["type"] == "invalid_request_error"
+    # A declared length far past the limit is refused before a single body byte is sent.
+    head = f"POST {URL} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n"
+    assert status_of(await raw_http(proxy.server.port, head.encode())) == 413
+    rows = await proxy.rows()
+    assert [(r["status"], r["outcome"]) for r in rows] == [(413, "rejected"), (413, "rejected")]
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        (b'{"model": "x", "messages": [', "application/json"),
+        (b"\xff\xfe\x00garbage", "application/json"),
+        (b"model=x&messages=hi", "application/x-www-form-urlencoded"),
+        (b"", "application/json"),
+        (b"[1, 2, 3]", "application/json"),
+        (b'{"model": 12, "stream": "yes", "user": []}', "application/json"),
+    ],
+)
+async def test_malformed_bodies_are_forwarded_for_the_upstream_to_judge(
+    proxy: Proxy, data: bytes, content_type: str
+) -> None:
+    status, body = await post(proxy, data, {"Content-Type": content_type})
+    assert status == 400 and ANY_DECODER.decode(body)["error"]["type"] == "invalid_request_error"
+    [row] = await proxy.rows()
+    assert row["status"] == 400 and row["upstream_status"] == 400
+    assert (await proxy.bodies())[row["id"]]["request_body"] == data
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(5000)) + b"\r\n",
+        b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"NOT-HTTP\r\n\r\n",
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
+    ],
+)
+async def test_absurd_requests_get_4xx_and_the_proxy_stays_up(proxy: Proxy, request_bytes: bytes) -> None:
+    response = await raw_http(proxy.server.port, request_bytes)
+    assert 400 <= status_of(response) < 500
+    models = await proxy.client().models.list()
+    assert models.data
+
+
+@pytest.mark.parametrize(
+    ("session", "ok"),
+    [
+        ("suite-1", True),
+        ("a" * 128, True),
+        ("a" * 129, False),
+        ("../x", False),
+        ("a b", False),
+        ("ü", False),
+        ("", False),
+        ("x;DROP TABLE", False),
+    ],
+)
+async def test_session_ids_are_validated(proxy: Proxy, session: str, ok: bool) -> None:
+    head = f"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Proxy-Session: {session}\r\n\r\n".encode()
+    assert (status_of(await raw_http(proxy.server.port, head)) == 200) is ok
+    [row] = await proxy.rows()
+    assert row["session_id"] == (session if ok else None)
+    assert row["outcome"] == ("complete" if ok else "rejected")
+
+
+@pytest.mark.parametrize(
+    ("model", "stream", "status", "outcome"),
+    [
+        ("fake-html", False, 200, "complete"),
+        ("fake-text-error", False, 502, "complete"),
+        ("fake-html", True, 200, "complete"),
+        ("fake-json-for-stream", True, 200, "complete"),
+    ],
+)
+async def test_upstream_returns_the_wrong_kind_of_body(
+    proxy: Proxy, model: str, stream: bool, status: int, outcome: str
+) -> None:
+    body = {"model": model, "messages": [{"role": "user", "content": "x"}], "stream": stream}
+    async with aiohttp.ClientSession() as http, http.post(proxy.url + URL, json=body, headers=AUTH) as resp:
+        received = await resp.read()
+        assert resp.status == status
+    [row] = await proxy.rows()
+    assert row["status"] == status and row["outcome"] == outcome
+    stored = (await proxy.bodies())[row["id"]]
+    assert stored["response_body"] == received, "the client got the bytes as sent, and so did the record"
+    if model == "fake-json-for-stream":
+        assert row["total_tokens"] == 4 and row["usage_source"] == "provider"
+
+
+async def test_event_larger_than_the_filter_limit_passes_through(start_proxy: ProxyFactory) -> None:
+    proxy = await start_proxy(max_event_bytes=64 * 1024)
+    body = {
+        "model": "fake-huge-event",
+        "messages": [{"role": "user", "content": "x"}],
+        "stream": True,
+        "event_bytes": 300_000,
+    }
+    async with aiohttp.ClientSession() as http, http.post(proxy.url + URL, json=body, headers=AUTH) as resp:
+        received = await resp.read()
+    assert received.endswith(b"data: [DONE]\n\n") and len(received) > 300_000
+    [row] = await proxy.rows()
+    assert row["outcome"] == "complete" and row["finish_reason"] == "stop"
+    assembled = ANY_DECODER.decode((await proxy.bodies())[row["id"]]["assembled"])
+    assert len(assembled["choices"][0]["message"]["content"]) == 300_000
+
+
+async def test_many_concurrent_bad_requests_each_recorded_once(proxy: Proxy) -> None:
+    payloads = [b"{" * i for i in range(1, 40)]
+    results = await asyncio.gather(*(post(proxy, p) for p in payloads))
+    assert {status for status, _ in results} == {400}
+    rows = await proxy.rows()
+    assert len(rows) == len(payloads) == len({r["id"] for r in rows})
