@@ -54,6 +54,10 @@ class Database(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: str = DEFAULT_DATABASE_URL
     # Apply Alembic migrations at `proxy serve` start-up.
     auto_migrate: bool = True
+    # Seconds to wait for a connection; a database that does not answer is then treated as down.
+    connect_timeout: float = 5.0
+    # Seconds one statement may take (PostgreSQL); past it the batch goes to the spool.
+    command_timeout: float = 30.0
 
 
 class Recorder(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -42,6 +42,9 @@ class Control:
 
     # When set, every stream waits after its first chunk until the event is set.
     gate: asyncio.Event | None = None
+    # Progress of the last `fake-firehose` stream: bytes planned and bytes handed to the socket so far.
+    stream_bytes: int = 0
+    bytes_sent: int = 0
 
 
 REQUESTS = web.AppKey("requests", list)
@@ -346,7 +349,37 @@ def _odd_responses(model: str, body: dict[str, Any]) -> Any:
         await resp.write_eof()
         return resp
 
+    async def firehose(request: web.Request) -> web.StreamResponse:
+        # As fast as the connection takes it; the proxy's backpressure is what slows it down.
+        control = request.app[CONTROL]
+        piece = {
+            "id": "f",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "delta": {"content": "lorem ipsum dolor sit amet "}, "finish_reason": None}],
+        }
+        event = b"data: " + _ENC.encode(piece) + b"\n\n"
+        events = int(body.get("events") or 1000)
+        tail = b"data: [DONE]\n\n"
+        control.stream_bytes = len(event) * events + len(tail)
+        control.bytes_sent = 0
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        batch = event * 64
+        for _ in range(events // 64):
+            await resp.write(batch)
+            control.bytes_sent += len(batch)
+        for _ in range(events % 64):
+            await resp.write(event)
+            control.bytes_sent += len(event)
+        await resp.write(tail)
+        control.bytes_sent += len(tail)
+        await resp.write_eof()
+        return resp
+
     return {
+        "fake-firehose": firehose,
         "fake-html": html,
         "fake-text-error": text_error,
         "fake-json-for-stream": json_for_stream,

@@ -298,7 +298,10 @@ async def health(request: web.Request) -> web.Response:
 def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[no-untyped-def]
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         own_engine = engine is None
-        eng = engine if engine is not None else db.create_engine(settings.database.url)
+        dbs = settings.database
+        eng = engine or db.create_engine(
+            dbs.url, connect_timeout=dbs.connect_timeout, command_timeout=dbs.command_timeout
+        )
         secret = await db.fingerprint_secret(eng, settings.fingerprint_secret)
         rec = settings.recorder
         recorder = Recorder(

@@ -45,7 +45,8 @@ async def open_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     """An engine that has answered once; an unreachable database is a ConfigError (exit code 2)."""
     from proxy.store import db
 
-    engine = db.create_engine(settings.database.url)
+    dbs = settings.database
+    engine = db.create_engine(dbs.url, connect_timeout=dbs.connect_timeout, command_timeout=dbs.command_timeout)
     try:
         try:
             async with engine.connect() as conn:

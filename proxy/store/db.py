@@ -36,15 +36,21 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(
+    url: str, *, connect_timeout: float = 5.0, command_timeout: float = 30.0, **kwargs: Any
+) -> AsyncEngine:
+    """An engine whose every wait is bounded, so a hung database stalls only the writer, briefly."""
     if is_sqlite(url):
-        engine = create_async_engine(url, **kwargs)
+        connect_args = {"timeout": connect_timeout, **kwargs.pop("connect_args", {})}
+        engine = create_async_engine(url, connect_args=connect_args, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         return engine
+    connect_args = {"timeout": connect_timeout, "command_timeout": command_timeout, **kwargs.pop("connect_args", {})}
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 5)
-    return create_async_engine(url, **kwargs)
+    kwargs.setdefault("pool_timeout", connect_timeout)
+    return create_async_engine(url, connect_args=connect_args, **kwargs)
 
 
 def redacted_url(url: str) -> str:
