@@ -16,11 +16,9 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-import msgspec
-
 from proxy.assemble import Assembler
 from proxy.exchange import Exchange, Outcome, UsageSource
-from proxy.schemas import ANY_DECODER, CHUNK_DECODER, JSON_ENCODER, RESPONSE_DECODER
+from proxy.schemas import ANY_DECODER, CHUNK_DECODER, DECODE_ERRORS, JSON_ENCODER, RESPONSE_DECODER
 from proxy.sse import SSEParser
 
 MAX_ERROR_CHARS = 500
@@ -98,7 +96,7 @@ def _finalize_stream(ex: Exchange) -> None:
                 continue
             try:
                 chunk = CHUNK_DECODER.decode(event.data)
-            except msgspec.DecodeError:
+            except DECODE_ERRORS:
                 ex.decode_errors += 1
                 continue
             asm.add(chunk)
@@ -130,7 +128,7 @@ def _finalize_body(ex: Exchange) -> None:
         return
     try:
         view = RESPONSE_DECODER.decode(body)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         ex.decode_errors += 1
         return
     ex.usage = view.usage
@@ -145,5 +143,5 @@ def decode_json(body: bytes) -> Any:
     """Best-effort JSON for display and storage; None when the body is not JSON."""
     try:
         return ANY_DECODER.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except DECODE_ERRORS:
         return None

@@ -130,6 +130,9 @@ class UsageProbe(msgspec.Struct):
         return not self.choices and bytes(self.usage) != b"null"
 
 
+# msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 inside a JSON string.
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+
 CHUNK_DECODER = msgspec.json.Decoder(ChatCompletionChunk)
 RESPONSE_DECODER = msgspec.json.Decoder(ResponseView)
 REQUEST_DECODER = msgspec.json.Decoder(RequestView)

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
-import msgspec
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
@@ -30,7 +29,7 @@ from proxy.errors import EXCHANGE_ID_HEADER, error_response
 from proxy.exchange import Exchange, Outcome
 from proxy.recorder import Recorder
 from proxy.redact import BodyRedactor
-from proxy.schemas import ANY_DECODER, JSON_ENCODER, REQUEST_DECODER, RequestView
+from proxy.schemas import ANY_DECODER, DECODE_ERRORS, JSON_ENCODER, REQUEST_DECODER, RequestView
 from proxy.store import db
 from proxy.tee import UsageChunkFilter, copy_body
 from proxy.upstream import (
@@ -98,7 +97,7 @@ def _request_view(body: bytes) -> RequestView | None:
         return None
     try:
         return REQUEST_DECODER.decode(body)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return None  # not ours to judge: the upstream answers malformed JSON itself
 
 
@@ -106,7 +105,7 @@ def _inject_usage(body: bytes) -> bytes | None:
     """The body with ``stream_options.include_usage = true`` added, or None if it cannot be done."""
     try:
         obj = ANY_DECODER.decode(body)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return None
     if not isinstance(obj, dict):
         return None

@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy.exchange import Exchange, Outcome
-from proxy.schemas import USAGE_PROBE_DECODER
+from proxy.schemas import DECODE_ERRORS, USAGE_PROBE_DECODER
 from proxy.sse import SSEParser
 
 CLIENT_CLOSED_REQUEST = 499
@@ -78,7 +78,7 @@ def _is_usage_only(data: str) -> bool:
         return False
     try:
         return USAGE_PROBE_DECODER.decode(data).usage_only
-    except Exception:  # noqa: BLE001 - undecodable chunks are forwarded, never judged here
+    except DECODE_ERRORS:  # undecodable chunks are forwarded, never judged here
         return False
 
 
