@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,3 +183,34 @@ async def start_proxy(
 @pytest.fixture
 async def proxy(start_proxy: ProxyFactory) -> Proxy:
     return await start_proxy()
+
+
+@dataclass
+class FaultReport:
+    """Figures the fault tests measure, written as the README's table when PROXY_FAULT_REPORT names a file."""
+
+    rows: list[tuple[str, int, int, str]]
+
+    def add(self, fault: str, requests: int, lost: int, client_sees: str) -> None:
+        self.rows.append((fault, requests, lost, client_sees))
+
+
+@pytest.fixture(scope="session")
+def fault_report() -> Iterator[FaultReport]:
+    report = FaultReport([])
+    yield report
+    target = os.environ.get("PROXY_FAULT_REPORT")
+    if target and report.rows:
+        merged: dict[str, list[Any]] = {}  # one line per fault, summed over databases and parameters
+        for fault, n, lost, sees in report.rows:
+            line = merged.setdefault(fault, [0, 0, []])
+            line[0] += n
+            line[1] += lost
+            if sees not in line[2]:
+                line[2].append(sees)
+        lines = [
+            "| fault injected | requests during the fault | records lost | what the client sees |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {f} | {n} | {lost} | {'; '.join(sees)} |" for f, (n, lost, sees) in sorted(merged.items())]
+        Path(target).write_text("\n".join(lines) + "\n")

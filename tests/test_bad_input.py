@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from proxy.schemas import ANY_DECODER
-from tests.conftest import API_KEY, Proxy, ProxyFactory
+from tests.conftest import API_KEY, FaultReport, Proxy, ProxyFactory
 from tests.test_security import raw_http, status_of
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -53,11 +53,12 @@ async def test_body_over_limit_is_413_without_reading_the_rest(start_proxy: Prox
     ],
 )
 async def test_malformed_bodies_are_forwarded_for_the_upstream_to_judge(
-    proxy: Proxy, data: bytes, content_type: str
+    proxy: Proxy, data: bytes, content_type: str, fault_report: FaultReport
 ) -> None:
     status, body = await post(proxy, data, {"Content-Type": content_type})
     assert status == 400 and ANY_DECODER.decode(body)["error"]["type"] == "invalid_request_error"
     [row] = await proxy.rows()
+    fault_report.add("client sends malformed JSON, non-UTF-8, wrong types", 1, 0, "the upstream's 400")
     assert row["status"] == 400 and row["upstream_status"] == 400
     assert (await proxy.bodies())[row["id"]]["request_body"] == data
 
@@ -73,8 +74,11 @@ async def test_malformed_bodies_are_forwarded_for_the_upstream_to_judge(
         b"GET /v1/models HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
     ],
 )
-async def test_absurd_requests_get_4xx_and_the_proxy_stays_up(proxy: Proxy, request_bytes: bytes) -> None:
+async def test_absurd_requests_get_4xx_and_the_proxy_stays_up(
+    proxy: Proxy, request_bytes: bytes, fault_report: FaultReport
+) -> None:
     response = await raw_http(proxy.server.port, request_bytes)
+    fault_report.add("client sends huge or malformed headers and request lines", 1, 0, "a 4xx from the proxy")
     assert 400 <= status_of(response) < 500
     models = await proxy.client().models.list()
     assert models.data
@@ -111,7 +115,7 @@ async def test_session_ids_are_validated(proxy: Proxy, session: str, ok: bool) -
     ],
 )
 async def test_upstream_returns_the_wrong_kind_of_body(
-    proxy: Proxy, model: str, stream: bool, status: int, outcome: str
+    proxy: Proxy, model: str, stream: bool, status: int, outcome: str, fault_report: FaultReport
 ) -> None:
     body = {"model": model, "messages": [{"role": "user", "content": "x"}], "stream": stream}
     async with aiohttp.ClientSession() as http, http.post(proxy.url + URL, json=body, headers=AUTH) as resp:
@@ -120,12 +124,15 @@ async def test_upstream_returns_the_wrong_kind_of_body(
     [row] = await proxy.rows()
     assert row["status"] == status and row["outcome"] == outcome
     stored = (await proxy.bodies())[row["id"]]
+    fault_report.add(f"upstream answers {model.removeprefix('fake-')} (stream={stream})", 1, 0, "the bytes as sent")
     assert stored["response_body"] == received, "the client got the bytes as sent, and so did the record"
     if model == "fake-json-for-stream":
         assert row["total_tokens"] == 4 and row["usage_source"] == "provider"
 
 
-async def test_event_larger_than_the_filter_limit_passes_through(start_proxy: ProxyFactory) -> None:
+async def test_event_larger_than_the_filter_limit_passes_through(
+    start_proxy: ProxyFactory, fault_report: FaultReport
+) -> None:
     proxy = await start_proxy(max_event_bytes=64 * 1024)
     body = {
         "model": "fake-huge-event",
@@ -137,6 +144,7 @@ async def test_event_larger_than_the_filter_limit_passes_through(start_proxy: Pr
         received = await resp.read()
     assert received.endswith(b"data: [DONE]\n\n") and len(received) > 300_000
     [row] = await proxy.rows()
+    fault_report.add("upstream event larger than max_event_bytes", 1, 0, "the stream as sent")
     assert row["outcome"] == "complete" and row["finish_reason"] == "stop"
     assembled = ANY_DECODER.decode((await proxy.bodies())[row["id"]]["assembled"])
     assert len(assembled["choices"][0]["message"]["content"]) == 300_000

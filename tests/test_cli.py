@@ -16,7 +16,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, FaultReport
 
 PY = sys.executable
 
@@ -201,7 +201,9 @@ async def _concurrent_streams(port: int, n: int, on_started: Callable[[], None])
         return await asyncio.gather(*tasks)
 
 
-def test_sigterm_under_load_finishes_streams_and_loses_nothing(tmp_path: Path, fake_upstream_port: int) -> None:
+def test_sigterm_under_load_finishes_streams_and_loses_nothing(
+    tmp_path: Path, fake_upstream_port: int, fault_report: FaultReport
+) -> None:
     proc, port = _start_serve(tmp_path, fake_upstream_port)
     try:
         results = asyncio.run(_concurrent_streams(port, 40, lambda: proc.send_signal(signal.SIGTERM)))
@@ -212,11 +214,12 @@ def test_sigterm_under_load_finishes_streams_and_loses_nothing(tmp_path: Path, f
     assert results == ["stop"] * 40, "every in-flight stream finished"
     db = sqlite3.connect(tmp_path / "proxy.db")
     rows = db.execute("SELECT outcome, completion_tokens FROM exchanges").fetchall()
+    fault_report.add("SIGTERM with 40 streams in flight", 40, 40 - len(rows), "every stream completes")
     assert len(rows) == 40 and all(r == ("complete", 30) for r in rows)
 
 
 def test_kill_9_loses_at_most_the_last_writes_and_leaves_a_consistent_database(
-    tmp_path: Path, fake_upstream_port: int
+    tmp_path: Path, fake_upstream_port: int, fault_report: FaultReport
 ) -> None:
     proc, port = _start_serve(tmp_path, fake_upstream_port)
     sent = 0
@@ -240,4 +243,5 @@ def test_kill_9_loses_at_most_the_last_writes_and_leaves_a_consistent_database(
     ).fetchone()[0]
     assert orphans == 0, "a record and its body are written in one transaction"
     # Only exchanges that finished in the last moments (still queued or in the open batch) may be lost.
+    fault_report.add("kill -9 right after the last response", sent, sent - rows, "-")
     assert sent - 5 <= rows <= sent, f"{sent - rows} of {sent} lost"

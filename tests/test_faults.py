@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestServer
 from proxy import fake_upstream
 from proxy.server import STATE, create_app
 from proxy.store import db, migrate
-from tests.conftest import API_KEY, PG_URL, Database, make_settings
+from tests.conftest import API_KEY, PG_URL, Database, FaultReport, make_settings
 
 MESSAGES = [{"role": "user", "content": "are you there"}]
 
@@ -121,7 +121,7 @@ async def _health(server: TestServer) -> dict[str, Any]:
 
 
 async def test_postgres_cut_and_hung_mid_run_loses_nothing(
-    pg_behind_relay: tuple[Any, Relay, Database], caplog: pytest.LogCaptureFixture
+    pg_behind_relay: tuple[Any, Relay, Database], caplog: pytest.LogCaptureFixture, fault_report: FaultReport
 ) -> None:
     server, relay, database = pg_behind_relay
     recorder = server.app[STATE].recorder
@@ -152,6 +152,9 @@ async def test_postgres_cut_and_hung_mid_run_loses_nothing(
                 break
             await asyncio.sleep(0.1)
     rows = await database.rows()
+    lost = 26 - len({r["id"] for r in rows})
+    fault_report.add("postgres: every connection cut mid-run (relay closed)", 10, lost, "normal answers")
+    fault_report.add("postgres: database hangs mid-run (relay black-holed)", 10, lost, "normal answers")
     assert len(rows) == 4 + 10 + 10 + 2 == len({r["id"] for r in rows}), "no record lost or doubled"
     assert recorder.stats.dropped == 0
     assert len(await database.bodies()) == len(rows)
@@ -162,7 +165,7 @@ async def test_postgres_cut_and_hung_mid_run_loses_nothing(
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)  # a property of the tee, not of storage
 async def test_slow_client_applies_backpressure_to_the_upstream(
-    start_proxy: Callable[..., Any], upstream: TestServer
+    start_proxy: Callable[..., Any], upstream: TestServer, fault_report: FaultReport
 ) -> None:
     proxy = await start_proxy()
     control = upstream.app[fake_upstream.CONTROL]
@@ -183,9 +186,15 @@ async def test_slow_client_applies_backpressure_to_the_upstream(
     assert received == control.stream_bytes
     [row] = await proxy.rows()
     assert row["outcome"] == "complete"
+    fault_report.add(
+        f"client reads nothing for 1 s of a {control.stream_bytes >> 20} MiB stream",
+        1,
+        0,
+        f"all bytes; upstream paused at {stalled_at >> 20} MiB (backpressure)",
+    )
 
 
-async def test_idle_and_half_open_connections_stay_cheap(proxy: Any) -> None:
+async def test_idle_and_half_open_connections_stay_cheap(proxy: Any, fault_report: FaultReport) -> None:
     def rss_kib() -> int:
         with open(f"/proc/{os.getpid()}/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
@@ -203,5 +212,11 @@ async def test_idle_and_half_open_connections_stay_cheap(proxy: Any) -> None:
     for writer in conns:
         writer.transport.abort()
     assert models.data
+    fault_report.add(
+        "1500 idle or half-open client connections",
+        1500,
+        0,
+        f"other clients served; +{grown_mib:.0f} MiB RSS (client and proxy sides)",
+    )
     # Both ends of every connection live in this test process; still far from exhausting memory.
     assert grown_mib < 150, f"{grown_mib:.0f} MiB for 1500 idle connections"

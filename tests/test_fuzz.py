@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from proxy import fake_upstream
 from proxy.server import STATE, create_app
 from proxy.store import db, migrate
+from tests.conftest import FaultReport
 
 T = TypeVar("T")
 FUZZ_SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -210,13 +211,19 @@ def test_random_sse_streams(stack: Stack, pieces: list[str], split: int, asked_u
         assert len(data) <= len(raw.encode("latin-1"))
 
 
-def test_every_fuzzed_request_was_recorded_exactly_once(stack: Stack) -> None:
+def test_every_fuzzed_request_was_recorded_exactly_once(stack: Stack, fault_report: FaultReport) -> None:
     # Runs after the two property tests above (pytest keeps file order).
     assert len(stack.sent) >= 200
     stack.flush()
     conn = sqlite3.connect(stack.db_path)
     counts = dict(conn.execute("SELECT session_id, count(*) FROM exchanges GROUP BY session_id").fetchall())
     missing = {stack.log[s] for s in stack.sent if counts.get(s) != 1}
+    fault_report.add(
+        "random and mutated requests and SSE streams (hypothesis)",
+        len(stack.sent),
+        len(missing),
+        "no 500 from the proxy, no crash",
+    )
     assert not missing
     status, _ = stack.request("GET", "/_proxy/health", {}, None)
     assert status == 200, "still serving"

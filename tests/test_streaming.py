@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy import fake_upstream
 from proxy.schemas import ANY_DECODER
-from tests.conftest import API_KEY, Proxy, ProxyFactory
+from tests.conftest import API_KEY, FaultReport, Proxy, ProxyFactory
 
 MESSAGES = [{"role": "user", "content": "one two three four five six"}]
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -140,7 +140,9 @@ async def test_client_disconnect_after_content_keeps_ttft(proxy: Proxy, upstream
         ("fake-cut", "upstream_cut", None),
     ],
 )
-async def test_upstream_failure_mid_stream(proxy: Proxy, model: str, outcome: str, error: str | None) -> None:
+async def test_upstream_failure_mid_stream(
+    proxy: Proxy, model: str, outcome: str, error: str | None, fault_report: FaultReport
+) -> None:
     received: list[str] = []
     # The SDK raises on both: an `error` event, and a connection cut before the end of the stream.
     with pytest.raises(openai.APIError):
@@ -148,6 +150,12 @@ async def test_upstream_failure_mid_stream(proxy: Proxy, model: str, outcome: st
         async for chunk in stream:
             received.append(chunk.choices[0].delta.content or "")
     [row] = await proxy.rows()
+    fault_report.add(
+        f"upstream {'resets the connection' if model == 'fake-cut' else 'sends an error event'} mid-stream",
+        1,
+        0,
+        "the bytes sent, then " + ("a cut connection (as direct)" if model == "fake-cut" else "that event"),
+    )
     assert row["outcome"] == outcome
     assert row["status"] == 200
     if error:
@@ -158,7 +166,7 @@ async def test_upstream_failure_mid_stream(proxy: Proxy, model: str, outcome: st
     assert assembled["choices"][0]["message"]["content"].startswith("".join(received[:2]))
 
 
-async def test_unreachable_upstream_is_502_and_recorded(start_proxy: ProxyFactory) -> None:
+async def test_unreachable_upstream_is_502_and_recorded(start_proxy: ProxyFactory, fault_report: FaultReport) -> None:
     proxy = await start_proxy("http://127.0.0.1:9/v1")
     with pytest.raises(openai.APIStatusError) as err:
         await proxy.client().chat.completions.create(model="fake-model", messages=MESSAGES)
@@ -166,10 +174,11 @@ async def test_unreachable_upstream_is_502_and_recorded(start_proxy: ProxyFactor
     assert err.value.body["type"] == "proxy_error" and err.value.body["code"] == "upstream_unreachable"
     assert "upstream 'default' (http://127.0.0.1:9/v1) unreachable" in err.value.body["message"]
     [row] = await proxy.rows()
+    fault_report.add("upstream refuses connections", 1, 0, "502, OpenAI error shape, upstream named")
     assert row["status"] == 502 and row["outcome"] == "upstream_unreachable" and row["upstream_status"] is None
 
 
-async def test_upstream_timeout_is_504_and_recorded(start_proxy: ProxyFactory) -> None:
+async def test_upstream_timeout_is_504_and_recorded(start_proxy: ProxyFactory, fault_report: FaultReport) -> None:
     proxy = await start_proxy(upstream={"read_timeout": 0.2})
     client = proxy.client(default_headers={"x-fake-delay-ms": "1000"})
     started = time.perf_counter()
@@ -182,6 +191,7 @@ async def test_upstream_timeout_is_504_and_recorded(start_proxy: ProxyFactory) -
         stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
         [c async for c in stream]
     rows = await proxy.rows()
+    fault_report.add("upstream stalls past the read timeout", 2, 2 - len(rows), "504 before headers; cut stream after")
     assert [(r["status"], r["outcome"]) for r in rows] == [(504, "upstream_timeout"), (200, "upstream_timeout")]
 
 
