@@ -7,6 +7,7 @@ is unreachable). Each test gets its own PostgreSQL schema, so tests never see ea
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -142,6 +143,13 @@ class Proxy:
     async def bodies(self) -> dict[str, dict[str, Any]]:
         await self.recorder.flush()
         return await self.database.bodies()
+
+    async def wait_rows(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Rows once ``count`` exist: for exchanges that finish after the client has gone."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(rows := await self.rows()) < count and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        return rows
 
 
 def make_settings(upstream_url: str, database: Database, tmp_path: Path, **overrides: Any) -> Settings:

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from aiohttp.test_utils import TestServer
 
 from proxy import fake_upstream
 from proxy.server import STATE, create_app
-from proxy.store import db, migrate
-from tests.conftest import API_KEY, PG_URL, Database, FaultReport, make_settings
+from proxy.store import db
+from tests.conftest import API_KEY, PG_URL, Database, FaultReport, make_database, make_settings
 
 MESSAGES = [{"role": "user", "content": "are you there"}]
 
@@ -82,24 +81,14 @@ async def pg_behind_relay(
     url = make_url(PG_URL)
     relay = Relay(url.port or 5432)
     await relay.start()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    direct = db.create_engine(PG_URL)
-    async with direct.begin() as conn:
-        await conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    args = {"server_settings": {"search_path": schema}}
-    direct_in_schema = db.create_engine(PG_URL, connect_args=args)
-    await migrate.upgrade(direct_in_schema)
-    relayed_url = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
-    engine = db.create_engine(relayed_url, connect_timeout=1, command_timeout=2, connect_args=args)
-    database = Database(relayed_url, direct_in_schema, "postgres", None, args)
-    settings = make_settings(str(upstream.make_url("/v1")), database, tmp_path)
-    server = await aiohttp_server(create_app(settings, engine))
-    yield server, relay, database
-    await engine.dispose()
-    await direct_in_schema.dispose()
-    async with direct.begin() as conn:
-        await conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-    await direct.dispose()
+    async for database in make_database("postgres", tmp_path):
+        # The proxy reaches the same schema through the relay; the test checks rows directly.
+        relayed_url = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+        engine = db.create_engine(relayed_url, connect_timeout=1, command_timeout=2, connect_args=database.connect_args)
+        settings = make_settings(str(upstream.make_url("/v1")), database, tmp_path)
+        server = await aiohttp_server(create_app(settings, engine))
+        yield server, relay, database
+        await engine.dispose()
 
 
 async def _traffic(client: openai.AsyncOpenAI, rounds: int) -> float:

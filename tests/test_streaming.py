@@ -99,12 +99,7 @@ async def test_client_disconnect_mid_stream_is_recorded_partial(proxy: Proxy, up
         assert first.startswith(b"data: ")
         resp.close()  # the client goes away while the upstream is still generating
     gate.set()
-    for _ in range(100):
-        rows = await proxy.rows()
-        if rows:
-            break
-        await asyncio.sleep(0.02)
-    [row] = rows
+    [row] = await proxy.wait_rows(1)
     assert row["status"] == 499 and row["upstream_status"] == 200
     assert row["outcome"] == "client_disconnected"
     assert row["ttft_ms"] is None or row["ttft_ms"] > 0
@@ -122,12 +117,7 @@ async def test_client_disconnect_after_content_keeps_ttft(proxy: Proxy, upstream
         await resp.content.readuntil(b"\n\n")
         await resp.content.readuntil(b"\n\n")  # the first content chunk
         resp.close()
-    for _ in range(200):
-        rows = await proxy.rows()
-        if rows:
-            break
-        await asyncio.sleep(0.02)
-    [row] = rows
+    [row] = await proxy.wait_rows(1)
     assert row["outcome"] == "client_disconnected" and row["status"] == 499
     assert row["ttft_ms"] is not None and row["ttft_ms"] < row["duration_ms"] < 1500
     assert row["prompt_tokens"] is None, "cut before the usage chunk: unknown, not 0"
