@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.decode import finalize
 from proxy.exchange import Exchange
+from proxy.matchkey import DEFAULT_RULES, KeyRules, match_key
 from proxy.store.writes import insert_exchanges
 
 log = logging.getLogger("proxy.recorder")
@@ -61,6 +62,7 @@ class Recorder:
         spool_max_bytes: int = 1 << 30,
         retry_interval: float = 2.0,
         on_written: Callable[[list[Exchange]], None] | None = None,
+        key_rules: KeyRules = DEFAULT_RULES,
     ) -> None:
         self.engine = engine
         self.batch_size = batch_size
@@ -68,6 +70,7 @@ class Recorder:
         self.spool_max_bytes = spool_max_bytes
         self.retry_interval = retry_interval
         self.on_written = on_written
+        self.key_rules = key_rules
         self.stats = RecorderStats()
         self._queue: asyncio.Queue[Exchange] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
@@ -126,6 +129,8 @@ class Recorder:
     async def _write(self, batch: list[Exchange]) -> None:
         for i, ex in enumerate(batch):
             finalize(ex)
+            # From the body as the client sent it, so a live request finds it again at replay time.
+            ex.match_key = match_key(ex.method, ex.path, ex.request_body, self.key_rules, ex.upstream)
             if i % 16 == 15:
                 await asyncio.sleep(0)  # let client traffic run between decodes of a big batch
         if not self.stats.database_ok and not await self._try_recover():

@@ -49,7 +49,7 @@ def exchange_row(ex: Exchange) -> dict[str, Any]:
         "price_ref": None,
         "key_fingerprint": ex.key_fingerprint,
         "end_user": ex.user,
-        "match_key": None,
+        "match_key": ex.match_key,
     }
 
 
