@@ -189,7 +189,7 @@ def _show(value: Any, start: int = 0) -> str:
 
 def show_pair(a: Any, b: Any) -> tuple[str, str]:
     """Both values for a message; two long strings are shown from a little before where they part."""
-    if isinstance(a, str) and isinstance(b, str):
+    if isinstance(a, str) and isinstance(b, str) and max(len(a), len(b)) > MAX_SHOWN:
         same = 0
         for x, y in zip(a, b, strict=False):
             if x != y:

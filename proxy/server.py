@@ -27,7 +27,10 @@ from proxy.config import Mode, Settings, Upstream
 from proxy.decode import is_event_stream
 from proxy.errors import EXCHANGE_ID_HEADER, error_response
 from proxy.exchange import Exchange, Outcome
+from proxy.matchkey import KeyRules
+from proxy.playback import REPLAY_HEADER, Playback
 from proxy.recorder import Recorder
+from proxy.replay import ReplayIndex
 from proxy.schemas import ANY_DECODER, JSON_ENCODER, REQUEST_DECODER, RequestView
 from proxy.store import db
 from proxy.tee import UsageChunkFilter, copy_body
@@ -60,6 +63,7 @@ class ProxyState:
     secret: bytes
     timeouts: dict[str, aiohttp.ClientTimeout]
     redact: frozenset[str]
+    playback: Playback | None = None  # replay and auto modes
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -124,7 +128,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         request_headers=redact_headers(request.headers, st.redact),
         store_bodies=settings.recorder.store_bodies,
     )
-    record = settings.mode is not Mode.PASSTHROUGH
+    record = settings.mode in (Mode.RECORD, Mode.AUTO)
     try:
         return await _forward(request, st, route, ex)
     except asyncio.CancelledError:
@@ -133,7 +137,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         raise
     finally:
         ex.finish()
-        if record:
+        if record and not ex.replayed:
             st.recorder.submit(ex)
 
 
@@ -151,7 +155,8 @@ async def _forward(request: web.Request, st: ProxyState, route: Route, ex: Excha
             )
         ex.session_id = session_id
     upstream = settings.all_upstreams().get(route.upstream)
-    if upstream is None or not upstream.url:
+    # Replay mode serves any mount from recordings, configured or not.
+    if settings.mode is not Mode.REPLAY and (upstream is None or not upstream.url):
         return _bad_request(
             ex, 404, f"unknown upstream {route.upstream!r}", "invalid_request_error", "unknown_upstream"
         )
@@ -186,6 +191,12 @@ async def _forward(request: web.Request, st: ProxyState, route: Route, ex: Excha
             if injected is not None:
                 body = injected
                 ex.usage_injected = True
+    if st.playback is not None:
+        wants_usage = bool(view and view.stream_options and view.stream_options.include_usage)
+        replayed = await st.playback.answer(request, ex, ex.request_body, wants_usage)
+        if replayed is not None:
+            return replayed
+    assert upstream is not None  # replay mode (the only one without an upstream) always answered above
 
     headers = forward_request_headers(request.headers)
     key = api_key_of(request.headers)
@@ -229,6 +240,8 @@ async def _respond(
     ex.stream = ex.stream or sse
     out_headers = forward_response_headers(up.headers, reframed=True)
     out_headers[EXCHANGE_ID_HEADER] = ex.id
+    if st.playback is not None:
+        out_headers[REPLAY_HEADER] = "recorded"
     if not sse and up.content_length is not None and up.content_length <= BUFFER_LIMIT:
         data = await up.read()
         ex.first_byte_ms = ex.elapsed_ms()
@@ -292,8 +305,14 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             spool_dir=rec.spool_dir,
             spool_max_bytes=rec.spool_max_bytes,
             retry_interval=rec.retry_interval,
+            key_rules=KeyRules(settings.replay.ignore),
         )
         await recorder.start()
+        playback = None
+        if settings.mode in (Mode.REPLAY, Mode.AUTO):
+            index = ReplayIndex(eng, settings.replay)
+            await index.prepare()
+            playback = Playback(index, settings.mode, settings.replay)
         session = make_session(settings.upstream.max_connections)
         app[STATE] = ProxyState(
             settings=settings,
@@ -303,6 +322,7 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             secret=secret,
             timeouts={name: client_timeout(up) for name, up in settings.all_upstreams().items()},
             redact=frozenset(h.lower() for h in settings.redact_headers),
+            playback=playback,
         )
         try:
             yield
