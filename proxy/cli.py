@@ -18,6 +18,8 @@ EXIT_CONFIG = 2
 COMMAND_MODULES = (
     "proxy.commands.serve",
     "proxy.commands.db",
+    "proxy.commands.transfer",
+    "proxy.commands.replay",
 )
 
 

@@ -33,6 +33,19 @@ def flags_tree(args: argparse.Namespace) -> dict[str, Any]:
         tree["database"] = {"url": args.db}
     if getattr(args, "mode", None):
         tree["mode"] = args.mode
+    replay = {
+        key: value
+        for key, value in (
+            ("sessions", getattr(args, "from_session", None)),
+            ("timing", getattr(args, "replay_timing", None)),
+            ("speed", getattr(args, "replay_speed", None)),
+            ("on_exhausted", getattr(args, "on_exhausted", None)),
+            ("include_partial", getattr(args, "replay_partial", None) or None),
+        )
+        if value is not None
+    }
+    if replay:
+        tree["replay"] = replay
     return tree
 
 

@@ -18,7 +18,7 @@ import msgspec
 from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from proxy.store.tables import exchange_bodies, exchanges
+from proxy.store.tables import exchange_bodies, exchange_links, exchanges, session_links
 
 # Outcomes whose response is what the upstream meant to send (an error event is a complete answer).
 COMPLETE_OUTCOMES = ("complete", "upstream_error_event")
@@ -198,3 +198,62 @@ async def rows_by_id(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, dict[
     )
     async with engine.connect() as conn:
         return {r.id: dict(r._mapping) for r in await conn.execute(query)}
+
+
+async def existing_ids(engine: AsyncEngine, ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    async with engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            found.update((await conn.scalars(select(exchanges.c.id).where(exchanges.c.id.in_(chunk)))).all())
+    return found
+
+
+async def session_exists(engine: AsyncEngine, session_id: str) -> bool:
+    query = select(exchanges.c.id).where(exchanges.c.session_id == session_id).limit(1)
+    async with engine.connect() as conn:
+        return (await conn.scalar(query)) is not None
+
+
+async def save_links(
+    engine: AsyncEngine,
+    *,
+    session_id: str,
+    source_session_id: str,
+    created_at: datetime,
+    target: str,
+    model: str | None,
+    summary: dict[str, Any],
+    pairs: Sequence[tuple[str, str]],
+) -> None:
+    """Link a re-sent session, and each of its exchanges (new id, source id), to what it repeats."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            session_links.insert().values(
+                session_id=session_id,
+                source_session_id=source_session_id,
+                relation="resend",
+                created_at=created_at,
+                target=target,
+                model=model,
+                summary=summary,
+            )
+        )
+        if pairs:
+            await conn.execute(
+                exchange_links.insert(), [{"exchange_id": new, "source_exchange_id": old} for new, old in pairs]
+            )
+
+
+async def links_of(engine: AsyncEngine, session_id: str) -> dict[str, Any] | None:
+    """The link row of a re-sent session, with its exchange pairs (new id -> source id)."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(session_links).where(session_links.c.session_id == session_id))).first()
+        if row is None:
+            return None
+        pairs = await conn.execute(
+            select(exchange_links)
+            .join(exchanges, exchanges.c.id == exchange_links.c.exchange_id)
+            .where(exchanges.c.session_id == session_id)
+        )
+        return {**dict(row._mapping), "pairs": {p.exchange_id: p.source_exchange_id for p in pairs}}
