@@ -181,7 +181,10 @@ def totals(entries: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "requests": len(entries),
         "answered": len(done),
-        "failed": len(entries) - len(done) + sum(1 for e in done if (e["status"]["new"] or 0) >= 400),
+        # No answer, or an error where the original succeeded (an error replayed as an error is no failure).
+        "failed": len(entries)
+        - len(done)
+        + sum(1 for e in done if (e["status"]["new"] or 0) >= 400 > (e["status"]["original"] or 0)),
         "changed": sum(1 for e in entries if e["changed"]),
         "status_changed": sum(1 for e in done if e["status"]["original"] != e["status"]["new"]),
         "finish_reason_changed": sum(1 for e in done if e["finish_reason"]["original"] != e["finish_reason"]["new"]),

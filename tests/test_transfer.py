@@ -133,6 +133,17 @@ def test_cli_export_import_then_replay_with_no_upstream(tmp_path: Path, fake_ups
     assert json.loads(har.stdout)["log"]["version"] == "1.2"
     missing = run_cli("export", "--db", src, "--session", "nope", cwd=tmp_path)
     assert missing.returncode == 2 and "no exchanges recorded in session 'nope'" in missing.stderr
+    resent = run_cli(
+        "replay", "cli", "--to", upstream, "--db", src, "--api-key-env", "MY_KEY", "--report", "r.md",
+        "--new-session", "again", cwd=tmp_path, env={"MY_KEY": "sk-from-env-0123456789"},
+    )  # fmt: skip
+    assert resent.returncode == 0, resent.stderr
+    assert resent.stdout.startswith(f"re-sent {len(REQUESTS)} requests of session 'cli' to {upstream}")
+    assert "as session 'again': 0 changed" in resent.stdout and "0 failed" in resent.stdout
+    assert "# Re-send of session `cli` as `again`" in (tmp_path / "r.md").read_text()
+    assert "sk-from-env" not in (tmp_path / "r.md").read_text()
+    unset = run_cli("replay", "cli", "--to", upstream, "--db", src, "--api-key-env", "NOPE", cwd=tmp_path)
+    assert unset.returncode == 2 and "NOPE: environment variable is not set" in unset.stderr
     result = run_cli("import", "--db", dst, str(out), cwd=tmp_path)
     assert result.returncode == 0 and f"imported {len(REQUESTS)} exchanges" in result.stdout, result.stderr
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import msgspec
+from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
 from proxy import report as reports
@@ -45,64 +47,72 @@ class Progress:
             self.out.flush()
 
 
-async def resend_session(settings: Settings, args: argparse.Namespace, api_key: str | None) -> dict[str, Any]:
+@dataclass
+class ResendOptions:
+    session: str
+    new_session: str | None = None
+    model: str | None = None
+    concurrency: int = 1
+    api_key: str | None = None
+
+
+async def resend_session(settings: Settings, engine: AsyncEngine, args: ResendOptions) -> dict[str, Any]:
+    """Re-send ``args.session`` through an in-process proxy recording to ``settings.upstream`` (the target)."""
     from aiohttp import web
 
     from proxy.server import create_app
 
-    await prepare_database(settings, upgrade=settings.database.auto_migrate)
     new_session = args.new_session or f"{args.session}-resend-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     if len(new_session) > SESSION_MAX:
         raise ConfigError(f"--new-session: longer than {SESSION_MAX} characters")
-    async with open_engine(settings) as engine:
-        rows = [r for r in await recordings.session_rows(engine, args.session) if r["request_body"] is not None]
-        if not rows:
-            raise ConfigError(f"SESSION: no exchanges with stored requests in session {args.session!r}")
-        if await recordings.session_exists(engine, new_session):
-            raise ConfigError(f"--new-session: session {new_session!r} already has exchanges")
-        app = create_app(settings, engine)
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        try:
-            sent = await resend(
-                rows,
-                f"http://127.0.0.1:{port}",
-                session=new_session,
-                session_header=settings.session_header,
-                api_key=api_key,
-                model=args.model,
-                concurrency=args.concurrency,
-                progress=Progress(len(rows)),
-            )
-        finally:
-            await runner.cleanup()  # drains the recorder: every new exchange is written
-        new_rows = await recordings.rows_by_id(engine, [s.new_id for s in sent if s.new_id])
-        entries = [
-            reports.compare(i, row, new_rows.get(s.new_id or ""), s.error)
-            for i, (row, s) in enumerate(zip(rows, sent, strict=True), 1)
-        ]
-        target = str(URL(args.to).with_user(None).with_password(None))
-        report = {
-            "source_session": args.session,
-            "session": new_session,
-            "target": target,
-            "model": args.model,
-            "totals": reports.totals(entries),
-            "requests": entries,
-        }
-        await recordings.save_links(
-            engine,
-            session_id=new_session,
-            source_session_id=args.session,
-            created_at=datetime.now(UTC),
-            target=target,
+    rows = [r for r in await recordings.session_rows(engine, args.session) if r["request_body"] is not None]
+    if not rows:
+        raise ConfigError(f"SESSION: no exchanges with stored requests in session {args.session!r}")
+    if await recordings.session_exists(engine, new_session):
+        raise ConfigError(f"--new-session: session {new_session!r} already has exchanges")
+    app = create_app(settings, engine)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        sent = await resend(
+            rows,
+            f"http://127.0.0.1:{port}",
+            session=new_session,
+            session_header=settings.session_header,
+            api_key=args.api_key,
             model=args.model,
-            summary=report["totals"],
-            pairs=[(s.new_id, s.source_id) for s in sent if s.new_id and s.new_id in new_rows],
+            concurrency=args.concurrency,
+            progress=Progress(len(rows)),
         )
+    finally:
+        await runner.cleanup()  # drains the recorder: every new exchange is written
+    new_rows = await recordings.rows_by_id(engine, [s.new_id for s in sent if s.new_id])
+    entries = [
+        reports.compare(i, row, new_rows.get(s.new_id or ""), s.error)
+        for i, (row, s) in enumerate(zip(rows, sent, strict=True), 1)
+    ]
+    target = str(URL(settings.upstream.url).with_user(None).with_password(None))
+    report = {
+        "source_session": args.session,
+        "session": new_session,
+        "target": target,
+        "model": args.model,
+        "totals": reports.totals(entries),
+        "requests": entries,
+    }
+    await recordings.save_links(
+        engine,
+        session_id=new_session,
+        source_session_id=args.session,
+        created_at=datetime.now(UTC),
+        target=target,
+        model=args.model,
+        summary=report["totals"],
+        pairs=[(s.new_id, s.source_id) for s in sent if s.new_id and s.new_id in new_rows],
+    )
     return report
 
 
@@ -111,8 +121,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = settings_from(args, require_upstream=True)
     if args.concurrency < 1:
         raise ConfigError("--concurrency: must be >= 1")
-    api_key = secret_from_env(args.api_key_env) if args.api_key_env else None
-    report = run(lambda: resend_session(settings, args, api_key))
+    options = ResendOptions(
+        session=args.session,
+        new_session=args.new_session,
+        model=args.model,
+        concurrency=args.concurrency,
+        api_key=secret_from_env(args.api_key_env) if args.api_key_env else None,
+    )
+
+    async def main() -> dict[str, Any]:
+        await prepare_database(settings, upgrade=settings.database.auto_migrate)
+        async with open_engine(settings) as engine:
+            return await resend_session(settings, engine, options)
+
+    report = run(main)
     if args.report:
         path = Path(args.report)
         if path.suffix.lower() in (".md", ".markdown"):
