@@ -57,7 +57,9 @@ def completion_to_events(body: bytes, wants_usage: bool) -> list[bytes] | None:
 
 def _deltas(choice: dict[str, Any]) -> list[dict[str, Any]]:
     message = choice.get("message") or {}
-    deltas: list[dict[str, Any]] = [{"role": message.get("role") or "assistant", "content": ""}]
+    # As OpenAI streams it: the role chunk says content "" for a text answer, null for a tool-call one.
+    empty = "" if message.get("content") is not None else None
+    deltas: list[dict[str, Any]] = [{"role": message.get("role") or "assistant", "content": empty}]
     for field in ("reasoning", "reasoning_content", "refusal", "content"):
         if message.get(field):
             deltas.append({field: message[field]})

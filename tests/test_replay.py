@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from typing import Any
@@ -314,3 +315,20 @@ async def test_named_mounts_replay_with_no_upstream_configured(start_proxy: Prox
     # The same request on another mount is another request.
     with pytest.raises(openai.NotFoundError, match="session 'n' has no recorded POST /v1/chat/completions requests"):
         await replayer.client("/s/n/v1").chat.completions.create(model="fake-model", messages=msgs("named"))
+
+
+async def test_concurrent_requests_never_share_or_swap_recordings(start_proxy: ProxyFactory) -> None:
+    recorder = await start_proxy()
+    chat = recorder.client("/s/conc/v1").chat.completions
+    same = [(await chat.create(model="fake-model", messages=msgs("same"))).id for _ in range(6)]
+    other = {t: (await chat.create(model="fake-model", messages=msgs(t))).choices[0].message.content for t in "abcd"}
+    await recorder.recorder.flush()
+    replayer = await start_replay(start_proxy, timing="original", speed=5)
+    c = replayer.client("/s/conc/v1").chat.completions
+    # All at once, on a cold index: one load per key, each position handed out exactly once.
+    got = await asyncio.gather(
+        *(c.create(model="fake-model", messages=msgs("same")) for _ in range(6)),
+        *(c.create(model="fake-model", messages=msgs(t)) for t in "abcd"),
+    )
+    assert sorted(r.id for r in got[:6]) == sorted(same)
+    assert {t: r.choices[0].message.content for t, r in zip("abcd", got[6:], strict=True)} == other
