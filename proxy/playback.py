@@ -154,6 +154,7 @@ class Playback:
                     {
                         "id": c.id,
                         "session_id": c.session_id,
+                        "recordings": c.copies,
                         "differences": [
                             {"path": d.path, "request": _plain(d.request), "recorded": _plain(d.recorded)}
                             for d in c.differences
@@ -174,6 +175,8 @@ def _plain(value: object) -> object:
 
 def _describe(c: Closest) -> str:
     session = f" in session {c.session_id!r}" if c.session_id else ""
+    if c.copies > 1:
+        session += f" ({c.copies} recordings of it)"
     if not c.differences:
         return f"{c.id}{session}: the same request, but not replayable (partial, or stored without bodies)"
     shown = "; ".join(d.describe() for d in c.differences[:_SHOWN_DIFFERENCES])

@@ -17,6 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 from collections.abc import Sequence
 
@@ -24,7 +25,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.config import Exhausted, Replay
-from proxy.matchkey import Difference, KeyRules, differences, match_key, request_object
+from proxy.matchkey import Difference, KeyRules, canonical_body, differences, match_key, request_object
 from proxy.store import recordings
 from proxy.store.recordings import Recording
 
@@ -46,6 +47,19 @@ class Closest(msgspec.Struct):
     id: str
     session_id: str | None
     differences: list[Difference]
+    copies: int = 0  # recordings of this same request among the candidates
+
+
+def distance(diffs: list[Difference]) -> float:
+    """Fewest differing fields first; among equals, the most similar differing text."""
+    total = 0.0
+    for d in diffs:
+        if isinstance(d.request, str) and isinstance(d.recorded, str):
+            a, b = d.request[:2000], d.recorded[:2000]
+            total += 1 - difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() / 2
+        else:
+            total += 1
+    return total
 
 
 def describe_scope(scope: Scope) -> str:
@@ -129,8 +143,11 @@ class ReplayIndex:
         """The recorded requests nearest to ``body`` (fewest differing fields), and how many were compared."""
         candidates = await recordings.recent_requests(self.engine, scope, method, path, upstream, CANDIDATES)
         mine = request_object(body, self.rules)
-        ranked = [
-            Closest(c.id, c.session_id, differences(mine, request_object(c.body, self.rules))) for c in candidates
-        ]
-        ranked.sort(key=lambda c: len(c.differences))  # stable: the latest first among equals
-        return ranked[:limit], len(candidates)
+        ranked: dict[bytes, Closest] = {}  # one entry per distinct recorded request: the latest
+        for c in candidates:
+            ranked.setdefault(canonical_body(c.body, self.rules), Closest(c.id, c.session_id, []))
+            ranked[canonical_body(c.body, self.rules)].copies += 1
+        for canonical, closest in ranked.items():
+            closest.differences = differences(mine, request_object(canonical, self.rules))
+        best = sorted(ranked.values(), key=lambda c: distance(c.differences))  # stable: latest first among equals
+        return best[:limit], len(candidates)

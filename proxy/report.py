@@ -212,7 +212,9 @@ def _fmt(value: Any) -> str:
 
 
 def _signed(value: float | None, unit: str = "") -> str:
-    return "n/a" if value is None else f"{value:+.6g}{unit}"
+    if value is None:
+        return "n/a"
+    return f"{value:+.1f}{unit}" if unit == " ms" else f"{value:+.6g}{unit}"
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -97,8 +97,10 @@ async def test_replay_headers_and_byte_identical_stream(start_proxy: ProxyFactor
 async def test_miss_is_not_found_naming_the_closest_recordings(start_proxy: ProxyFactory) -> None:
     recorder = await start_proxy()
     client = recorder.client("/s/suite/v1")
-    await client.chat.completions.create(model="fake-model", messages=msgs("what is the capital of France"))
+    for _ in range(2):
+        await client.chat.completions.create(model="fake-model", messages=msgs("what is the capital of France"))
     await client.chat.completions.create(model="fake-model", messages=msgs("something else entirely"), temperature=1)
+    await client.chat.completions.create(model="fake-model", messages=msgs("tell me a joke"))
     await recorder.recorder.flush()
     replayer = await start_replay(start_proxy)
     with pytest.raises(openai.NotFoundError) as err:
@@ -112,8 +114,12 @@ async def test_miss_is_not_found_naming_the_closest_recordings(start_proxy: Prox
     error = err.value.body
     assert error["type"] == "replay_miss" and error["code"] == "replay_miss"
     closest = error["closest"]
-    assert [len(c["differences"]) for c in closest] == [1, 2], "ranked by how many fields differ"
-    assert closest[1]["differences"][1] == {"path": "/temperature", "request": None, "recorded": 1}
+    # Ranked by how many fields differ, then by how alike the differing text is (not by recency);
+    # identical recorded requests are one entry.
+    assert [len(c["differences"]) for c in closest] == [1, 1, 2]
+    assert closest[0]["recordings"] == 2 and "(2 recordings of it)" in message
+    assert closest[1]["differences"][0]["recorded"] == "tell me a joke"
+    assert closest[2]["differences"][1] == {"path": "/temperature", "request": None, "recorded": 1}
     # Another session has nothing: the message says so instead of pointing at other sessions' requests.
     with pytest.raises(openai.NotFoundError, match="session 'other' has no recorded POST /v1/chat/completions"):
         await replayer.client("/s/other/v1").chat.completions.create(model="fake-model", messages=msgs("x"))

@@ -55,16 +55,20 @@ def _joined(*columns: Any) -> Select[Any]:
 async def ids_for_key(
     engine: AsyncEngine, key: str, sessions: Sequence[str] | None, *, include_partial: bool
 ) -> list[str]:
-    query = _joined(exchanges.c.id).where(
+    query = _joined(exchanges.c.id, exchanges.c.session_id).where(
         exchanges.c.match_key == key,
         exchange_bodies.c.response_body.is_not(None),
         exchanges.c.status.is_not(None),
     )
     if not include_partial:
         query = query.where(exchanges.c.outcome.in_(COMPLETE_OUTCOMES))
-    query = _scoped(query, sessions).order_by(exchanges.c.started_at, exchanges.c.id)
+    query = query.order_by(exchanges.c.started_at, exchanges.c.id)
     async with engine.connect() as conn:
-        return list((await conn.scalars(query)).all())
+        rows = (await conn.execute(query)).all()
+    # Sessions are filtered here, not in SQL: given both, SQLite's planner picks the session index and
+    # scans a whole (possibly huge) session instead of the few rows of one key.
+    wanted = None if sessions is None else set(sessions)
+    return [r.id for r in rows if wanted is None or r.session_id in wanted]
 
 
 async def load_recording(engine: AsyncEngine, exchange_id: str) -> Recording | None:
