@@ -95,6 +95,8 @@ class Record(msgspec.Struct, kw_only=True):
     error: str | None = None
     usage: Usage = msgspec.field(default_factory=Usage)
     cost_usd: float | None = None
+    cost_source: str | None = None
+    price_ref: str | None = None
     end_user: str | None = None
     request: Message = msgspec.field(default_factory=Message)
     response: Message = msgspec.field(default_factory=Message)
@@ -104,6 +106,10 @@ class Record(msgspec.Struct, kw_only=True):
     decode_errors: int = 0
 
 
+# Record fields that are exchange columns of the same name and meaning.
+_NOT_COLUMNS = ("usage", "request", "response", "assembled", "usage_injected", "event_count", "decode_errors")
+PLAIN_COLUMNS = tuple(name for name in Record.__struct_fields__ if name not in _NOT_COLUMNS)
+TOKEN_COLUMNS = tuple(name for name in Usage.__struct_fields__ if name != "source")
 _HEADER_DECODER = msgspec.json.Decoder(Header)
 _RECORD_DECODER = msgspec.json.Decoder(Record)
 
@@ -167,33 +173,8 @@ def to_record(row: dict[str, Any]) -> Record:
         else _body(_bytes(row.get("response_body")))
     )
     return Record(
-        id=row["id"],
-        session_id=row["session_id"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        duration_ms=row["duration_ms"],
-        ttft_ms=row["ttft_ms"],
-        upstream=row["upstream"],
-        method=row["method"],
-        path=row["path"],
-        model_requested=row["model_requested"],
-        model=row["model"],
-        status=row["status"],
-        upstream_status=row["upstream_status"],
-        stream=row["stream"],
-        outcome=row["outcome"],
-        finish_reason=row["finish_reason"],
-        error=row["error"],
-        usage=Usage(
-            prompt_tokens=row["prompt_tokens"],
-            completion_tokens=row["completion_tokens"],
-            total_tokens=row["total_tokens"],
-            cached_tokens=row["cached_tokens"],
-            reasoning_tokens=row["reasoning_tokens"],
-            source=row["usage_source"],
-        ),
-        cost_usd=row["cost_usd"],
-        end_user=row["end_user"],
+        **{name: row[name] for name in PLAIN_COLUMNS},
+        usage=Usage(**{name: row[name] for name in TOKEN_COLUMNS}, source=row["usage_source"]),
         request=Message(
             headers=_public_headers(row.get("request_headers")),
             body=_body(_bytes(row.get("request_body")), canonical=True),
@@ -269,36 +250,12 @@ def restore_body(body: Body | None) -> tuple[bytes | None, list[list[float]] | N
 def to_rows(record: Record, rules: KeyRules, session: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     request_body, _ = restore_body(record.request.body)
     response_body, chunks = restore_body(record.response.body)
-    u = record.usage
     exchange = {
-        "id": record.id,
+        **{name: getattr(record, name) for name in PLAIN_COLUMNS},
+        **{name: getattr(record.usage, name) for name in TOKEN_COLUMNS},
         "session_id": session if session is not None else record.session_id,
-        "started_at": record.started_at,
-        "finished_at": record.finished_at,
-        "duration_ms": record.duration_ms,
-        "ttft_ms": record.ttft_ms,
-        "method": record.method,
-        "path": record.path,
-        "upstream": record.upstream,
-        "model_requested": record.model_requested,
-        "model": record.model,
-        "status": record.status,
-        "upstream_status": record.upstream_status,
-        "stream": record.stream,
-        "outcome": record.outcome,
-        "finish_reason": record.finish_reason,
-        "error": record.error,
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.total_tokens,
-        "cached_tokens": u.cached_tokens,
-        "reasoning_tokens": u.reasoning_tokens,
-        "usage_source": u.source,
-        "cost_usd": record.cost_usd,
-        "cost_source": "import" if record.cost_usd is not None else None,
-        "price_ref": None,
+        "usage_source": record.usage.source,
         "key_fingerprint": None,
-        "end_user": record.end_user,
         "match_key": match_key(record.method, record.path, request_body or b"", rules, record.upstream)
         if request_body is not None
         else None,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError, Mode, load_settings
+from proxy.config import ConfigError, Mode, load_settings, secret_from_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,3 +119,9 @@ def test_replay_mode_needs_no_upstream(tmp_path: Path) -> None:
         load_settings(write(tmp_path, ""), env=env, require_upstream=True)
     settings = load_settings(write(tmp_path, ""), env=env)
     assert settings.replay.sessions == ["a", "b"] and settings.replay.speed == 10
+
+
+def test_secret_from_env_names_the_variable_never_the_value() -> None:
+    assert secret_from_env("MY_KEY", {"MY_KEY": "sk-1"}) == "sk-1"
+    with pytest.raises(ConfigError, match=r"^NOPE: environment variable is not set$"):
+        secret_from_env("NOPE", {})

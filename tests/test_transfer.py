@@ -6,17 +6,20 @@ import asyncio
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
 from proxy.export import ExportError, import_records, jsonl, read_records, session_records
 from proxy.har import to_har
 from proxy.matchkey import DEFAULT_RULES
-from tests.conftest import API_KEY, Database, Proxy, ProxyFactory
-from tests.test_cli import fake_upstream_port, free_port, proxy_cmd, run_cli, wait_port  # noqa: F401
+from proxy.server import STATE, create_app
+from tests.conftest import API_KEY, Database, Proxy, ProxyFactory, make_settings, upstream_requests
+from tests.test_cli import free_port, proxy_cmd, run_cli, wait_port
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
@@ -108,54 +111,48 @@ async def test_har_export(start_proxy: ProxyFactory, database: Database) -> None
     assert "pw@" not in json.dumps(har) and API_KEY not in json.dumps(har)
 
 
-def test_cli_export_import_then_replay_with_no_upstream(tmp_path: Path, fake_upstream_port: int) -> None:  # noqa: F811
-    """As a user does it: record, export to a file, import into a fresh database, serve it in replay mode."""
-    src = f"sqlite+aiosqlite:///{tmp_path / 'src.db'}"
-    dst = f"sqlite+aiosqlite:///{tmp_path / 'dst.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
-    port = free_port()
-    upstream = f"http://127.0.0.1:{fake_upstream_port}/v1"
-    proc = subprocess.Popen(
-        proxy_cmd("serve", "--db", src, "--upstream", upstream, "--listen", f"127.0.0.1:{port}"),
-        cwd=tmp_path, env=env, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        wait_port(port, proc)
-        received = asyncio.run(send_all(f"http://127.0.0.1:{port}/s/cli/v1"))
-    finally:
-        proc.terminate()
-        proc.wait(30)
+async def test_cli_export_replay_import_then_serve_replay_with_no_upstream(
+    tmp_path: Path, sqlite_db: Database, upstream: TestServer, aiohttp_server: Callable[..., Any]
+) -> None:
+    """As a user does it: export to a file, re-send, import into a fresh database, serve it in replay mode."""
+    settings = make_settings(str(upstream.make_url("/v1")), sqlite_db, tmp_path)
+    app = create_app(settings, sqlite_db.engine)
+    server = await aiohttp_server(app)
+    received = await send_all(str(server.make_url("/s/cli/v1")))
+    await app[STATE].recorder.flush()
+    src, dst = sqlite_db.url, f"sqlite+aiosqlite:///{tmp_path / 'dst.db'}"
+    target = str(upstream.make_url("/v1"))
+
+    def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, cwd=tmp_path, env=env)
+
     out = tmp_path / "cli.jsonl"
-    result = run_cli("export", "--db", src, "--session", "cli", "-o", str(out), cwd=tmp_path)
+    result = await asyncio.to_thread(cli, "export", "--db", src, "--session", "cli", "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert f"exported {len(REQUESTS)} exchanges of session 'cli'" in result.stderr
-    har = run_cli("export", "--db", src, "--session", "cli", "--format", "har", cwd=tmp_path)
-    assert json.loads(har.stdout)["log"]["version"] == "1.2"
-    missing = run_cli("export", "--db", src, "--session", "nope", cwd=tmp_path)
-    assert missing.returncode == 2 and "no exchanges recorded in session 'nope'" in missing.stderr
-    resent = run_cli(
-        "replay", "cli", "--to", upstream, "--db", src, "--api-key-env", "MY_KEY", "--report", "r.md",
-        "--new-session", "again", cwd=tmp_path, env={"MY_KEY": "sk-from-env-0123456789"},
+    resent = await asyncio.to_thread(
+        cli, "replay", "cli", "--to", target, "--db", src, "--api-key-env", "MY_KEY", "--report", "r.md",
+        "--new-session", "again", MY_KEY="sk-from-env-0123456789",
     )  # fmt: skip
     assert resent.returncode == 0, resent.stderr
-    assert resent.stdout.startswith(f"re-sent {len(REQUESTS)} requests of session 'cli' to {upstream}")
+    assert resent.stdout.startswith(f"re-sent {len(REQUESTS)} requests of session 'cli' to {target}")
     assert "as session 'again': 0 changed" in resent.stdout and "0 failed" in resent.stdout
+    assert upstream_requests(upstream)[-1]["headers"]["Authorization"] == "Bearer sk-from-env-0123456789"
     assert "# Re-send of session `cli` as `again`" in (tmp_path / "r.md").read_text()
     assert "sk-from-env" not in (tmp_path / "r.md").read_text()
-    unset = run_cli("replay", "cli", "--to", upstream, "--db", src, "--api-key-env", "NOPE", cwd=tmp_path)
-    assert unset.returncode == 2 and "NOPE: environment variable is not set" in unset.stderr
-    result = run_cli("import", "--db", dst, str(out), cwd=tmp_path)
+    result = await asyncio.to_thread(cli, "import", "--db", dst, str(out))
     assert result.returncode == 0 and f"imported {len(REQUESTS)} exchanges" in result.stdout, result.stderr
 
     port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
     proc = subprocess.Popen(
         proxy_cmd("serve", "--db", dst, "--mode", "replay", "--listen", f"127.0.0.1:{port}", "--replay-timing",
                   "instant"),
         cwd=tmp_path, env=env, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        wait_port(port, proc)
-        assert asyncio.run(send_all(f"http://127.0.0.1:{port}/s/cli/v1")) == received
+        await asyncio.to_thread(wait_port, port, proc)
+        assert await send_all(f"http://127.0.0.1:{port}/s/cli/v1") == received
     finally:
         proc.terminate()
         proc.wait(30)

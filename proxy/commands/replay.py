@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,9 +21,11 @@ from proxy import report as reports
 from proxy.commands import Subparsers, add_common, open_engine, run, settings_from
 from proxy.commands.db import prepare_database
 from proxy.config import ConfigError, Mode, Settings, secret_from_env
-from proxy.resend import Sent, resend
 from proxy.schemas import JSON_ENCODER
 from proxy.store import recordings
+
+if TYPE_CHECKING:
+    from proxy.resend import Sent
 
 SESSION_MAX = 128
 
@@ -60,6 +62,7 @@ async def resend_session(settings: Settings, engine: AsyncEngine, args: ResendOp
     """Re-send ``args.session`` through an in-process proxy recording to ``settings.upstream`` (the target)."""
     from aiohttp import web
 
+    from proxy.resend import resend
     from proxy.server import create_app
 
     new_session = args.new_session or f"{args.session}-resend-{datetime.now(UTC):%Y%m%dT%H%M%S}"

@@ -10,10 +10,11 @@ from pathlib import Path
 from proxy.commands import Subparsers, add_common, open_engine, run, settings_from
 from proxy.commands.db import prepare_database
 from proxy.config import ConfigError, Settings
-from proxy.export import ExportError, import_records, jsonl, read_records, session_records
-from proxy.har import to_har
 from proxy.matchkey import KeyRules
 from proxy.schemas import JSON_ENCODER
+
+# proxy.export and proxy.har are imported inside the commands: they pull in aiohttp, and every other
+# `proxy` command would pay for that at start-up.
 
 
 def _version() -> str:
@@ -24,6 +25,9 @@ def _version() -> str:
 
 
 async def export_session(settings: Settings, session: str, fmt: str) -> tuple[bytes, int]:
+    from proxy.export import jsonl, session_records
+    from proxy.har import to_har
+
     async with open_engine(settings) as engine:
         records = await session_records(engine, session)
     if not records:
@@ -46,6 +50,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 async def import_file(settings: Settings, path: Path, session: str | None) -> tuple[int, int]:
+    from proxy.export import import_records, read_records
+
     await prepare_database(settings, upgrade=settings.database.auto_migrate)
     with path.open("rb") as fh:
         records = list(read_records(fh))
@@ -58,6 +64,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise ConfigError(f"import: file not found: {path}")
+    from proxy.export import ExportError
+
     try:
         new, skipped = run(lambda: import_file(settings, path, args.session))
     except ExportError as exc:
