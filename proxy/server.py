@@ -3,7 +3,7 @@
 Invariants:
 - Every request under a ``/v1/`` mount produces exactly one Exchange, submitted to the recorder exactly
   once in a ``finally`` (so cancelled and failed requests are recorded too), unless the mode records
-  nothing.
+  nothing or the answer came from recordings (``proxy.playback``; replay and auto modes).
 - The client never waits on the database: the handler only calls ``Recorder.submit``.
 - Status, headers and body of upstream responses reach the client unchanged (less hop-by-hop headers),
   plus ``X-Proxy-Exchange-Id``. Errors the proxy makes itself use the OpenAI error shape.
