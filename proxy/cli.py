@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "proxy.commands.serve",
     "proxy.commands.db",
     "proxy.commands.prune",
+    "proxy.commands.transfer",
+    "proxy.commands.replay",
 )
 
 

@@ -34,7 +34,44 @@ class Mode(enum.StrEnum):
     """What the proxy does with a request."""
 
     RECORD = "record"  # forward upstream and record the exchange
+    REPLAY = "replay"  # answer only from recordings; never contact an upstream
+    AUTO = "auto"  # answer from a matching recording, else forward and record
     PASSTHROUGH = "passthrough"  # forward upstream, record nothing
+
+
+# --- replay (issue 3) ---
+class Exhausted(enum.StrEnum):
+    """What a replay does when a request key's recordings are used up."""
+
+    ERROR = "error"  # a replay miss (in auto mode: forward and record the new request)
+    REPEAT_LAST = "repeat-last"  # keep answering with the last recording
+    CYCLE = "cycle"  # start again from the first recording
+
+
+class Timing(enum.StrEnum):
+    """How fast a recorded response is played back."""
+
+    ORIGINAL = "original"  # the recorded gaps between network reads, divided by `speed`
+    INSTANT = "instant"  # everything at once
+
+
+class Replay(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # Sessions to answer from; empty: the request's own session if it names one, else every recording.
+    sessions: list[str] = []
+    # Extra request fields left out of the match key: top-level names ("temperature") or JSON Pointers
+    # ("/messages/0/content"; `*` matches any array index or object key).
+    ignore: list[str] = []
+    on_exhausted: Exhausted = Exhausted.ERROR
+    timing: Timing = Timing.ORIGINAL
+    # Playback speed factor for `original` timing (10 = ten times faster).
+    speed: float = 1.0
+    # Also replay recordings that did not complete (client left, upstream cut or timed out).
+    include_partial: bool = False
+    # How many closest recorded requests a replay miss names.
+    closest: int = 3
+
+
+# --- end replay ---
 
 
 class Upstream(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -91,6 +128,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     database: Database = msgspec.field(default_factory=Database)
     recorder: Recorder = msgspec.field(default_factory=Recorder)
     retention: Retention = msgspec.field(default_factory=Retention)
+    replay: Replay = msgspec.field(default_factory=Replay)
     # Largest request body accepted; bigger ones get 413 before the rest is read.
     max_body_bytes: int = 64 << 20
     # Header that names the recording session (a `/s/{session}/v1/...` prefix works too).
@@ -163,6 +201,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "database": Database,
     "recorder": Recorder,
     "retention": Retention,
+    "replay": Replay,
 }
 
 
@@ -231,7 +270,8 @@ def validate(settings: Settings, *, require_upstream: bool) -> None:
     import re
 
     parse_listen(settings.listen)
-    _check_url("upstream.url", settings.upstream.url, required=require_upstream)
+    # Replay answers from recordings alone: it needs no upstream.
+    _check_url("upstream.url", settings.upstream.url, required=require_upstream and settings.mode is not Mode.REPLAY)
     for name, up in settings.upstreams.items():
         if not re.match(NAME_PATTERN, name) or name in ("v1", "s", "_proxy", "default"):
             raise ConfigError(f"upstreams.{name}: invalid upstream name (letters, digits, _.-; not v1/s/_proxy)")
@@ -261,5 +301,24 @@ def validate(settings: Settings, *, require_upstream: bool) -> None:
             re.compile(pattern)
         except re.error as exc:
             raise ConfigError(f"redact_body_patterns: bad regex {pattern!r}: {exc}") from None
+    _validate_replay(settings.replay)
     if not re.match(r"^[A-Za-z0-9-]+$", settings.session_header):
         raise ConfigError(f"session_header: not a header name: {settings.session_header!r}")
+
+
+def _validate_replay(replay: Replay) -> None:
+    if not replay.speed > 0:
+        raise ConfigError("replay.speed: must be > 0")
+    if replay.closest < 0:
+        raise ConfigError("replay.closest: must be >= 0")
+    for item in replay.ignore:
+        if not item or (not item.startswith("/") and "/" in item):
+            raise ConfigError(f"replay.ignore: {item!r} is neither a field name nor a JSON Pointer (/a/b)")
+
+
+def secret_from_env(var: str, env: Mapping[str, str] | None = None) -> str:
+    """A credential named by the user (``--api-key-env VAR``); read here, the only reader of os.environ."""
+    value = (os.environ if env is None else env).get(var)
+    if not value:
+        raise ConfigError(f"{var}: environment variable is not set")
+    return value

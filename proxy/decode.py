@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from proxy.assemble import Assembler
@@ -49,13 +49,19 @@ def is_event_stream(headers: dict[str, str]) -> bool:
 
 def iter_reads(ex: Exchange) -> Iterator[tuple[float, bytes]]:
     """The stream's network reads as ``(offset_ms, bytes)``, in order."""
-    body = ex.response_body
+    return split_reads(ex.response_body, ex.stream_chunks, ex.duration_ms)
+
+
+def split_reads(
+    body: bytes, chunks: Iterable[tuple[float, int]], tail_offset: float | None
+) -> Iterator[tuple[float, bytes]]:
+    """Cut a stored stream back into its network reads; bytes past the last mark come at ``tail_offset``."""
     start = 0
-    for offset, end in ex.stream_chunks:
+    for offset, end in chunks:
         yield offset, body[start:end]
         start = end
     if start < len(body):
-        yield (ex.duration_ms or 0.0), body[start:]
+        yield (tail_offset or 0.0), body[start:]
 
 
 def error_message(error: Any) -> str:

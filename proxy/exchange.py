@@ -100,6 +100,11 @@ class Exchange(msgspec.Struct, kw_only=True):
     event_count: int = 0
     decode_errors: int = 0
 
+    # replay: the request's match key (set in the writer), and whether a recording answered it (then
+    # nothing is recorded: a replay must not add to the recordings it plays)
+    match_key: str | None = None
+    replayed: bool = False
+
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000.0
 

@@ -18,6 +18,8 @@ Behaviour is chosen by the request's ``model`` (so the real ``openai`` SDK can d
   the request's ``raw_sse`` string as latin-1 bytes in ``split``-sized writes).
 - a body that is not JSON gets OpenAI's 400 ``invalid_request_error``.
 
+``app[CONTROL]`` (or ``--reply-prefix``) makes a second upstream answer differently.
+
 Request headers: ``x-fake-delay-ms`` paces chunks; ``x-fake-gzip: 1`` gzips a non-streamed body;
 ``x-fake-events`` sets the number of content chunks. ``app[CONTROL].gate``, when set to an
 ``asyncio.Event``, holds every stream after its first chunk until the event is set (the tee timing test).
@@ -45,6 +47,10 @@ class Control:
     # Progress of the last `fake-firehose` stream: bytes planned and bytes handed to the socket so far.
     stream_bytes: int = 0
     bytes_sent: int = 0
+    # A second upstream that answers differently (replay re-send tests): text put before every reply,
+    # and the JSON arguments of the fake tool call.
+    reply_prefix: str = ""
+    tool_arguments: str = '{"city": "Paris", "unit": "celsius"}'
 
 
 REQUESTS = web.AppKey("requests", list)
@@ -85,9 +91,9 @@ def _usage(model: str, prompt: int, completion: int) -> dict[str, Any]:
     return usage
 
 
-def reply_pieces(body: dict[str, Any], events: int | None) -> list[str]:
+def reply_pieces(body: dict[str, Any], events: int | None, prefix: str = "") -> list[str]:
     text = _last_user_text(body.get("messages")) or "nothing"
-    pieces = [f"{w} " for w in f"Echo: {text}".split()]
+    pieces = [f"{w} " for w in f"{prefix}Echo: {text}".split()]
     if events is not None:
         pieces = (pieces * (events // max(len(pieces), 1) + 1))[:events]
     return pieces
@@ -129,11 +135,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await odd(request)
     n = int(body.get("n") or 1)
     events = int(request.headers["x-fake-events"]) if "x-fake-events" in request.headers else None
-    pieces = reply_pieces(body, events)
+    control = request.app[CONTROL]
+    pieces = reply_pieces(body, events, control.reply_prefix)
     prompt_tokens = len(_words(body.get("messages")))
     usage = _usage(model, prompt_tokens, len(pieces) * n)
     created = int(time.time())
-    ident = f"chatcmpl-fake{created}"
+    ident = f"chatcmpl-fake{created}-{len(request.app[REQUESTS])}"  # unique: repeated prompts differ
     tools = model == "fake-tools"
     if not body.get("stream"):
         if "x-fake-delay-ms" in request.headers:
@@ -142,7 +149,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         for i in range(n):
             message: dict[str, Any] = {"role": "assistant", "content": None if tools else "".join(pieces)}
             if tools:
-                message["tool_calls"] = [_tool_call_full()]
+                message["tool_calls"] = [_tool_call_full(control.tool_arguments)]
             choices.append(
                 {"index": i, "message": message, "logprobs": None, "finish_reason": "tool_calls" if tools else "stop"}
             )
@@ -164,12 +171,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await _stream(request, body, model, pieces, n, usage, ident, created)
 
 
-def _tool_call_full() -> dict[str, Any]:
-    return {
-        "id": "call_fake1",
-        "type": "function",
-        "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'},
-    }
+def _tool_call_full(arguments: str) -> dict[str, Any]:
+    return {"id": "call_fake1", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
 
 
 async def _stream(
@@ -220,7 +223,7 @@ async def _stream(
         )
     ]
     if model == "fake-tools":
-        call = _tool_call_full()
+        call = _tool_call_full(request.app[CONTROL].tool_arguments)
         args = call["function"]["arguments"]
         out.append(
             chunk(
@@ -426,8 +429,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--reply-prefix", default="", help="text put before every reply")
     args = parser.parse_args()
-    web.run_app(create_app(), host=args.host, port=args.port, access_log=None)
+    app = create_app()
+    app[CONTROL].reply_prefix = args.reply_prefix
+    web.run_app(app, host=args.host, port=args.port, access_log=None)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.decode import finalize
 from proxy.exchange import Exchange
+from proxy.matchkey import DEFAULT_RULES, KeyRules, match_key
 from proxy.redact import BodyRedactor
 from proxy.store.writes import insert_exchanges
 
@@ -63,6 +64,7 @@ class Recorder:
         retry_interval: float = 2.0,
         on_written: Callable[[list[Exchange]], None] | None = None,
         redactor: BodyRedactor | None = None,
+        key_rules: KeyRules = DEFAULT_RULES,
     ) -> None:
         self.engine = engine
         self.batch_size = batch_size
@@ -71,6 +73,7 @@ class Recorder:
         self.retry_interval = retry_interval
         self.on_written = on_written
         self.redactor = redactor if redactor is not None else BodyRedactor()
+        self.key_rules = key_rules
         self.stats = RecorderStats()
         self._queue: asyncio.Queue[Exchange] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
@@ -129,6 +132,8 @@ class Recorder:
     async def _write(self, batch: list[Exchange]) -> None:
         for i, ex in enumerate(batch):
             finalize(ex)
+            # From the body as the client sent it, so a live request finds it again at replay time.
+            ex.match_key = match_key(ex.method, ex.path, ex.request_body, self.key_rules, ex.upstream)
             self._redact(ex)
             if i % 16 == 15:
                 await asyncio.sleep(0)  # let client traffic run between decodes of a big batch

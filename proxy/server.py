@@ -3,7 +3,7 @@
 Invariants:
 - Every request under a ``/v1/`` mount produces exactly one Exchange, submitted to the recorder exactly
   once in a ``finally`` (so cancelled and failed requests are recorded too), unless the mode records
-  nothing.
+  nothing or the answer came from recordings (``proxy.playback``; replay and auto modes).
 - The client never waits on the database: the handler only calls ``Recorder.submit``.
 - Status, headers and body of upstream responses reach the client unchanged (less hop-by-hop headers),
   plus ``X-Proxy-Exchange-Id``. Errors the proxy makes itself use the OpenAI error shape.
@@ -27,8 +27,11 @@ from proxy.config import Mode, Settings, Upstream
 from proxy.decode import is_event_stream
 from proxy.errors import EXCHANGE_ID_HEADER, error_response
 from proxy.exchange import Exchange, Outcome
+from proxy.matchkey import KeyRules
+from proxy.playback import REPLAY_HEADER, TIMING_HEADER, Playback
 from proxy.recorder import Recorder
 from proxy.redact import BodyRedactor
+from proxy.replay import ReplayIndex
 from proxy.schemas import ANY_DECODER, DECODE_ERRORS, JSON_ENCODER, REQUEST_DECODER, RequestView
 from proxy.store import db
 from proxy.tee import UsageChunkFilter, copy_body
@@ -63,6 +66,7 @@ class ProxyState:
     timeouts: dict[str, aiohttp.ClientTimeout]
     redact: frozenset[str]
     control: frozenset[str]  # headers addressed to the proxy itself; never forwarded
+    playback: Playback | None = None  # replay and auto modes
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -89,7 +93,7 @@ def resolve_route(request: web.Request) -> Route:
 
 def control_headers(settings: Settings) -> frozenset[str]:
     """Headers that talk to the proxy, not the upstream: never forwarded."""
-    return frozenset({settings.session_header.lower(), NO_STORE_HEADER.lower()})
+    return frozenset({settings.session_header.lower(), NO_STORE_HEADER.lower(), TIMING_HEADER.lower()})
 
 
 def _request_view(body: bytes) -> RequestView | None:
@@ -132,7 +136,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         request_headers=redact_headers(request.headers, st.redact),
         store_bodies=settings.recorder.store_bodies,
     )
-    record = settings.mode is not Mode.PASSTHROUGH
+    record = settings.mode in (Mode.RECORD, Mode.AUTO)
     try:
         return await _forward(request, st, route, ex)
     except asyncio.CancelledError:
@@ -141,7 +145,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         raise
     finally:
         ex.finish()
-        if record:
+        if record and not ex.replayed:
             st.recorder.submit(ex)
 
 
@@ -159,7 +163,8 @@ async def _forward(request: web.Request, st: ProxyState, route: Route, ex: Excha
             )
         ex.session_id = session_id
     upstream = settings.all_upstreams().get(route.upstream)
-    if upstream is None or not upstream.url:
+    # Replay mode serves any mount from recordings, configured or not.
+    if settings.mode is not Mode.REPLAY and (upstream is None or not upstream.url):
         return _bad_request(
             ex, 404, f"unknown upstream {route.upstream!r}", "invalid_request_error", "unknown_upstream"
         )
@@ -201,6 +206,12 @@ async def _forward(request: web.Request, st: ProxyState, route: Route, ex: Excha
             if injected is not None:
                 body = injected
                 ex.usage_injected = True
+    if st.playback is not None:
+        wants_usage = bool(view and view.stream_options and view.stream_options.include_usage)
+        replayed = await st.playback.answer(request, ex, ex.request_body, wants_usage)
+        if replayed is not None:
+            return replayed
+    assert upstream is not None  # replay mode (the only one without an upstream) always answered above
 
     headers = forward_request_headers(request.headers, st.control)
     key = api_key_of(request.headers)
@@ -244,6 +255,8 @@ async def _respond(
     ex.stream = ex.stream or sse
     out_headers = forward_response_headers(up.headers, reframed=True)
     out_headers[EXCHANGE_ID_HEADER] = ex.id
+    if st.playback is not None:
+        out_headers[REPLAY_HEADER] = "recorded"
     if not sse and up.content_length is not None and up.content_length <= BUFFER_LIMIT:
         data = await up.read()
         ex.first_byte_ms = ex.elapsed_ms()
@@ -311,8 +324,14 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             spool_max_bytes=rec.spool_max_bytes,
             retry_interval=rec.retry_interval,
             redactor=BodyRedactor(settings.redact_body_patterns),
+            key_rules=KeyRules(settings.replay.ignore),
         )
         await recorder.start()
+        playback = None
+        if settings.mode in (Mode.REPLAY, Mode.AUTO):
+            index = ReplayIndex(eng, settings.replay)
+            await index.prepare()
+            playback = Playback(index, settings.mode, settings.replay)
         session = make_session(settings.upstream.max_connections)
         app[STATE] = ProxyState(
             settings=settings,
@@ -323,6 +342,7 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             timeouts={name: client_timeout(up) for name, up in settings.all_upstreams().items()},
             redact=frozenset(h.lower() for h in settings.redact_headers),
             control=control_headers(settings),
+            playback=playback,
         )
         sweeper = (
             asyncio.create_task(retention.run_forever(eng, settings.retention))

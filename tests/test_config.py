@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError, Mode, load_settings
+from proxy.config import ConfigError, Mode, load_settings, secret_from_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,6 +81,9 @@ def test_named_upstreams(tmp_path: Path) -> None:
         ('[database]\nurl = "mysql://x"\n', {}, "database.url: unsupported"),
         ('[upstream]\nread_timeout = "slow"\n', {}, "upstream.read_timeout"),
         ('mode = "fast"\n', {}, "mode"),
+        ("[replay]\nspeed = 0\n", {}, "replay.speed: must be > 0"),
+        ('[replay]\non_exhausted = "loop"\n', {}, "replay.on_exhausted"),
+        ('[replay]\nignore = ["a/b"]\n', {}, "replay.ignore: 'a/b' is neither"),
         ("x = [", {}, "not valid TOML"),
     ],
 )
@@ -100,9 +103,25 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     example = ROOT / "config.example.toml"
     settings = load_settings(str(example), env={})
     text = example.read_text()
-    for section in ("", "upstream", "database", "recorder", "retention"):
+    for section in ("", "upstream", "database", "recorder", "retention", "replay"):
         struct = settings if not section else getattr(settings, section)
         for name in struct.__struct_fields__:
-            if name in ("upstreams", "upstream", "database", "recorder", "retention"):
+            if name in ("upstreams", "upstream", "database", "recorder", "retention", "replay"):
                 continue  # sections, not keys
             assert f"\n{name} = " in text or f"\n# {name} = " in text, f"{section}.{name} not documented"
+
+
+def test_replay_mode_needs_no_upstream(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, 'mode = "replay"\n'), env={}, require_upstream=True)
+    assert settings.mode is Mode.REPLAY and settings.upstream.url == ""
+    env = {"PROXY_MODE": "auto", "PROXY_REPLAY_SESSIONS": "[a, b]", "PROXY_REPLAY_SPEED": "10"}
+    with pytest.raises(ConfigError, match=r"upstream\.url"):
+        load_settings(write(tmp_path, ""), env=env, require_upstream=True)
+    settings = load_settings(write(tmp_path, ""), env=env)
+    assert settings.replay.sessions == ["a", "b"] and settings.replay.speed == 10
+
+
+def test_secret_from_env_names_the_variable_never_the_value() -> None:
+    assert secret_from_env("MY_KEY", {"MY_KEY": "sk-1"}) == "sk-1"
+    with pytest.raises(ConfigError, match=r"^NOPE: environment variable is not set$"):
+        secret_from_env("NOPE", {})

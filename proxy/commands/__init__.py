@@ -33,6 +33,19 @@ def flags_tree(args: argparse.Namespace) -> dict[str, Any]:
         tree["database"] = {"url": args.db}
     if getattr(args, "mode", None):
         tree["mode"] = args.mode
+    replay = {
+        key: value
+        for key, value in (
+            ("sessions", getattr(args, "from_session", None)),
+            ("timing", getattr(args, "replay_timing", None)),
+            ("speed", getattr(args, "replay_speed", None)),
+            ("on_exhausted", getattr(args, "on_exhausted", None)),
+            ("include_partial", getattr(args, "replay_partial", None) or None),
+        )
+        if value is not None
+    }
+    if replay:
+        tree["replay"] = replay
     return tree
 
 
@@ -49,6 +62,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     engine = db.create_engine(dbs.url, connect_timeout=dbs.connect_timeout, command_timeout=dbs.command_timeout)
     try:
         try:
+            db.check_sqlite_path(dbs.url)
             async with engine.connect() as conn:
                 await conn.exec_driver_sql("SELECT 1")
         except Exception as exc:  # noqa: BLE001 - every driver has its own error types

@@ -7,7 +7,7 @@ import logging
 
 from proxy.commands import Subparsers, add_common, run, settings_from
 from proxy.commands.db import prepare_database
-from proxy.config import Mode
+from proxy.config import Exhausted, Mode, Timing
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -29,7 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "listening on http://%s:%d/v1 -> %s (mode %s, schema %s)",
         host,
         port,
-        settings.upstream.url,
+        settings.upstream.url or "(no upstream: replay only)",
         settings.mode,
         revision,
     )
@@ -52,4 +52,10 @@ def register(sub: Subparsers) -> None:
     serve.add_argument("--listen", metavar="HOST:PORT", help="listen address (default 127.0.0.1:8080)")
     serve.add_argument("--upstream", metavar="URL", help="upstream base URL, e.g. https://api.openai.com/v1")
     serve.add_argument("--mode", choices=[m.value for m in Mode], help="what to do with requests")
+    replay = serve.add_argument_group("replay (modes replay and auto)")
+    replay.add_argument("--from-session", action="append", metavar="ID", help="answer from this session (repeatable)")
+    replay.add_argument("--replay-timing", choices=[t.value for t in Timing], help="stream playback timing")
+    replay.add_argument("--replay-speed", type=float, metavar="X", help="playback speed factor (10 = ten times faster)")
+    replay.add_argument("--on-exhausted", choices=[e.value for e in Exhausted], help="when recordings run out")
+    replay.add_argument("--replay-partial", action="store_true", help="also replay recordings that did not complete")
     serve.set_defaults(func=cmd_serve)

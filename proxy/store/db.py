@@ -9,6 +9,7 @@ Invariants:
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, select
@@ -51,6 +52,17 @@ def create_engine(
     kwargs.setdefault("max_overflow", 5)
     kwargs.setdefault("pool_timeout", connect_timeout)
     return create_async_engine(url, connect_args=connect_args, **kwargs)
+
+
+def check_sqlite_path(url: str) -> None:
+    """Fail fast, before aiosqlite starts a thread, when a SQLite file's folder does not exist."""
+    if not is_sqlite(url):
+        return
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        folder = Path(database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise FileNotFoundError(f"folder {folder} does not exist")
 
 
 def redacted_url(url: str) -> str:

@@ -120,6 +120,41 @@ class ExchangeBodyRow(Base):
     usage_injected: Mapped[bool]
 
 
+# --- replay (issue 3) ---
+class SessionLinkRow(Base):
+    """A session made from another one: ``proxy replay SESSION --to URL`` re-sent it (relation ``resend``)."""
+
+    __tablename__ = "session_links"
+
+    session_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source_session_id: Mapped[str] = mapped_column(String(128))
+    relation: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    # Where it was re-sent (credentials stripped) and the model override, if any.
+    target: Mapped[str | None] = mapped_column(String(1024))
+    model: Mapped[str | None] = mapped_column(String(256))
+    # The comparison report's totals.
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+
+    __table_args__ = (Index("ix_session_links_source_session_id", "source_session_id"),)
+
+
+class ExchangeLinkRow(Base):
+    """Which recorded exchange a re-sent exchange repeats."""
+
+    __tablename__ = "exchange_links"
+
+    exchange_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("exchanges.id", ondelete="CASCADE"), primary_key=True
+    )
+    source_exchange_id: Mapped[str] = mapped_column(String(36))
+
+    __table_args__ = (Index("ix_exchange_links_source_exchange_id", "source_exchange_id"),)
+
+
+# --- end replay ---
+
+
 class MetaRow(Base):
     """Small key/value facts about the database itself (the fingerprint secret)."""
 
@@ -132,3 +167,5 @@ class MetaRow(Base):
 exchanges = ExchangeRow.__table__
 exchange_bodies = ExchangeBodyRow.__table__
 proxy_meta = MetaRow.__table__
+session_links = SessionLinkRow.__table__
+exchange_links = ExchangeLinkRow.__table__

@@ -49,7 +49,7 @@ def exchange_row(ex: Exchange) -> dict[str, Any]:
         "price_ref": None,
         "key_fingerprint": ex.key_fingerprint,
         "end_user": ex.user,
-        "match_key": None,
+        "match_key": ex.match_key,
     }
 
 
@@ -78,5 +78,14 @@ async def insert_exchanges(conn: AsyncConnection, batch: Sequence[Exchange]) -> 
     """Insert a batch inside the caller's transaction."""
     if not batch:
         return
-    await conn.execute(_insert(conn, exchanges, "id"), [exchange_row(ex) for ex in batch])
-    await conn.execute(_insert(conn, exchange_bodies, "exchange_id"), [body_row(ex) for ex in batch])
+    await insert_rows(conn, [exchange_row(ex) for ex in batch], [body_row(ex) for ex in batch])
+
+
+async def insert_rows(
+    conn: AsyncConnection, exchange_rows: Sequence[dict[str, Any]], body_rows: Sequence[dict[str, Any]]
+) -> None:
+    """Insert prepared rows (the writer's, or an import's) inside the caller's transaction."""
+    if exchange_rows:
+        await conn.execute(_insert(conn, exchanges, "id"), list(exchange_rows))
+    if body_rows:
+        await conn.execute(_insert(conn, exchange_bodies, "exchange_id"), list(body_rows))
