@@ -3,8 +3,8 @@
 Failure policy (fail open for traffic, closed for data):
 - ``submit`` never blocks and never raises: the request path does not wait on the database, ever.
 - The writer takes whatever is queued (up to ``batch_size``) as one batch, so batches grow with load
-  and a quiet proxy writes each exchange at once. Decoding (``decode.finalize``) happens here too,
-  after the client already has its response.
+  and a quiet proxy writes each exchange at once. Decoding (``decode.finalize``) and pricing
+  (``PriceTable.apply``) happen here too, after the client already has its response.
 - When a write fails (database down, locked, read-only, ...) the batch is appended to a spool on local
   disk and the database is marked down: the outage is logged once, later batches go straight to the
   spool, and the database is probed every ``retry_interval`` seconds. When it answers again the spool
@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.decode import finalize
 from proxy.exchange import Exchange
+from proxy.pricing import PriceTable
 from proxy.store.writes import insert_exchanges
 
 log = logging.getLogger("proxy.recorder")
@@ -61,6 +62,7 @@ class Recorder:
         spool_max_bytes: int = 1 << 30,
         retry_interval: float = 2.0,
         on_written: Callable[[list[Exchange]], None] | None = None,
+        pricing: PriceTable | None = None,
     ) -> None:
         self.engine = engine
         self.batch_size = batch_size
@@ -68,6 +70,7 @@ class Recorder:
         self.spool_max_bytes = spool_max_bytes
         self.retry_interval = retry_interval
         self.on_written = on_written
+        self.pricing = pricing
         self.stats = RecorderStats()
         self._queue: asyncio.Queue[Exchange] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
@@ -126,6 +129,8 @@ class Recorder:
     async def _write(self, batch: list[Exchange]) -> None:
         for i, ex in enumerate(batch):
             finalize(ex)
+            if self.pricing is not None:
+                self.pricing.apply(ex)
             if i % 16 == 15:
                 await asyncio.sleep(0)  # let client traffic run between decodes of a big batch
         if not self.stats.database_ok and not await self._try_recover():

@@ -23,10 +23,13 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
+from proxy import admin
 from proxy.config import Mode, Settings, Upstream
 from proxy.decode import is_event_stream
 from proxy.errors import EXCHANGE_ID_HEADER, error_response
 from proxy.exchange import Exchange, Outcome
+from proxy.metrics import Metrics
+from proxy.pricing import PriceTable
 from proxy.recorder import Recorder
 from proxy.schemas import ANY_DECODER, JSON_ENCODER, REQUEST_DECODER, RequestView
 from proxy.store import db
@@ -259,32 +262,13 @@ def _upstream_error(
     return response
 
 
-async def health(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    stats = st.recorder.stats
-    ok = stats.database_ok
-    payload = {
-        "status": "ok" if ok else "degraded",
-        "mode": str(st.settings.mode),
-        "database": {"ok": ok, "url": db.redacted_url(st.settings.database.url), "error": stats.last_error},
-        "recorder": {
-            "queue_depth": st.recorder.queue_depth,
-            "written": stats.written,
-            "spooled": stats.spooled,
-            "unspooled": stats.unspooled,
-            "dropped": stats.dropped,
-            "spool_files": len(st.recorder.spool_files()) if not ok else 0,
-        },
-    }
-    return web.Response(body=JSON_ENCODER.encode(payload), content_type="application/json")
-
-
 def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[no-untyped-def]
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         own_engine = engine is None
         eng = engine if engine is not None else db.create_engine(settings.database.url)
         secret = await db.fingerprint_secret(eng, settings.fingerprint_secret)
         rec = settings.recorder
+        metrics = Metrics()
         recorder = Recorder(
             eng,
             queue_size=rec.queue_size,
@@ -292,7 +276,10 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             spool_dir=rec.spool_dir,
             spool_max_bytes=rec.spool_max_bytes,
             retry_interval=rec.retry_interval,
+            on_written=metrics.observe_batch,
+            pricing=PriceTable.from_settings(settings),
         )
+        metrics.bind(recorder)
         await recorder.start()
         session = make_session(settings.upstream.max_connections)
         app[STATE] = ProxyState(
@@ -304,6 +291,7 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             timeouts={name: client_timeout(up) for name, up in settings.all_upstreams().items()},
             redact=frozenset(h.lower() for h in settings.redact_headers),
         )
+        app[admin.ADMIN] = admin.AdminState(settings, eng, recorder, metrics)
         try:
             yield
         finally:
@@ -320,7 +308,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> web.App
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_lifecycle(settings, engine))
-    app.router.add_get("/_proxy/health", health)
+    admin.register(app)
     for prefix in ("", "/s/{session}", "/{upstream}", "/s/{session}/{upstream}"):
         app.router.add_route("*", prefix + "/v1/{tail:.*}", forward)
     return app

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError, Mode, load_settings
+from proxy.config import ConfigError, Mode, Price, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,6 +103,9 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     for section in ("", "upstream", "database", "recorder"):
         struct = settings if not section else getattr(settings, section)
         for name in struct.__struct_fields__:
-            if name in ("upstreams", "upstream", "database", "recorder"):
+            if name in ("upstreams", "upstream", "database", "recorder", "pricing", "model_aliases"):
                 continue  # sections, not keys
             assert f"\n{name} = " in text or f"\n# {name} = " in text, f"{section}.{name} not documented"
+    assert "\n# [pricing.\"" in text and "\n[model_aliases]" in text
+    for name in Price.__struct_fields__:
+        assert f"\n# {name} = " in text, f"pricing.{name} not documented"

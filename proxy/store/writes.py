@@ -3,7 +3,8 @@
 Invariants:
 - Inserts are idempotent (``ON CONFLICT DO NOTHING`` on the exchange id), so a batch re-sent from the
   spool after an ambiguous failure cannot duplicate or fail on records already stored.
-- One transaction per batch, executemany per table.
+- One transaction per batch, executemany per table. The hourly rollup is incremented in the same
+  transaction for exactly the exchanges that insert added.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.exchange import Exchange
+from proxy.store import rollup
 from proxy.store.tables import exchange_bodies, exchanges
 
 
@@ -44,9 +46,9 @@ def exchange_row(ex: Exchange) -> dict[str, Any]:
         "cached_tokens": usage.cached_tokens if usage else None,
         "reasoning_tokens": usage.reasoning_tokens if usage else None,
         "usage_source": str(ex.usage_source),
-        "cost_usd": None,
-        "cost_source": None,
-        "price_ref": None,
+        "cost_usd": ex.cost_usd,
+        "cost_source": str(ex.cost_source) if ex.cost_source is not None else None,
+        "price_ref": ex.price_ref,
         "key_fingerprint": ex.key_fingerprint,
         "end_user": ex.user,
         "match_key": None,
@@ -78,5 +80,15 @@ async def insert_exchanges(conn: AsyncConnection, batch: Sequence[Exchange]) -> 
     """Insert a batch inside the caller's transaction."""
     if not batch:
         return
-    await conn.execute(_insert(conn, exchanges, "id"), [exchange_row(ex) for ex in batch])
+    rows = [exchange_row(ex) for ex in batch]
+    inserted = await conn.execute(_insert(conn, exchanges, "id").returning(exchanges.c.id), rows)
+    new = set(inserted.scalars())
     await conn.execute(_insert(conn, exchange_bodies, "exchange_id"), [body_row(ex) for ex in batch])
+    await add_to_rollup(conn, [r for r in rows if r["id"] in new])
+
+
+async def add_to_rollup(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    for table, increments in rollup.deltas(rows):
+        await conn.execute(rollup.upsert(conn.dialect.name, table), increments)
