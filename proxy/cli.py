@@ -18,6 +18,10 @@ EXIT_CONFIG = 2
 COMMAND_MODULES = (
     "proxy.commands.serve",
     "proxy.commands.db",
+    "proxy.commands.usage",
+    "proxy.commands.sessions",
+    "proxy.commands.logs",
+    "proxy.commands.show",
 )
 
 

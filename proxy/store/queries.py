@@ -88,7 +88,7 @@ def parse_dimensions(spec: str | Sequence[str] | None) -> list[str]:
     return names
 
 
-def _bind_time(conn: AsyncConnection, value: datetime) -> datetime:
+def bind_time(conn: AsyncConnection, value: datetime) -> datetime:
     value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
     return value.replace(tzinfo=None) if conn.dialect.name == "sqlite" else value
 
@@ -114,12 +114,12 @@ def _dimension(conn: AsyncConnection, name: str) -> ColumnElement[Any]:
     return column
 
 
-def _where(conn: AsyncConnection, f: Filters) -> list[ColumnElement[bool]]:
+def where_clauses(conn: AsyncConnection, f: Filters) -> list[ColumnElement[bool]]:
     clauses: list[ColumnElement[bool]] = []
     if f.since is not None:
-        clauses.append(X.started_at >= _bind_time(conn, f.since))
+        clauses.append(X.started_at >= bind_time(conn, f.since))
     if f.until is not None:
-        clauses.append(X.started_at < _bind_time(conn, f.until))
+        clauses.append(X.started_at < bind_time(conn, f.until))
     if f.model:
         clauses.append(or_(X.model == f.model, X.model_requested == f.model))
     if f.session:
@@ -220,7 +220,7 @@ def _acc(groups: Groups, key: tuple[Any, ...]) -> Acc:
 
 async def _fold_raw(conn: AsyncConnection, dims: list[str], f: Filters, groups: Groups) -> None:
     """Aggregate exchanges in SQL: sums in one pass, then one pass per histogram."""
-    where = _where(conn, f)
+    where = where_clauses(conn, f)
     exprs = [_dimension(conn, d) for d in dims]
     sums = [
         func.count(),
@@ -261,9 +261,9 @@ async def _fold_rollup(
     c = table.c
     where: list[ColumnElement[bool]] = []
     if since is not None:
-        where.append(c.period >= _bind_time(conn, since))
+        where.append(c.period >= bind_time(conn, since))
     if until is not None:
-        where.append(c.period < _bind_time(conn, until))
+        where.append(c.period < bind_time(conn, until))
     if f.model:
         where.append(or_(c.model == f.model, c.model_requested == f.model))
     if f.key:
@@ -311,7 +311,7 @@ async def usage(
 def _report_row(dims: list[str], key: tuple[Any, ...], acc: Acc) -> dict[str, Any]:
     data: dict[str, Any] = dict(zip(dims, key, strict=True))
     if data.get("hour") is not None:
-        data["hour"] = data["hour"].replace(" ", "T") + ":00Z"
+        data["hour"] = data["hour"].replace(" ", "T") + ":00:00Z"
     s = acc.sums
     data["requests"] = s["requests"]
     data["errors"] = s["errors"]
@@ -338,7 +338,7 @@ def _ms(value: float | None) -> float | None:
 
 async def sessions(conn: AsyncConnection, filters: Filters | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Recorded sessions, most recently active first, with totals and the models used."""
-    where = [*_where(conn, filters or Filters()), X.session_id.is_not(None)]
+    where = [*where_clauses(conn, filters or Filters()), X.session_id.is_not(None)]
     stmt = (
         select(
             X.session_id.label("session"),
@@ -417,7 +417,7 @@ async def list_exchanges(
     order = (X.started_at.asc(), X.id.asc()) if oldest_first else (X.started_at.desc(), X.id.desc())
     stmt = (
         select(*LIST_COLUMNS)
-        .where(*_where(conn, filters or Filters()))
+        .where(*where_clauses(conn, filters or Filters()))
         .order_by(*order)
         .limit(limit + 1)
         .offset(max(0, offset))
