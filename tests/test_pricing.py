@@ -141,7 +141,7 @@ def test_apply_to_exchange_uses_usage_and_status() -> None:
 
 
 def test_bad_prices_are_config_errors() -> None:
-    with pytest.raises(ConfigError, match="pricing.x.input: must be >= 0"):
+    with pytest.raises(ConfigError, match=r"pricing\.x\.input: must be >= 0"):
         PriceTable({"x": Price(input=-1.0)}, bundled=False)
     with pytest.raises(ConfigError, match="two entries"):
         PriceTable({"x": [Price(input=1.0), Price(input=2.0)]}, bundled=False)

@@ -3,6 +3,7 @@ exchanges written through the recorder's write path (which also keeps the rollup
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -210,8 +211,10 @@ async def test_sessions_and_listing(database: Database, recorded: list[Exchange]
     for e in recorded:
         if e.session_id:
             by_session[e.session_id].append(e)
-    assert [s["session"] for s in sessions] == sorted(by_session, key=lambda s: -max(e.started_at.timestamp()
-                                                                                     for e in by_session[s]))  # fmt: skip
+    def last_active(name: str) -> float:
+        return max(e.started_at.timestamp() for e in by_session[name])
+
+    assert [s["session"] for s in sessions] == sorted(by_session, key=last_active, reverse=True)
     for s in sessions:
         members = by_session[s["session"]]
         assert s["requests"] == len(members)
@@ -228,7 +231,7 @@ def test_plan_covers_the_window_exactly() -> None:
     segments = queries.plan(since, until, daily=True)
     assert sorted((s[1], s[2]) for s in segments)[0][0] == since
     covered = sorted((s[1], s[2]) for s in segments)
-    for (_, a_end), (b_start, _) in zip(covered, covered[1:], strict=False):
+    for (_, a_end), (b_start, _) in itertools.pairwise(covered):
         assert a_end == b_start
     assert covered[-1][1] == until
     assert {s[0] for s in segments} == {"raw", "hour", "day"}
