@@ -146,3 +146,24 @@ def _csv_cell(value: Any) -> Any:
     if isinstance(value, list):
         return " ".join(map(str, value))
     return value
+
+
+def parsed_filters(args: argparse.Namespace, command: str) -> Any:
+    """The report filters given on the command line; a bad value exits with one line naming it."""
+    from proxy.store.queries import QueryError
+    from proxy.views import filters_from
+
+    try:
+        return filters_from(filter_params(args))
+    except QueryError as exc:
+        raise SystemExit(f"proxy {command}: error: {exc}") from None
+
+
+def with_connection(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``fn(connection)`` against the configured database."""
+
+    async def go() -> T:
+        async with open_engine(settings) as engine, engine.connect() as conn:
+            return await fn(conn)
+
+    return run(lambda: go())

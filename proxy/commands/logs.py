@@ -8,11 +8,10 @@ from proxy.commands import (
     Subparsers,
     add_common,
     add_filters,
-    filter_params,
-    open_engine,
+    parsed_filters,
     print_rows,
-    run,
     settings_from,
+    with_connection,
 )
 
 COLUMNS = (
@@ -32,24 +31,13 @@ COLUMNS = (
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from proxy.store import queries
-    from proxy.store.queries import QueryError
-    from proxy.views import filters_from
 
-    settings = settings_from(args)
-    try:
-        filters = filters_from(filter_params(args))
-    except QueryError as exc:
-        raise SystemExit(f"proxy logs: error: {exc}") from None
-
-    async def fetch() -> list[dict]:
-        async with open_engine(settings) as engine, engine.connect() as conn:
-            page = await queries.list_exchanges(conn, filters, limit=args.count)
-        rows = page.rows[::-1]  # oldest of the page first, like a log
-        for row in rows:
-            row["model"] = row["model"] or row["model_requested"]
-        return rows
-
-    print_rows(run(fetch), args.format, COLUMNS if args.format == "table" else None)
+    filters = parsed_filters(args, "logs")
+    page = with_connection(settings_from(args), lambda conn: queries.list_exchanges(conn, filters, limit=args.count))
+    rows = page.rows[::-1]  # oldest of the page first, like a log
+    for row in rows:
+        row["model"] = row["model"] or row["model_requested"]
+    print_rows(rows, args.format, COLUMNS if args.format == "table" else None)
     return 0
 
 

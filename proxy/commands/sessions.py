@@ -8,11 +8,10 @@ from proxy.commands import (
     Subparsers,
     add_common,
     add_filters,
-    filter_params,
-    open_engine,
+    parsed_filters,
     print_rows,
-    run,
     settings_from,
+    with_connection,
 )
 
 COLUMNS = ("session", "first_at", "last_at", "requests", "errors", "total_tokens", "cost_usd", "unknown_cost", "models")
@@ -20,20 +19,10 @@ COLUMNS = ("session", "first_at", "last_at", "requests", "errors", "total_tokens
 
 def cmd_sessions(args: argparse.Namespace) -> int:
     from proxy.store import queries
-    from proxy.store.queries import QueryError
-    from proxy.views import filters_from
 
-    settings = settings_from(args)
-    try:
-        filters = filters_from(filter_params(args))
-    except QueryError as exc:
-        raise SystemExit(f"proxy sessions: error: {exc}") from None
-
-    async def fetch() -> list[dict]:
-        async with open_engine(settings) as engine, engine.connect() as conn:
-            return await queries.sessions(conn, filters, limit=args.limit)
-
-    print_rows(run(fetch), args.format, COLUMNS if args.format == "table" else None)
+    filters = parsed_filters(args, "sessions")
+    rows = with_connection(settings_from(args), lambda conn: queries.sessions(conn, filters, limit=args.limit))
+    print_rows(rows, args.format, COLUMNS if args.format == "table" else None)
     return 0
 
 

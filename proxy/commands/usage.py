@@ -8,8 +8,8 @@ from proxy.commands import (
     Subparsers,
     add_common,
     add_filters,
-    filter_params,
     open_engine,
+    parsed_filters,
     print_rows,
     run,
     settings_from,
@@ -37,14 +37,13 @@ COLUMNS = (
 def cmd_usage(args: argparse.Namespace) -> int:
     from proxy.pricing import PriceTable
     from proxy.store import queries
-    from proxy.views import filters_from
 
     settings = settings_from(args)
     try:
         dims = parse_dimensions(args.by)
-        filters = filters_from(filter_params(args))
     except QueryError as exc:
         raise SystemExit(f"proxy usage: error: {exc}") from None
+    filters = parsed_filters(args, "usage")
 
     async def report() -> list[dict]:
         async with open_engine(settings) as engine:
