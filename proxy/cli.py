@@ -21,6 +21,10 @@ COMMAND_MODULES = (
     "proxy.commands.prune",
     "proxy.commands.transfer",
     "proxy.commands.replay",
+    "proxy.commands.usage",
+    "proxy.commands.sessions",
+    "proxy.commands.logs",
+    "proxy.commands.show",
 )
 
 

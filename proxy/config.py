@@ -9,7 +9,9 @@ Invariants:
 
 from __future__ import annotations
 
+import datetime
 import enum
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -120,6 +122,19 @@ class Retention(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     interval: str = "1h"
 
 
+class Price(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One price entry, in USD per million tokens (`[pricing."MODEL"]`, or `[[pricing."MODEL"]]` for history)."""
+
+    input: float
+    output: float = 0.0
+    # Prompt tokens served from the provider's cache; absent = the input price.
+    cached_input: float | None = None
+    # Reasoning tokens (part of completion tokens); absent = the output price.
+    reasoning: float | None = None
+    # First UTC day this price applies; absent = always. Later entries win from their date on.
+    effective_from: datetime.date | None = None
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     listen: str = "127.0.0.1:8080"
     mode: Mode = Mode.RECORD
@@ -147,6 +162,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     admin_token: str = ""
     access_log: bool = False
     log_level: str = "INFO"
+    # Prices per model, overriding the bundled table model by model (TOML only).
+    pricing: dict[str, Price | list[Price]] = {}
+    # Extra model names priced as another model, e.g. {"my-deployment" = "gpt-4o"} (TOML only).
+    model_aliases: dict[str, str] = {}
+    # Start from the bundled price table (proxy/prices.toml); false = only [pricing] entries.
+    bundled_prices: bool = True
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -155,6 +176,16 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def all_upstreams(self) -> dict[str, Upstream]:
         """The default upstream (named `default`, mounted at `/v1`) and the named ones."""
         return {"default": self.upstream, **self.upstreams}
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        host = self.host_port[0]
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False  # a host name may resolve to anything
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -179,7 +210,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     paths: list[tuple[str, ...]] = []
     for name in Settings.__struct_fields__:
-        if name == "upstreams":
+        if name in _TOML_ONLY:
             continue
         sub = _SECTIONS.get(name)
         if sub is None:
@@ -203,6 +234,8 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "retention": Retention,
     "replay": Replay,
 }
+# Tables keyed by user-chosen names: no environment variable maps onto them.
+_TOML_ONLY = frozenset({"upstreams", "pricing", "model_aliases"})
 
 
 def _env_value(raw: str) -> Any:
@@ -302,6 +335,8 @@ def validate(settings: Settings, *, require_upstream: bool) -> None:
         except re.error as exc:
             raise ConfigError(f"redact_body_patterns: bad regex {pattern!r}: {exc}") from None
     _validate_replay(settings.replay)
+    for model, entries in settings.pricing.items():
+        check_prices(f"pricing.{model}", entries)
     if not re.match(r"^[A-Za-z0-9-]+$", settings.session_header):
         raise ConfigError(f"session_header: not a header name: {settings.session_header!r}")
 
@@ -322,3 +357,16 @@ def secret_from_env(var: str, env: Mapping[str, str] | None = None) -> str:
     if not value:
         raise ConfigError(f"{var}: environment variable is not set")
     return value
+
+
+def check_prices(key: str, entries: Price | list[Price]) -> None:
+    """Prices are non-negative and at most one entry starts on each date."""
+    seen: set[datetime.date | None] = set()
+    for price in entries if isinstance(entries, list) else [entries]:
+        for field in ("input", "output", "cached_input", "reasoning"):
+            value = getattr(price, field)
+            if value is not None and value < 0:
+                raise ConfigError(f"{key}.{field}: must be >= 0")
+        if price.effective_from in seen:
+            raise ConfigError(f"{key}: two entries with effective_from {price.effective_from}")
+        seen.add(price.effective_from)

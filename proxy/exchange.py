@@ -42,6 +42,15 @@ class UsageSource(enum.StrEnum):
     MISSING = "missing"  # none reported; token columns are NULL, never 0
 
 
+class CostSource(enum.StrEnum):
+    """Where an exchange's cost came from (``pricing.price_exchange`` decides)."""
+
+    PROVIDER = "provider"  # the upstream reported the charge itself (OpenRouter's usage.cost)
+    COMPUTED = "computed"  # reported tokens x the price entry named in price_ref
+    UNKNOWN = "unknown"  # possibly billed but unpriced: no price for the model, or no usage reported
+    NONE = "none"  # nothing billed: no usage and the upstream never answered 2xx
+
+
 def new_exchange_id() -> str:
     """A UUIDv7 string: unique, and sorted by creation time so the primary key is time-ordered."""
     ms = time.time_ns() // 1_000_000
@@ -104,6 +113,10 @@ class Exchange(msgspec.Struct, kw_only=True):
     # nothing is recorded: a replay must not add to the recordings it plays)
     match_key: str | None = None
     replayed: bool = False
+    # derived by pricing.PriceTable.apply, in the writer; NULL cost is never stored as 0
+    cost_usd: float | None = None
+    cost_source: CostSource | None = None
+    price_ref: str | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000.0

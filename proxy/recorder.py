@@ -3,8 +3,8 @@
 Failure policy (fail open for traffic, closed for data):
 - ``submit`` never blocks and never raises: the request path does not wait on the database, ever.
 - The writer takes whatever is queued (up to ``batch_size``) as one batch, so batches grow with load
-  and a quiet proxy writes each exchange at once. Decoding (``decode.finalize``) happens here too,
-  after the client already has its response.
+  and a quiet proxy writes each exchange at once. Decoding (``decode.finalize``) and pricing
+  (``PriceTable.apply``) happen here too, after the client already has its response.
 - When a write fails (database down, locked, read-only, ...) the batch is appended to a spool on local
   disk and the database is marked down: the outage is logged once, later batches go straight to the
   spool, and the database is probed every ``retry_interval`` seconds. When it answers again the spool
@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from proxy.decode import finalize
 from proxy.exchange import Exchange
 from proxy.matchkey import DEFAULT_RULES, KeyRules, match_key
+from proxy.pricing import PriceTable
 from proxy.redact import BodyRedactor
 from proxy.store.writes import insert_exchanges
 
@@ -65,6 +66,7 @@ class Recorder:
         on_written: Callable[[list[Exchange]], None] | None = None,
         redactor: BodyRedactor | None = None,
         key_rules: KeyRules = DEFAULT_RULES,
+        pricing: PriceTable | None = None,
     ) -> None:
         self.engine = engine
         self.batch_size = batch_size
@@ -74,6 +76,7 @@ class Recorder:
         self.on_written = on_written
         self.redactor = redactor if redactor is not None else BodyRedactor()
         self.key_rules = key_rules
+        self.pricing = pricing
         self.stats = RecorderStats()
         self._queue: asyncio.Queue[Exchange] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
@@ -132,6 +135,8 @@ class Recorder:
     async def _write(self, batch: list[Exchange]) -> None:
         for i, ex in enumerate(batch):
             finalize(ex)
+            if self.pricing is not None:
+                self.pricing.apply(ex)
             # From the body as the client sent it, so a live request finds it again at replay time.
             ex.match_key = match_key(ex.method, ex.path, ex.request_body, self.key_rules, ex.upstream)
             self._redact(ex)

@@ -22,13 +22,15 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
-from proxy import retention
+from proxy import admin, retention
 from proxy.config import Mode, Settings, Upstream
 from proxy.decode import is_event_stream
 from proxy.errors import EXCHANGE_ID_HEADER, error_response
 from proxy.exchange import Exchange, Outcome
 from proxy.matchkey import KeyRules
+from proxy.metrics import Metrics
 from proxy.playback import REPLAY_HEADER, TIMING_HEADER, Playback
+from proxy.pricing import PriceTable
 from proxy.recorder import Recorder
 from proxy.redact import BodyRedactor
 from proxy.replay import ReplayIndex
@@ -287,26 +289,6 @@ def _upstream_error(
     return response
 
 
-async def health(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    stats = st.recorder.stats
-    ok = stats.database_ok
-    payload = {
-        "status": "ok" if ok else "degraded",
-        "mode": str(st.settings.mode),
-        "database": {"ok": ok, "url": db.redacted_url(st.settings.database.url), "error": stats.last_error},
-        "recorder": {
-            "queue_depth": st.recorder.queue_depth,
-            "written": stats.written,
-            "spooled": stats.spooled,
-            "unspooled": stats.unspooled,
-            "dropped": stats.dropped,
-            "spool_files": len(st.recorder.spool_files()) if not ok else 0,
-        },
-    }
-    return web.Response(body=JSON_ENCODER.encode(payload), content_type="application/json")
-
-
 def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[no-untyped-def]
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         own_engine = engine is None
@@ -316,6 +298,7 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
         )
         secret = await db.fingerprint_secret(eng, settings.fingerprint_secret)
         rec = settings.recorder
+        metrics = Metrics()
         recorder = Recorder(
             eng,
             queue_size=rec.queue_size,
@@ -325,7 +308,10 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             retry_interval=rec.retry_interval,
             redactor=BodyRedactor(settings.redact_body_patterns),
             key_rules=KeyRules(settings.replay.ignore),
+            on_written=metrics.observe_batch,
+            pricing=PriceTable.from_settings(settings),
         )
+        metrics.bind(recorder)
         await recorder.start()
         playback = None
         if settings.mode in (Mode.REPLAY, Mode.AUTO):
@@ -349,6 +335,7 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             if retention.enabled(settings.retention)
             else None
         )
+        app[admin.ADMIN] = admin.AdminState(settings, eng, recorder, metrics)
         try:
             yield
         finally:
@@ -367,7 +354,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> web.App
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_lifecycle(settings, engine))
-    app.router.add_get("/_proxy/health", health)
+    admin.register(app)
     for prefix in ("", "/s/{session}", "/{upstream}", "/s/{session}/{upstream}"):
         app.router.add_route("*", prefix + "/v1/{tail:.*}", forward)
     return app

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError, Mode, load_settings, secret_from_env
+from proxy.config import ConfigError, Mode, Price, load_settings, secret_from_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,9 +106,21 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     for section in ("", "upstream", "database", "recorder", "retention", "replay"):
         struct = settings if not section else getattr(settings, section)
         for name in struct.__struct_fields__:
-            if name in ("upstreams", "upstream", "database", "recorder", "retention", "replay"):
+            if name in (
+                "upstreams",
+                "upstream",
+                "database",
+                "recorder",
+                "retention",
+                "replay",
+                "pricing",
+                "model_aliases",
+            ):
                 continue  # sections, not keys
             assert f"\n{name} = " in text or f"\n# {name} = " in text, f"{section}.{name} not documented"
+    assert '\n# [pricing."' in text and "\n[model_aliases]" in text
+    for name in Price.__struct_fields__:
+        assert f"\n# {name} = " in text, f"pricing.{name} not documented"
 
 
 def test_replay_mode_needs_no_upstream(tmp_path: Path) -> None:

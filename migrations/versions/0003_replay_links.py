@@ -1,7 +1,7 @@
 """session_links and exchange_links: a re-sent session and its exchanges point at what they repeat
 
 Revision ID: 0003_replay_links
-Revises: 0001_initial
+Revises: 0002_usage_rollups
 Create Date: 2026-11-24
 """
 
@@ -12,8 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0003_replay_links"
-# The lead re-points this at the latest revision when merging.
-down_revision = "0001_initial"
+down_revision = "0002_usage_rollups"
 branch_labels = None
 depends_on = None
 

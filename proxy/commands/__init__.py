@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -80,3 +80,105 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
         return await coro_fn()
 
     return asyncio.run(main())
+
+
+FORMATS = ("table", "json", "csv")
+
+
+def add_filters(parser: argparse.ArgumentParser, *, errors: bool = False) -> None:
+    """The report filters every listing command takes (same names as the admin API's query parameters)."""
+    from proxy.timespec import HELP
+
+    parser.add_argument("--since", metavar="T", help=f"from this time: {HELP}")
+    parser.add_argument("--until", metavar="T", help="before this time (same forms as --since)")
+    parser.add_argument("--model", metavar="M", help="reported or requested model name")
+    parser.add_argument("--session", metavar="S", help="session id")
+    parser.add_argument("--key", metavar="FP", help="API key fingerprint (fp_...)")
+    parser.add_argument("--upstream", metavar="NAME", help="upstream name (default, or a [upstreams.NAME])")
+    parser.add_argument("--user", metavar="U", help="the request's `user` field")
+    parser.add_argument("--status", metavar="CODE", help="HTTP status the client got")
+    if errors:
+        parser.add_argument("--errors", action="store_true", help="only failed exchanges")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+
+
+def filter_params(args: argparse.Namespace) -> dict[str, Any]:
+    from proxy.views import FILTER_KEYS
+
+    return {name: getattr(args, name, None) for name in FILTER_KEYS}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6f}".rstrip("0").rstrip(".") if abs(value) < 1 else f"{value:,.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if hasattr(value, "isoformat"):
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def print_rows(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str] | None = None) -> None:
+    """Rows as an aligned table, a JSON array of objects, or CSV with a header line."""
+    import csv
+    import sys
+
+    from proxy.views import encode
+
+    if fmt == "json":
+        sys.stdout.write(encode(rows).decode() + "\n")
+        return
+    cols = list(columns or (rows[0].keys() if rows else []))
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(cols)
+        for row in rows:
+            writer.writerow([_csv_cell(row.get(c)) for c in cols])
+        return
+    if not rows:
+        print("(no exchanges)")
+        return
+    cells = [[_cell(row.get(c)) for c in cols] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
+    for r in cells:
+        print("  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _numeric(text: str) -> bool:
+    return text.replace(",", "").replace(".", "", 1).lstrip("-").isdigit()
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return value
+
+
+def parsed_filters(args: argparse.Namespace, command: str) -> Any:
+    """The report filters given on the command line; a bad value exits with one line naming it."""
+    from proxy.store.queries import QueryError
+    from proxy.views import filters_from
+
+    try:
+        return filters_from(filter_params(args))
+    except QueryError as exc:
+        raise SystemExit(f"proxy {command}: error: {exc}") from None
+
+
+def with_connection(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``fn(connection)`` against the configured database."""
+
+    async def go() -> T:
+        async with open_engine(settings) as engine, engine.connect() as conn:
+            return await fn(conn)
+
+    return run(lambda: go())

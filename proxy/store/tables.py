@@ -5,6 +5,8 @@ Invariants:
   no body data, so scans for dashboards stay cheap. Bodies live in ``exchange_bodies`` (1:1, cascade).
 - Token columns are NULL when the provider reported nothing (``usage_source = 'missing'``), never 0.
 - No column ever holds a secret: headers are stored redacted and keys only as a keyed fingerprint.
+- ``usage_hourly`` and ``usage_daily`` are rollups of ``exchanges`` kept by the writer (see
+  ``store/rollup.py``); they can always be rebuilt from ``exchanges``.
 - The schema is made only by Alembic revisions under ``migrations/``; this module is their reference.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, LargeBinary, MetaData, String, Text
+from sqlalchemy import JSON, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -169,3 +171,41 @@ exchange_bodies = ExchangeBodyRow.__table__
 proxy_meta = MetaRow.__table__
 session_links = SessionLinkRow.__table__
 exchange_links = ExchangeLinkRow.__table__
+
+
+HISTOGRAM_BUCKETS = 86
+ROLLUP_SUMS = (
+    "requests",
+    "errors",
+    "usage_reported",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "cost_known",
+    "unknown_cost",
+    "missing_usage",
+)
+
+
+def _rollup_table(name: str) -> Table:
+    """Per UTC period (hour or day) x model x requested model x upstream x key x status: sums and histograms."""
+    return Table(
+        name,
+        Base.metadata,
+        Column("period", Timestamp, primary_key=True),
+        Column("model", String(256), primary_key=True),
+        Column("model_requested", String(256), primary_key=True),
+        Column("upstream", String(64), primary_key=True),
+        Column("key_fingerprint", String(64), primary_key=True),
+        Column("status", Integer, primary_key=True),
+        *[Column(name, Integer, nullable=False) for name in ROLLUP_SUMS],
+        Column("cost_usd", Float, nullable=False),
+        *[Column(f"lat_{i:02d}", Integer, nullable=False) for i in range(HISTOGRAM_BUCKETS)],
+        *[Column(f"ttft_{i:02d}", Integer, nullable=False) for i in range(HISTOGRAM_BUCKETS)],
+    )
+
+
+usage_hourly = _rollup_table("usage_hourly")
+usage_daily = _rollup_table("usage_daily")

@@ -3,7 +3,8 @@
 Invariants:
 - Inserts are idempotent (``ON CONFLICT DO NOTHING`` on the exchange id), so a batch re-sent from the
   spool after an ambiguous failure cannot duplicate or fail on records already stored.
-- One transaction per batch, executemany per table.
+- One transaction per batch, executemany per table. The hourly rollup is incremented in the same
+  transaction for exactly the exchanges that insert added.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.exchange import Exchange
+from proxy.store import rollup
 from proxy.store.tables import exchange_bodies, exchanges
 
 
@@ -44,9 +46,9 @@ def exchange_row(ex: Exchange) -> dict[str, Any]:
         "cached_tokens": usage.cached_tokens if usage else None,
         "reasoning_tokens": usage.reasoning_tokens if usage else None,
         "usage_source": str(ex.usage_source),
-        "cost_usd": None,
-        "cost_source": None,
-        "price_ref": None,
+        "cost_usd": ex.cost_usd,
+        "cost_source": str(ex.cost_source) if ex.cost_source is not None else None,
+        "price_ref": ex.price_ref,
         "key_fingerprint": ex.key_fingerprint,
         "end_user": ex.user,
         "match_key": ex.match_key,
@@ -84,8 +86,20 @@ async def insert_exchanges(conn: AsyncConnection, batch: Sequence[Exchange]) -> 
 async def insert_rows(
     conn: AsyncConnection, exchange_rows: Sequence[dict[str, Any]], body_rows: Sequence[dict[str, Any]]
 ) -> None:
-    """Insert prepared rows (the writer's, or an import's) inside the caller's transaction."""
+    """Insert prepared rows (the writer's, or an import's) inside the caller's transaction.
+
+    Only rows this insert really added reach the rollups, so a re-sent batch cannot count twice.
+    """
     if exchange_rows:
-        await conn.execute(_insert(conn, exchanges, "id"), list(exchange_rows))
+        inserted = await conn.execute(_insert(conn, exchanges, "id").returning(exchanges.c.id), list(exchange_rows))
+        new = set(inserted.scalars())
+        await add_to_rollup(conn, [r for r in exchange_rows if r["id"] in new])
     if body_rows:
         await conn.execute(_insert(conn, exchange_bodies, "exchange_id"), list(body_rows))
+
+
+async def add_to_rollup(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    for table, increments in rollup.deltas(rows):
+        await conn.execute(rollup.upsert(conn.dialect.name, table), increments)

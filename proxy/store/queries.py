@@ -1,0 +1,456 @@
+"""Usage reports, sessions and exchange listings: the one query layer behind the CLI, the admin API and
+the dashboard.
+
+Invariants:
+- Portable SQL (SQLite and PostgreSQL); the only dialect-specific pieces are the hour/day bucket
+  expressions in ``_bucket``.
+- Usage reports read the ``usage_hourly`` rollup for whole hours and the narrow ``exchanges`` table for
+  the rest (see ``usage``); bodies are read for one exchange (or one session) at a time.
+- Token sums cover the exchanges that reported usage and are NULL when none did (never a made-up 0);
+  cost sums the known costs (NULL when none is known); ``unknown_cost`` counts exchanges whose cost is
+  unknown, ``missing_usage`` those without usage.
+- Percentiles are nearest-rank, estimated from log histograms (``store/rollup.py``): within 19% of the
+  exact value, the same whichever table a report reads.
+- Times in and out are aware UTC datetimes (SQLite stores naive UTC text, so binds drop the offset there).
+- Results are plain dicts with snake_case keys (JSON-ready through ``jsonable``), the same for every caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, case, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from proxy.exchange import CostSource, Outcome
+from proxy.store import rollup
+from proxy.store.rollup import Acc
+from proxy.store.tables import exchange_bodies, exchanges, usage_daily, usage_hourly
+
+X = exchanges.c
+DIMENSIONS = ("model", "day", "hour", "key", "session", "upstream", "status", "user")
+LATENCY_PERCENTILES = (50, 95, 99)
+TTFT_PERCENTILES = (50, 95)
+MAX_PAGE = 500
+
+
+class QueryError(ValueError):
+    """A bad report parameter; the message is fit to show the user."""
+
+
+@dataclass
+class Filters:
+    since: datetime | None = None
+    until: datetime | None = None
+    model: str | None = None
+    session: str | None = None
+    key: str | None = None
+    upstream: str | None = None
+    user: str | None = None
+    status: int | None = None
+    errors_only: bool = False
+
+
+@dataclass
+class Page:
+    limit: int = 50
+    offset: int = 0
+    has_more: bool = False
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+COUNTS = ("requests", "errors", "unknown_cost", "missing_usage")
+TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens")
+
+
+def _clean_totals(data: dict[str, Any]) -> None:
+    """Driver-neutral numbers: ints for counts and tokens (PostgreSQL sums are Decimal), floats for cost."""
+    for name in COUNTS:
+        data[name] = int(data[name] or 0)
+    for name in TOKENS:
+        data[name] = int(data[name]) if data[name] is not None else None
+    data["cost_usd"] = round(float(data["cost_usd"]), 9) if data["cost_usd"] is not None else None
+
+
+def parse_dimensions(spec: str | Sequence[str] | None) -> list[str]:
+    """``"model,day"`` -> ``["model", "day"]``; unknown or repeated names raise QueryError."""
+    if not spec:
+        return []
+    names = [n.strip().lower() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    for name in names:
+        if name not in DIMENSIONS:
+            raise QueryError(f"unknown grouping {name!r}; use any of {', '.join(DIMENSIONS)}")
+    if len(set(names)) != len(names):
+        raise QueryError("each grouping may appear once")
+    return names
+
+
+def bind_time(conn: AsyncConnection, value: datetime) -> datetime:
+    value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.replace(tzinfo=None) if conn.dialect.name == "sqlite" else value
+
+
+def _bucket(conn: AsyncConnection, unit: str, column: Any = X.started_at) -> ColumnElement[Any]:
+    if conn.dialect.name == "sqlite":
+        # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff' UTC text: the bucket is a prefix.
+        return func.substr(column, 1, 10 if unit == "day" else 13)
+    return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD" if unit == "day" else "YYYY-MM-DD HH24")
+
+
+def _dimension(conn: AsyncConnection, name: str) -> ColumnElement[Any]:
+    if name in ("day", "hour"):
+        return _bucket(conn, name)
+    column = {
+        "model": func.coalesce(X.model, X.model_requested),
+        "key": X.key_fingerprint,
+        "session": X.session_id,
+        "upstream": X.upstream,
+        "status": X.status,
+        "user": X.end_user,
+    }[name]
+    return column
+
+
+def where_clauses(conn: AsyncConnection, f: Filters) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
+    if f.since is not None:
+        clauses.append(X.started_at >= bind_time(conn, f.since))
+    if f.until is not None:
+        clauses.append(X.started_at < bind_time(conn, f.until))
+    if f.model:
+        clauses.append(or_(X.model == f.model, X.model_requested == f.model))
+    if f.session:
+        clauses.append(X.session_id == f.session)
+    if f.key:
+        clauses.append(X.key_fingerprint == f.key)
+    if f.upstream:
+        clauses.append(X.upstream == f.upstream)
+    if f.user:
+        clauses.append(X.end_user == f.user)
+    if f.status is not None:
+        clauses.append(X.status == f.status)
+    if f.errors_only:
+        clauses.append(IS_ERROR)
+    return clauses
+
+
+# An error: the client got a 4xx/5xx (499 = it left) or the exchange did not complete normally.
+IS_ERROR = or_(X.status >= 400, X.outcome != str(Outcome.COMPLETE))
+
+
+def _count_if(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+    return func.sum(case((condition, 1), else_=0))
+
+
+def _totals() -> list[ColumnElement[Any]]:
+    return [
+        func.count().label("requests"),
+        _count_if(IS_ERROR).label("errors"),
+        func.sum(X.prompt_tokens).label("prompt_tokens"),
+        func.sum(X.completion_tokens).label("completion_tokens"),
+        func.sum(X.cached_tokens).label("cached_tokens"),
+        func.sum(X.reasoning_tokens).label("reasoning_tokens"),
+        func.sum(X.total_tokens).label("total_tokens"),
+        func.sum(X.cost_usd).label("cost_usd"),
+        _count_if(X.cost_source == str(CostSource.UNKNOWN)).label("unknown_cost"),
+        _count_if(X.usage_source == "missing").label("missing_usage"),
+    ]
+
+
+ROLLUP_DIMENSIONS = frozenset({"model", "day", "hour", "key", "upstream", "status"})
+Groups = dict[tuple[Any, ...], Acc]
+
+
+def _rollup_dimension(conn: AsyncConnection, table: Table, name: str) -> ColumnElement[Any]:
+    c = table.c
+    if name in ("day", "hour"):
+        return _bucket(conn, name, c.period)
+    return {
+        "model": case((c.model != "", c.model), else_=func.nullif(c.model_requested, "")),
+        "key": func.nullif(c.key_fingerprint, ""),
+        "upstream": c.upstream,
+        "status": func.nullif(c.status, 0),
+    }[name]
+
+
+def _uses_rollup(dims: Sequence[str], f: Filters) -> bool:
+    return set(dims) <= ROLLUP_DIMENSIONS and not (f.session or f.user or f.errors_only)
+
+
+def _ceil(value: datetime, unit: str) -> datetime:
+    floor = rollup.period_of(value, unit)
+    step = timedelta(days=1) if unit == "day" else timedelta(hours=1)
+    return floor if floor == value.astimezone(UTC) else floor + step
+
+
+Segment = tuple[str, datetime | None, datetime | None]  # (source, since, until); None = unbounded
+
+
+def plan(since: datetime | None, until: datetime | None, *, daily: bool) -> list[Segment]:
+    """Cover [since, until) with whole days (when ``daily``), whole hours, and raw rows at the edges."""
+    hour_lo = _ceil(since, "hour") if since is not None else None
+    hour_hi = rollup.period_of(until, "hour") if until is not None else None
+    if hour_lo is not None and hour_hi is not None and hour_hi <= hour_lo:
+        return [("raw", since, until)]
+    segments: list[Segment] = []
+    if since is not None and hour_lo is not None and hour_lo > since:
+        segments.append(("raw", since, hour_lo))
+    if until is not None and hour_hi is not None and hour_hi < until:
+        segments.append(("raw", hour_hi, until))
+    day_lo = _ceil(hour_lo, "day") if hour_lo is not None else None
+    day_hi = rollup.period_of(hour_hi, "day") if hour_hi is not None else None
+    if not daily or (day_lo is not None and day_hi is not None and day_hi <= day_lo):
+        return [*segments, ("hour", hour_lo, hour_hi)]
+    if hour_lo is not None and day_lo is not None and day_lo > hour_lo:
+        segments.append(("hour", hour_lo, day_lo))
+    if hour_hi is not None and day_hi is not None and day_hi < hour_hi:
+        segments.append(("hour", day_hi, hour_hi))
+    return [*segments, ("day", day_lo, day_hi)]
+
+
+def _acc(groups: Groups, key: tuple[Any, ...]) -> Acc:
+    acc = groups.get(key)
+    if acc is None:
+        acc = groups[key] = Acc()
+    return acc
+
+
+async def _fold_raw(conn: AsyncConnection, dims: list[str], f: Filters, groups: Groups) -> None:
+    """Aggregate exchanges in SQL: sums in one pass, then one pass per histogram."""
+    where = where_clauses(conn, f)
+    exprs = [_dimension(conn, d) for d in dims]
+    sums = [
+        func.count(),
+        _count_if(IS_ERROR),
+        _count_if(X.usage_source != "missing"),
+        *[func.sum(X[name]) for name in TOKENS],
+        func.count(X.cost_usd),
+        _count_if(X.cost_source == str(CostSource.UNKNOWN)),
+        _count_if(X.usage_source == "missing"),
+        func.sum(X.cost_usd),
+    ]
+    stmt = select(*exprs, *sums).where(*where)
+    if exprs:
+        stmt = stmt.group_by(*exprs)
+    n = len(dims)
+    for row in await conn.execute(stmt):
+        if row[n]:
+            _acc(groups, tuple(row[:n])).add_sums(row[n:])
+    for column, attr in ((X.duration_ms, "latency"), (X.ttft_ms, "ttft")):
+        # Bucket in a subquery and group by its labels: the bound edges then appear once in the SQL.
+        inner = select(*[e.label(f"d{i}") for i, e in enumerate(exprs)], rollup.bucket_case(column).label("b"))
+        inner_q = inner.where(*where, column.is_not(None)).subquery()
+        keys = [inner_q.c[f"d{i}"] for i in range(n)]
+        hist = select(*keys, inner_q.c.b, func.count()).group_by(*keys, inner_q.c.b)
+        for row in await conn.execute(hist):
+            getattr(_acc(groups, tuple(row[:n])), attr)[row[n]] += row[n + 1]
+
+
+async def _fold_rollup(
+    conn: AsyncConnection,
+    table: Table,
+    dims: list[str],
+    f: Filters,
+    since: datetime | None,
+    until: datetime | None,
+    groups: Groups,
+) -> None:
+    c = table.c
+    where: list[ColumnElement[bool]] = []
+    if since is not None:
+        where.append(c.period >= bind_time(conn, since))
+    if until is not None:
+        where.append(c.period < bind_time(conn, until))
+    if f.model:
+        where.append(or_(c.model == f.model, c.model_requested == f.model))
+    if f.key:
+        where.append(c.key_fingerprint == f.key)
+    if f.upstream:
+        where.append(c.upstream == f.upstream)
+    if f.status is not None:
+        where.append(c.status == f.status)
+    exprs = [_rollup_dimension(conn, table, d) for d in dims]
+    stmt = select(*exprs, *[func.sum(c[name]) for name in rollup.ADDITIVE]).where(*where)
+    if exprs:
+        stmt = stmt.group_by(*exprs)
+    n = len(dims)
+    for row in await conn.execute(stmt):
+        if row[n] is not None:  # an ungrouped SUM over no rows is NULL
+            _acc(groups, tuple(row[:n])).add_rollup(row[n:])
+
+
+async def usage(
+    conn: AsyncConnection, dims: Sequence[str] = (), filters: Filters | None = None
+) -> list[dict[str, Any]]:
+    """One row per group: requests, errors, token sums, cost, unknown-cost count, latency and TTFT percentiles.
+
+    Whole days and hours come from the rollups when the grouping and filters allow it (not by session or
+    user), the partial hours at the edges of ``since``/``until`` and everything else from the exchanges
+    themselves. All feed the same accumulator, so the answer does not depend on the path taken.
+    """
+    dims = list(dims)
+    f = filters or Filters()
+    groups: Groups = {}
+    if not _uses_rollup(dims, f):
+        await _fold_raw(conn, dims, f, groups)
+    else:
+        for source, since, until in plan(f.since, f.until, daily="hour" not in dims):
+            if source == "raw":
+                await _fold_raw(conn, dims, replace(f, since=since, until=until), groups)
+            else:
+                table = usage_daily if source == "day" else usage_hourly
+                await _fold_rollup(conn, table, dims, f, since, until, groups)
+    out = [_report_row(dims, key, acc) for key, acc in groups.items() if acc.sums["requests"]]
+    out.sort(key=lambda row: _sort_key(tuple(row[d] for d in dims)))
+    return out
+
+
+def _report_row(dims: list[str], key: tuple[Any, ...], acc: Acc) -> dict[str, Any]:
+    data: dict[str, Any] = dict(zip(dims, key, strict=True))
+    if data.get("hour") is not None:
+        data["hour"] = data["hour"].replace(" ", "T") + ":00:00Z"
+    s = acc.sums
+    data["requests"] = s["requests"]
+    data["errors"] = s["errors"]
+    reported = s["usage_reported"] > 0
+    for name in TOKENS:
+        data[name] = s[name] if reported else None
+    data["cost_usd"] = round(acc.cost, 9) if s["cost_known"] else None
+    data["unknown_cost"] = s["unknown_cost"]
+    data["missing_usage"] = s["missing_usage"]
+    for p in LATENCY_PERCENTILES:
+        data[f"latency_p{p}_ms"] = _ms(rollup.estimate(acc.latency, p))
+    for p in TTFT_PERCENTILES:
+        data[f"ttft_p{p}_ms"] = _ms(rollup.estimate(acc.ttft, p))
+    return data
+
+
+def _sort_key(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple((v is not None, v) for v in values)
+
+
+def _ms(value: float | None) -> float | None:
+    return round(float(value), 3) if value is not None else None
+
+
+async def sessions(conn: AsyncConnection, filters: Filters | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Recorded sessions, most recently active first, with totals and the models used."""
+    where = [*where_clauses(conn, filters or Filters()), X.session_id.is_not(None)]
+    stmt = (
+        select(
+            X.session_id.label("session"),
+            func.min(X.started_at).label("first_at"),
+            func.max(X.started_at).label("last_at"),
+            *_totals(),
+        )
+        .where(*where)
+        .group_by(X.session_id)
+        .order_by(func.max(X.started_at).desc())
+        .limit(_limit(limit))
+    )
+    rows = [r._asdict() for r in await conn.execute(stmt)]
+    if not rows:
+        return []
+    model = func.coalesce(X.model, X.model_requested)
+    names = [r["session"] for r in rows]
+    pairs = await conn.execute(
+        select(X.session_id, model).where(*where, X.session_id.in_(names)).group_by(X.session_id, model)
+    )
+    models: dict[str, list[str]] = {}
+    for session_id, name in pairs:
+        if name is not None:
+            models.setdefault(session_id, []).append(name)
+    for r in rows:
+        r["models"] = sorted(models.get(r["session"], []))
+        r["first_at"], r["last_at"] = _utc(r["first_at"]), _utc(r["last_at"])
+        _clean_totals(r)
+    return rows
+
+
+LIST_COLUMNS = (
+    X.id,
+    X.started_at,
+    X.session_id,
+    X.upstream,
+    X.method,
+    X.path,
+    X.model_requested,
+    X.model,
+    X.status,
+    X.stream,
+    X.outcome,
+    X.finish_reason,
+    X.error,
+    X.duration_ms,
+    X.ttft_ms,
+    X.prompt_tokens,
+    X.completion_tokens,
+    X.cached_tokens,
+    X.reasoning_tokens,
+    X.total_tokens,
+    X.usage_source,
+    X.cost_usd,
+    X.cost_source,
+    X.price_ref,
+    X.key_fingerprint,
+    X.end_user,
+)
+
+
+def _limit(limit: int) -> int:
+    return max(1, min(int(limit), MAX_PAGE))
+
+
+async def list_exchanges(
+    conn: AsyncConnection,
+    filters: Filters | None = None,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    oldest_first: bool = False,
+) -> Page:
+    """Exchanges newest first (or oldest first), ``limit`` per page from ``offset``."""
+    limit = _limit(limit)
+    order = (X.started_at.asc(), X.id.asc()) if oldest_first else (X.started_at.desc(), X.id.desc())
+    stmt = (
+        select(*LIST_COLUMNS)
+        .where(*where_clauses(conn, filters or Filters()))
+        .order_by(*order)
+        .limit(limit + 1)
+        .offset(max(0, offset))
+    )
+    rows = [_row(r._asdict()) for r in await conn.execute(stmt)]
+    return Page(limit=limit, offset=offset, has_more=len(rows) > limit, rows=rows[:limit])
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+    return value
+
+
+def _row(data: dict[str, Any]) -> dict[str, Any]:
+    for name in ("started_at", "finished_at"):
+        if name in data:
+            data[name] = _utc(data[name])
+    return data
+
+
+async def get_exchange(conn: AsyncConnection, exchange_id: str) -> dict[str, Any] | None:
+    """One exchange with its body row (``body`` is None when bodies were not stored)."""
+    result = await conn.execute(select(exchanges).where(X.id == exchange_id))
+    row = result.first()
+    if row is None:
+        return None
+    data = _row(row._asdict())
+    body = (await conn.execute(select(exchange_bodies).where(exchange_bodies.c.exchange_id == exchange_id))).first()
+    data["body"] = body._asdict() if body is not None else None
+    return data
+
+
+async def session_exchange_ids(conn: AsyncConnection, session_id: str) -> list[str]:
+    result = await conn.execute(select(X.id).where(X.session_id == session_id).order_by(X.started_at.asc(), X.id.asc()))
+    return [r[0] for r in result]
