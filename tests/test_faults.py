@@ -164,11 +164,16 @@ async def test_slow_client_applies_backpressure_to_the_upstream(
             f"{proxy.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {API_KEY}"}
         )
         await resp.content.readexactly(1000)
+        # Socket buffers fill first (slowly on a busy machine); then the upstream must stop for good.
+        stalled_at = -1
+        for _ in range(50):
+            before = control.bytes_sent
+            await asyncio.sleep(0.3)
+            if control.bytes_sent == before:
+                stalled_at = before
+                break
         await asyncio.sleep(0.5)
-        stalled_at = control.bytes_sent
-        await asyncio.sleep(0.5)
-        assert control.bytes_sent == stalled_at, "the upstream kept sending while the client read nothing"
-        print(f"stalled after {stalled_at} of {control.stream_bytes} bytes")
+        assert stalled_at == control.bytes_sent, "the upstream kept sending while the client read nothing"
         assert stalled_at < control.stream_bytes / 2
         received = 1000 + len(await resp.read())
         resp.close()
