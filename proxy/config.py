@@ -88,6 +88,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     admin_token: str = ""
     access_log: bool = False
     log_level: str = "INFO"
+    # Worker processes serving one port (SO_REUSEPORT), all writing to the same database.
+    workers: int = 1
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -221,6 +223,10 @@ def validate(settings: Settings, *, require_upstream: bool) -> None:
         )
     if settings.max_body_bytes <= 0:
         raise ConfigError("max_body_bytes: must be > 0")
+    if settings.workers < 1:
+        raise ConfigError("workers: must be >= 1")
+    if settings.workers > 1 and settings.host_port[1] == 0:
+        raise ConfigError("workers: several workers need a fixed port in `listen`, not port 0")
     if settings.recorder.batch_size <= 0 or settings.recorder.queue_size <= 0:
         raise ConfigError("recorder: batch_size and queue_size must be > 0")
     if not re.match(r"^[A-Za-z0-9-]+$", settings.session_header):

@@ -33,6 +33,8 @@ def flags_tree(args: argparse.Namespace) -> dict[str, Any]:
         tree["database"] = {"url": args.db}
     if getattr(args, "mode", None):
         tree["mode"] = args.mode
+    if getattr(args, "workers", None):
+        tree["workers"] = args.workers
     return tree
 
 
