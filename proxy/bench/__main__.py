@@ -64,6 +64,11 @@ def parse(argv: list[str] | None = None) -> Options:
         action="store_true",
         help="clients ask for stream usage themselves (default: they do not, and the proxy injects it)",
     )
+    p.add_argument(
+        "--passthrough",
+        action="store_true",
+        help="also run a proxy that records nothing (proxy-norec): the cost of recording is the difference",
+    )
     p.add_argument("--profile", action="store_true", help="one extra round per scenario under py-spy")
     p.add_argument("--no-write-rate", action="store_true", help="skip the database write-rate measurement")
     p.add_argument("--out", default="bench-results", help="directory for JSON, Markdown and work files")
@@ -85,6 +90,7 @@ def parse(argv: list[str] | None = None) -> Options:
         peers=peers,
         peer_bin=a.peer_bin,
         client_usage=a.client_usage,
+        passthrough=a.passthrough,
         profile=a.profile,
         write_rate=not a.no_write_rate,
         out=a.out,

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,9 @@ KEY_FUNCTIONS = (
 
 
 def available() -> str | None:
-    return shutil.which("py-spy")
+    """py-spy on PATH, or beside this Python (an unactivated virtualenv)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or (str(beside) if beside.is_file() else None)
 
 
 class Profiler:

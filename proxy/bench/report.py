@@ -245,6 +245,8 @@ def markdown(report: dict[str, Any]) -> str:
                     f"| {w[f'recorder_{kind}']['per_s']}/s |"
                 )
             lines.append("")
+        if section.get("profiles_skipped"):
+            lines += [f"Profiles skipped: {section['profiles_skipped']}", ""]
         for name, prof in (section.get("profiles") or {}).items():
             lines += [
                 f"### Profile of the proxy, `{name}` (py-spy, {prof['samples']} samples, "

@@ -47,6 +47,8 @@ class Options:
     peers: list[str] = field(default_factory=list)
     peer_bin: list[str] = field(default_factory=list)
     client_usage: bool = False
+    # Also run a one-worker proxy in passthrough mode: the cost of recording is the difference.
+    passthrough: bool = False
     profile: bool = False
     write_rate: bool = True
     write_rate_n: int = 5000
@@ -134,22 +136,13 @@ async def _drop_postgres(url: str, name: str) -> None:
         await admin.dispose()
 
 
-def _proxy_service(name: str, upstream: procs.Service, url: str, workers: int, work: Path) -> procs.Service:
+def _proxy_service(
+    name: str, upstream: procs.Service, url: str, workers: int, work: Path, mode: str = "record"
+) -> procs.Service:
     port = procs.free_port()
-    cmd = [
-        procs.PY,
-        "-m",
-        "proxy",
-        "serve",
-        "--upstream",
-        upstream.url,
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--db",
-        url,
-        "--workers",
-        str(workers),
-    ]
+    listen = f"127.0.0.1:{port}"
+    cmd = [procs.PY, "-m", "proxy", "serve", "--upstream", upstream.url, "--listen", listen, "--db", url]
+    cmd += ["--workers", str(workers), "--mode", mode]
     env = {"PROXY_LOG_LEVEL": "WARNING", "PROXY_RECORDER_SPOOL_DIR": str(work / "spool")}
     return procs.Service(name, cmd, port, work, env=env)
 
@@ -192,6 +185,11 @@ async def run_section(
             services.append(svc)
             counter = counter or RecordCounter(url)
             targets.append(Target(svc.name, "proxy", svc, counter))
+        if opts.passthrough:
+            svc = _proxy_service("proxy-norec", upstream, url, 1, section_work, mode="passthrough")
+            svc.start()
+            services.append(svc)
+            targets.append(Target(svc.name, "passthrough", svc))
         if with_peers and opts.peers:
             peers, skipped = find_peers(opts.peers, upstream.port, section_work, [Path(p) for p in opts.peer_bin])
             for svc in peers:

@@ -84,7 +84,7 @@ class Target:
     """Somewhere to send the load: the upstream itself, our proxy, or a peer proxy."""
 
     name: str
-    kind: str  # "direct", "proxy" or "peer"
+    kind: str  # "direct", "proxy" (records), "passthrough" (our proxy, recording off) or "peer"
     service: procs.Service
     records: RecordCounter | None = None  # set when the target records
 
