@@ -292,6 +292,7 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             spool_dir=rec.spool_dir,
             spool_max_bytes=rec.spool_max_bytes,
             retry_interval=rec.retry_interval,
+            batch_delay=rec.batch_delay,
         )
         await recorder.start()
         session = make_session(settings.upstream.max_connections)
