@@ -153,8 +153,10 @@ class Run:
 
     async def worker(self, index: int, deadline: float) -> None:
         spec = self.spec
-        if spec.ramp:
-            await asyncio.sleep(spec.ramp * index / spec.concurrency)
+        # A timed run keeps at least half its duration at full concurrency.
+        ramp = spec.ramp if spec.per_worker is not None else min(spec.ramp, spec.duration / 2)
+        if ramp:
+            await asyncio.sleep(ramp * index / spec.concurrency)
         if spec.per_worker is not None:
             for _ in range(spec.per_worker):
                 await self.one(spec.label)

@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from proxy.bench.loadgen import API_KEY
 from proxy.bench.procs import Service, free_port
 
 PEER_NAMES = ("nginx", "mitmproxy", "litellm")
@@ -109,7 +110,13 @@ def _litellm(binary: str, upstream_port: int, work: Path) -> Service:
     port = free_port()
     (d / "config.yaml").write_text(LITELLM_CONF.format(upstream_port=upstream_port))
     cmd = [binary, "--config", str(d / "config.yaml"), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
-    env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_ADMIN_UI": "True"}
+    # LiteLLM refuses to start without a master key; the load generator's key is it, so requests pass.
+    env = {
+        "LITELLM_LOG": "ERROR",
+        "LITELLM_TELEMETRY": "False",
+        "DISABLE_ADMIN_UI": "True",
+        "LITELLM_MASTER_KEY": API_KEY,
+    }
     return Service("litellm", cmd, port, d, env=env)
 
 

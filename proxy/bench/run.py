@@ -197,7 +197,8 @@ async def run_section(
                     svc.start(timeout=120)
                     await _wait_http(svc)
                 except RuntimeError as exc:
-                    skipped[svc.name] = f"failed to start: {str(exc).splitlines()[0]}"
+                    last = [line for line in str(exc).splitlines() if line.strip()][-1:]
+                    skipped[svc.name] = f"failed to start: {last[0] if last else exc}"[:300]
                     svc.stop()
                     continue
                 services.append(svc)

@@ -45,7 +45,7 @@ class Scenario:
     def quick(self) -> Scenario:
         if self.per_worker is not None:
             return replace(self, per_worker=1, ramp=min(self.ramp, 0.5), warmup=5)
-        return replace(self, duration=min(self.duration, 1.0), warmup=5)
+        return replace(self, duration=min(self.duration, 1.0), ramp=min(self.ramp, 0.5), warmup=5)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -53,25 +53,40 @@ SCENARIOS: dict[str, Scenario] = {
     for s in (
         Scenario("nonstream-c1", "Non-streamed, concurrency 1", stream=False, concurrency=1),
         Scenario("nonstream-c32", "Non-streamed, concurrency 32", stream=False, concurrency=32),
-        Scenario("fast-streams-c32", "Fast streams (200 events, unpaced), concurrency 32", True, 32, (200, 200)),
-        Scenario("paced-50ev-c32", "Paced streams, 50 events x 20 ms, concurrency 32", True, 32, (50, 50), 20, 5.0),
+        Scenario(
+            "fast-streams-c32",
+            "Fast streams (200 events, unpaced), concurrency 32",
+            stream=True,
+            concurrency=32,
+            events=(200, 200),
+        ),
+        # Streams start spread over one stream's length, as independent users' would, not in lockstep.
+        Scenario(
+            "paced-50ev-c32",
+            "Paced streams, 50 events x 20 ms, concurrency 32",
+            stream=True,
+            concurrency=32,
+            events=(50, 50),
+            pace_ms=20,
+            ramp=1.0,
+        ),
         Scenario(
             "paced-c200",
             "Paced streams, 50-100 events x 20 ms, 200 concurrent",
-            True,
-            200,
-            (50, 100),
-            20,
+            stream=True,
+            concurrency=200,
+            events=(50, 100),
+            pace_ms=20,
             per_worker=3,
             ramp=1.0,
         ),
         Scenario(
             "paced-c500",
             "Paced streams, 50-100 events x 20 ms, 500 concurrent",
-            True,
-            500,
-            (50, 100),
-            20,
+            stream=True,
+            concurrency=500,
+            events=(50, 100),
+            pace_ms=20,
             per_worker=2,
             ramp=1.0,
         ),
