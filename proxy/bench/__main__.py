@@ -71,6 +71,7 @@ def parse(argv: list[str] | None = None) -> Options:
     )
     p.add_argument("--profile", action="store_true", help="one extra round per scenario under py-spy")
     p.add_argument("--no-write-rate", action="store_true", help="skip the database write-rate measurement")
+    p.add_argument("--write-rate-n", type=int, help="records per writer for the write rate (default 5000, quick 500)")
     p.add_argument("--out", default="bench-results", help="directory for JSON, Markdown and work files")
     a = p.parse_args(argv)
     unknown = [s for s in a.scenarios if s not in SCENARIOS]
@@ -93,6 +94,7 @@ def parse(argv: list[str] | None = None) -> Options:
         passthrough=a.passthrough,
         profile=a.profile,
         write_rate=not a.no_write_rate,
+        write_rate_n=a.write_rate_n or (500 if a.quick else 5000),
         out=a.out,
         command=command_line(),
     )

@@ -232,8 +232,7 @@ async def run_section(
         write_rate = None
         if opts.write_rate:
             print(f"bench: {kind} database write rate", file=sys.stderr, flush=True)
-            n = 500 if opts.quick else opts.write_rate_n
-            write_rate = await writerate.measure(url, run_id, str(section_work / "spool-wr"), n=n)
+            write_rate = await writerate.measure(url, run_id, str(section_work / "spool-wr"), n=opts.write_rate_n)
     finally:
         for svc in services:
             svc.stop()

@@ -1,9 +1,10 @@
 """How many exchanges per second a database takes: the limit on how many proxies can share it.
 
 Two figures per backend and record kind (a small non-streamed exchange, a 50-event stream):
-- ``insert``: already-decoded records written by 1 and 2 concurrent writers (as 1 or 2 proxy
+- ``insert``: already-decoded records written by 1 and 2 writer processes at once (as 1 or 2 proxy
   processes would), batches of ``batch_size`` in one transaction each, exactly as the recorder
-  writes them. This is what the database sustains, whatever the number of proxies.
+  writes them: what the database takes from that many proxies. On a 2-core box the writers share
+  the cores with the database server, so 2 writers show contention more than scaling.
 - ``recorder``: records submitted to one ``Recorder`` that decodes (``finalize``) and writes them: what
   one proxy process's writer sustains, decoding included.
 
@@ -14,7 +15,9 @@ session label, so the proxy rounds' counts are never disturbed.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from asyncio.subprocess import PIPE
 from typing import Any
 
 import msgspec
@@ -23,6 +26,7 @@ from proxy.bench.records import RecordCounter
 from proxy.bench.upstream import completion_body, stream_parts, usage_event
 from proxy.exchange import Exchange, new_exchange_id
 from proxy.recorder import Recorder
+from proxy.store import db
 from proxy.store.writes import insert_exchanges
 
 REQUEST = b'{"model":"bench-model","messages":[{"role":"user","content":"Tell me something about benchmarks."}]}'
@@ -62,40 +66,118 @@ def copies(ex: Exchange, n: int, label: str) -> list[Exchange]:
     return [msgspec.structs.replace(ex, id=new_exchange_id(), session_id=label) for _ in range(n)]
 
 
-async def _insert_rate(counter: RecordCounter, batches: list[list[Exchange]], writers: int) -> float:
-    queue = list(batches)
-
-    async def writer() -> None:
-        while queue:
-            batch = queue.pop()
-            async with counter.engine.begin() as conn:
-                await insert_exchanges(conn, batch)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(writer() for _ in range(writers)))
-    return time.perf_counter() - started
+class WriterSpec(msgspec.Struct):
+    url: str
+    kind: str  # "nonstream" or "stream50"
+    label: str
+    n: int
+    batch_size: int
 
 
-async def measure(url: str, run_id: str, spool_dir: str, *, n: int, batch_size: int = 100) -> dict[str, Any]:
+async def _writer_process() -> None:
+    """A writer process: for each spec on stdin, build its decoded records, say ready, write them on
+    "go" and report the time; until stdin closes."""
     from proxy.decode import finalize
 
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    engine = None
+    try:
+        while line := await reader.readline():
+            spec = msgspec.json.decode(line, type=WriterSpec)
+            if engine is None:
+                engine = db.create_engine(spec.url)
+                async with engine.connect() as conn:  # open the pool's connection before any clock starts
+                    await conn.exec_driver_sql("SELECT 1")
+            items = copies(finalize(template(spec.kind)), spec.n, spec.label)
+            batches = [items[i : i + spec.batch_size] for i in range(0, spec.n, spec.batch_size)]
+            _emit({"ready": True})
+            await reader.readline()
+            started = time.perf_counter()
+            for batch in batches:
+                async with engine.begin() as conn:
+                    await insert_exchanges(conn, batch)
+            _emit({"elapsed": time.perf_counter() - started})
+    finally:
+        if engine is not None:
+            await engine.dispose()
+
+
+def _emit(obj: object) -> None:
+    sys.stdout.buffer.write(msgspec.json.encode(obj) + b"\n")
+    sys.stdout.flush()
+
+
+class _WriterPool:
+    """Long-lived writer processes (started once: imports are slow on a busy box)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> None:
+        for _ in range(self.size):
+            self.procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "proxy.bench.writerate", stdin=PIPE, stdout=PIPE, stderr=PIPE
+                )
+            )
+
+    async def rate(self, spec: WriterSpec, writers: int) -> float:
+        """Exchanges/s that ``writers`` processes, each writing ``spec.n`` records, achieve together."""
+        procs = self.procs[:writers]
+        for proc in procs:
+            _say(proc, msgspec.json.encode(spec))
+        for proc in procs:
+            await _line(proc)
+        started = time.perf_counter()
+        for proc in procs:
+            _say(proc, b"go")
+        for proc in procs:
+            await _line(proc)
+        return spec.n * writers / (time.perf_counter() - started)
+
+    async def close(self) -> None:
+        for proc in self.procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        for proc in self.procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+
+
+def _say(proc: asyncio.subprocess.Process, data: bytes) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(data + b"\n")
+
+
+async def _line(proc: asyncio.subprocess.Process) -> bytes:
+    assert proc.stdout is not None and proc.stderr is not None
+    out = await proc.stdout.readline()
+    if not out:
+        raise RuntimeError(f"writer process failed: {(await proc.stderr.read()).decode()[-2000:]}")
+    return out
+
+
+async def measure(url: str, run_id: str, spool_dir: str, *, n: int, batch_size: int = 500) -> dict[str, Any]:
     counter = RecordCounter(url)
+    pool = _WriterPool(2)
     out: dict[str, Any] = {"n": n, "batch_size": batch_size}
     try:
+        await pool.start()
         for kind in ("nonstream", "stream50"):
-            base = template(kind)
-            decoded = finalize(msgspec.structs.replace(base))
             for writers in (1, 2):
                 label = f"{run_id}-write-{kind}-{writers}"
-                items = copies(decoded, n, label)
-                batches = [items[i : i + batch_size] for i in range(0, n, batch_size)]
-                elapsed = await _insert_rate(counter, batches, writers)
+                rate = await pool.rate(WriterSpec(url, kind, label, n, batch_size), writers)
                 rows = (await counter.counts([label]))[label]["rows"]
-                out[f"insert_{kind}_{writers}w"] = {"per_s": round(n / elapsed), "rows_ok": rows == n}
+                out[f"insert_{kind}_{writers}w"] = {"per_s": round(rate), "rows_ok": rows == n * writers}
             label = f"{run_id}-write-{kind}-recorder"
-            recorder = Recorder(counter.engine, batch_size=500, spool_dir=spool_dir)
+            recorder = Recorder(counter.engine, batch_size=batch_size, spool_dir=spool_dir)
             await recorder.start()
-            items = copies(base, n, label)
+            items = copies(template(kind), n, label)
             started = time.perf_counter()
             for ex in items:
                 recorder.submit(ex)
@@ -105,5 +187,10 @@ async def measure(url: str, run_id: str, spool_dir: str, *, n: int, batch_size: 
             rows = (await counter.counts([label]))[label]["rows"]
             out[f"recorder_{kind}"] = {"per_s": round(n / elapsed), "rows_ok": rows == n}
     finally:
+        await pool.close()
         await counter.close()
     return out
+
+
+if __name__ == "__main__":
+    asyncio.run(_writer_process())
