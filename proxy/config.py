@@ -104,6 +104,9 @@ class Recorder(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     queue_size: int = 10_000
     # Batches form by themselves: the writer takes whatever is queued, up to this many, per transaction.
     batch_size: int = 500
+    # Seconds the writer waits after the first record of a batch for more to join it (0 = write at once).
+    # A transaction costs much more than a row, so this is what keeps recording cheap at low concurrency.
+    batch_delay: float = 0.05
     # Where records wait while the database is unavailable.
     spool_dir: str = "proxy-spool"
     spool_max_bytes: int = 1 << 30
@@ -168,6 +171,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model_aliases: dict[str, str] = {}
     # Start from the bundled price table (proxy/prices.toml); false = only [pricing] entries.
     bundled_prices: bool = True
+    # Worker processes serving one port (SO_REUSEPORT), all writing to the same database.
+    workers: int = 1
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -320,6 +325,10 @@ def validate(settings: Settings, *, require_upstream: bool) -> None:
         )
     if settings.max_body_bytes <= 0:
         raise ConfigError("max_body_bytes: must be > 0")
+    if settings.workers < 1:
+        raise ConfigError("workers: must be >= 1")
+    if settings.workers > 1 and settings.host_port[1] == 0:
+        raise ConfigError("workers: several workers need a fixed port in `listen`, not port 0")
     if settings.recorder.batch_size <= 0 or settings.recorder.queue_size <= 0:
         raise ConfigError("recorder: batch_size and queue_size must be > 0")
     for key in ("max_age", "bodies_max_age", "interval"):
@@ -337,6 +346,8 @@ def validate(settings: Settings, *, require_upstream: bool) -> None:
     _validate_replay(settings.replay)
     for model, entries in settings.pricing.items():
         check_prices(f"pricing.{model}", entries)
+    if not 0 <= settings.recorder.batch_delay <= 10:
+        raise ConfigError("recorder.batch_delay: must be between 0 and 10 seconds")
     if not re.match(r"^[A-Za-z0-9-]+$", settings.session_header):
         raise ConfigError(f"session_header: not a header name: {settings.session_header!r}")
 

@@ -2,9 +2,12 @@
 
 Failure policy (fail open for traffic, closed for data):
 - ``submit`` never blocks and never raises: the request path does not wait on the database, ever.
-- The writer takes whatever is queued (up to ``batch_size``) as one batch, so batches grow with load
-  and a quiet proxy writes each exchange at once. Decoding (``decode.finalize``) and pricing
-  (``PriceTable.apply``) happen here too, after the client already has its response.
+- The writer takes whatever is queued (up to ``batch_size``) as one batch, so batches grow with load.
+  After the first record of a batch it waits up to ``batch_delay`` seconds for more (cut short when
+  the batch fills, on ``flush()`` and on ``close()``): one transaction costs far more CPU than one row,
+  so a proxy serving requests one at a time writes them in groups instead of a transaction each.
+  Decoding (``decode.finalize``) and pricing (``PriceTable.apply``) happen here too, after the client
+  already has its response.
 - When a write fails (database down, locked, read-only, ...) the batch is appended to a spool on local
   disk and the database is marked down: the outage is logged once, later batches go straight to the
   spool, and the database is probed every ``retry_interval`` seconds. When it answers again the spool
@@ -63,6 +66,7 @@ class Recorder:
         spool_dir: str | os.PathLike[str] = "proxy-spool",
         spool_max_bytes: int = 1 << 30,
         retry_interval: float = 2.0,
+        batch_delay: float = 0.0,
         on_written: Callable[[list[Exchange]], None] | None = None,
         redactor: BodyRedactor | None = None,
         key_rules: KeyRules = DEFAULT_RULES,
@@ -70,6 +74,7 @@ class Recorder:
     ) -> None:
         self.engine = engine
         self.batch_size = batch_size
+        self.batch_delay = batch_delay
         self.spool_dir = Path(spool_dir)
         self.spool_max_bytes = spool_max_bytes
         self.retry_interval = retry_interval
@@ -83,6 +88,8 @@ class Recorder:
         self._next_probe = 0.0
         self._spool_seq = 0
         self._closing = False
+        self._flushing = 0
+        self._wake: asyncio.Future[None] | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -94,6 +101,9 @@ class Recorder:
         except asyncio.QueueFull:
             self.stats.dropped += 1
             log.error("recorder queue full (%d); exchange %s dropped", self._queue.maxsize, ex.id)
+            return
+        if self._wake is not None and self._queue.qsize() >= self.batch_size:
+            self._hurry()
 
     async def start(self) -> None:
         if self.spool_files():
@@ -104,6 +114,7 @@ class Recorder:
     async def close(self) -> None:
         """Drain the queue, write or spool everything, and stop the writer."""
         self._closing = True
+        self._hurry()
         if self._task is None:
             return
         await self._queue.join()
@@ -116,11 +127,34 @@ class Recorder:
 
     async def flush(self) -> None:
         """Wait until everything submitted so far has been written or spooled (tests, shutdown)."""
-        await self._queue.join()
+        self._flushing += 1
+        try:
+            self._hurry()
+            await self._queue.join()
+        finally:
+            self._flushing -= 1
+
+    def _hurry(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def _gather(self) -> None:
+        """Give a batch ``batch_delay`` to fill up, unless someone is waiting for it."""
+        if self.batch_delay <= 0 or self._closing or self._flushing or self._queue.qsize() >= self.batch_size - 1:
+            return
+        loop = asyncio.get_running_loop()
+        self._wake = wake = loop.create_future()
+        timer = loop.call_later(self.batch_delay, self._hurry)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
 
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            await self._gather()
             while len(batch) < self.batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:

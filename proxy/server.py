@@ -310,6 +310,7 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             key_rules=KeyRules(settings.replay.ignore),
             on_written=metrics.observe_batch,
             pricing=PriceTable.from_settings(settings),
+            batch_delay=rec.batch_delay,
         )
         metrics.bind(recorder)
         await recorder.start()

@@ -93,6 +93,27 @@ class SSEParser:
         """Bytes fed that belong to no dispatched event yet (``consumed`` minus the last event's end)."""
         return self.consumed - self._last_end
 
+    @property
+    def at_boundary(self) -> bool:
+        """Between events: no partial line, no field of a next event, no CR waiting for its LF."""
+        return not (self._tail or self._data or self._event or self._id is not None or self._skip_lf) and (
+            not self._bom_pending
+        )
+
+    def skip(self, data: bytes) -> bool:
+        """Count ``data`` as consumed without parsing it, if parsing it could change nothing after it.
+
+        That holds when the parser is ``at_boundary`` and ``data`` ends with a blank line (LF LF or
+        CRLF CRLF): whatever events ``data`` holds, the parser ends up between events again. The events
+        are not returned and their comments are not counted; ``pending`` is 0 afterwards. Returns False,
+        having done nothing, when the condition does not hold (the caller then feeds ``data``).
+        """
+        if not data.endswith((b"\n\n", b"\r\n\r\n")) or not self.at_boundary:
+            return False
+        self.consumed += len(data)
+        self._last_end = self.consumed
+        return True
+
     def feed(self, data: bytes) -> list[SSEEvent]:
         """Consume the next piece of the stream; return the events it completed (possibly none)."""
         if not data:

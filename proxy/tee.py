@@ -6,6 +6,8 @@ Invariants:
 - The one exception is ``UsageChunkFilter``, used only when the proxy itself asked the upstream for a
   usage chunk: it forwards whole events (a client cannot use half an event anyway) so it can hold back
   the usage-only chunk that client never asked for. Comment lines (keep-alives) still pass at once.
+  A read made of whole events in which every ``"usage"`` is null (nearly every read of a stream) is
+  forwarded as it is, without parsing: it cannot hold the usage-only chunk.
 - ``copy_body`` always leaves the exchange with the bytes received and a definite ``Outcome``, whether
   it ends normally, the client leaves, the upstream fails, or the task is cancelled.
 """
@@ -24,6 +26,7 @@ from proxy.sse import SSEParser
 
 CLIENT_CLOSED_REQUEST = 499
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+_NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
 
 
 class UsageChunkFilter:
@@ -46,6 +49,19 @@ class UsageChunkFilter:
     def feed(self, data: bytes) -> bytes:
         if self.passthrough:
             return data
+        if not self._buf and self._parser.at_boundary:
+            # Whole events, none of which can be usage-only, go out without parsing: that is every
+            # read of a typical stream (its chunks carry "usage": null) up to its last blank line.
+            cut = _last_blank_line_end(data)
+            whole = cut == len(data)
+            if cut and _no_usage_value(data, cut) and self._parser.skip(data if whole else data[:cut]):
+                self._base += cut
+                if whole:
+                    return data
+                return data[:cut] + self._parse(data[cut:])
+        return self._parse(data)
+
+    def _parse(self, data: bytes) -> bytes:
         self._buf += data
         out = bytearray()
         start = 0
@@ -71,6 +87,19 @@ class UsageChunkFilter:
         rest = bytes(self._buf)
         self._buf.clear()
         return rest
+
+
+def _last_blank_line_end(data: bytes) -> int:
+    """Offset just past the last LF LF or CRLF CRLF in ``data``; 0 when there is none."""
+    lf = data.rfind(b"\n\n")
+    crlf = data.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+
+
+def _no_usage_value(data: bytes, end: int) -> bool:
+    """True when every ``"usage"`` in ``data[:end]`` is followed by null: no event there is usage-only."""
+    n = data.count(b'"usage"', 0, end)
+    return n == 0 or n == len(_NULL_USAGE.findall(data, 0, end))
 
 
 def _is_usage_only(data: str) -> bool:

@@ -11,6 +11,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
@@ -33,6 +34,8 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+_REQUEST_DROP = HOP_BY_HOP | {"host", "content-length"}
+_REFRAMED_RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
 # Never stored, in any form but a fingerprint.
 SECRET_HEADERS = frozenset(
     {"authorization", "api-key", "x-api-key", "cookie", "set-cookie", "proxy-authorization", "openai-api-key"}
@@ -74,16 +77,27 @@ def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
     return tokens
 
 
+def _drop_set(headers: CIMultiDictProxy[str], base: frozenset[str]) -> frozenset[str]:
+    # The usual "Connection: keep-alive" names nothing beyond the fixed set: skip building a new one.
+    if "connection" not in headers:
+        return base
+    tokens = _connection_tokens(headers)
+    return base if tokens <= base else base | tokens
+
+
+def _without(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
+    return CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in drop])
+
+
 def forward_request_headers(headers: CIMultiDictProxy[str], extra_drop: Iterable[str] = ()) -> CIMultiDict[str]:
-    drop = HOP_BY_HOP | _connection_tokens(headers) | {"host", "content-length", *extra_drop}
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+    drop = _drop_set(headers, _REQUEST_DROP)
+    if extra_drop:
+        drop = drop | frozenset(extra_drop)
+    return _without(headers, drop)
 
 
 def forward_response_headers(headers: CIMultiDictProxy[str], *, reframed: bool) -> CIMultiDict[str]:
-    drop = HOP_BY_HOP | _connection_tokens(headers)
-    if reframed:
-        drop = drop | {"content-length"}
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+    return _without(headers, _drop_set(headers, _REFRAMED_RESPONSE_DROP if reframed else HOP_BY_HOP))
 
 
 def redact_headers(headers: Mapping[str, str], extra: frozenset[str] = frozenset()) -> dict[str, str]:
@@ -106,6 +120,10 @@ def api_key_of(headers: Mapping[str, str]) -> str | None:
     return headers.get("api-key") or headers.get("x-api-key")
 
 
+@functools.lru_cache(maxsize=1024)
 def fingerprint(secret: bytes, api_key: str) -> str:
-    """A keyed hash: stable per key, useless for recovering or confirming it without the secret."""
+    """A keyed hash: stable per key, useless for recovering or confirming it without the secret.
+
+    Cached: a proxy sees the same few keys on every request, and the HMAC is per-request work.
+    """
     return "fp_" + hmac.new(secret, api_key.encode(), hashlib.sha256).hexdigest()[:24]

@@ -222,17 +222,18 @@ def test_kill_9_loses_at_most_the_last_writes_and_leaves_a_consistent_database(
     tmp_path: Path, fake_upstream_port: int, fault_report: FaultReport
 ) -> None:
     proc, port = _start_serve(tmp_path, fake_upstream_port)
-    sent = 0
+    finished: list[float] = []  # when each response had fully arrived
 
     async def traffic() -> None:
-        nonlocal sent
         async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0) as client:
             for _ in range(60):
                 await client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "x"}])
-                sent += 1
+                finished.append(time.monotonic())
 
     asyncio.run(traffic())
     proc.kill()  # SIGKILL: no drain, no cleanup
+    killed = time.monotonic()
+    sent = len(finished)
     proc.wait(10)
     db = sqlite3.connect(tmp_path / "proxy.db")
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -242,6 +243,13 @@ def test_kill_9_loses_at_most_the_last_writes_and_leaves_a_consistent_database(
         "WHERE b.exchange_id IS NULL"
     ).fetchone()[0]
     assert orphans == 0, "a record and its body are written in one transaction"
-    # Only exchanges that finished in the last moments (still queued or in the open batch) may be lost.
-    fault_report.add("kill -9 right after the last response", sent, sent - rows, "-")
-    assert sent - 5 <= rows <= sent, f"{sent - rows} of {sent} lost"
+    # The README's bound: only exchanges that finished within the last flush interval (recorder.batch_delay,
+    # 50 ms) plus the time one batch takes to write; 0.5 s is that with room for a busy machine.
+    window = sum(t > killed - 0.5 for t in finished)
+    fault_report.add(
+        "kill -9 right after the last response",
+        sent,
+        sent - rows,
+        "- (bound: exchanges finished in the last flush interval)",
+    )
+    assert sent - window <= rows <= sent, f"{sent - rows} of {sent} lost; {window} finished in the last 0.5 s"

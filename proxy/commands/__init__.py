@@ -46,6 +46,8 @@ def flags_tree(args: argparse.Namespace) -> dict[str, Any]:
     }
     if replay:
         tree["replay"] = replay
+    if getattr(args, "workers", None):
+        tree["workers"] = args.workers
     return tree
 
 

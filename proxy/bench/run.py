@@ -1,0 +1,288 @@
+"""The harness: start the upstream, the proxies and the peers, run the rounds, write the report.
+
+Order of rounds, for each scenario and each repeat: ``direct``, ``proxy`` (one worker), ``proxy-Nw``
+(N workers, for each extra worker count), each installed peer, then ``direct-again``. Alternating like
+this spreads slow drifts of the machine (other load, thermal) over every target alike.
+
+Invariants:
+- Everything runs on loopback; every process started is stopped, also on failure or Ctrl-C.
+- A PostgreSQL ``--db`` gets a fresh database of its own (created and dropped here), so a run never
+  touches other data; when it cannot be created the given database is used and rows are told apart by
+  their run-unique labels.
+- Peers run in the first database section only (they record nothing, the database does not matter).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import secrets
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from sqlalchemy.engine import make_url
+
+from proxy.bench import procs, profile, report, writerate
+from proxy.bench.peers import find_peers
+from proxy.bench.records import RecordCounter
+from proxy.bench.scenarios import SCENARIOS, Scenario, Target, run_round
+from proxy.store import db
+
+
+@dataclass
+class Options:
+    dbs: list[str] = field(default_factory=lambda: ["sqlite"])
+    scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS))
+    repeats: int = 3
+    quick: bool = False
+    duration: float | None = None
+    workers: list[int] = field(default_factory=lambda: [1, 2])
+    peers: list[str] = field(default_factory=list)
+    peer_bin: list[str] = field(default_factory=list)
+    client_usage: bool = False
+    # Also run a one-worker proxy in passthrough mode: the cost of recording is the difference.
+    passthrough: bool = False
+    profile: bool = False
+    write_rate: bool = True
+    write_rate_n: int = 5000
+    out: str = "bench-results"
+    work_dir: str | None = None
+    command: str = ""
+
+
+def scenario_list(opts: Options) -> list[Scenario]:
+    out = []
+    for name in opts.scenarios:
+        s = SCENARIOS[name].quick() if opts.quick else SCENARIOS[name]
+        if opts.duration is not None and s.per_worker is None:
+            s = replace(s, duration=opts.duration)
+        out.append(s)
+    return out
+
+
+def _meta(run_id: str, opts: Options) -> dict[str, Any]:
+    import aiohttp as _aiohttp
+
+    try:
+        import uvloop
+
+        uv: str | None = uvloop.__version__
+    except ImportError:
+        uv = None
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).resolve().parent,
+            ).stdout.strip()
+            or None
+        )
+    return {
+        "run_id": run_id,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "aiohttp": _aiohttp.__version__,
+        "uvloop": uv,
+        "commit": commit,
+        "command": opts.command,
+        "load_before": procs.load_average(),
+    }
+
+
+async def _fresh_postgres(url: str, run_id: str) -> tuple[str, str | None]:
+    """A new database beside the one in ``url``; returns (url to use, name to drop or None)."""
+    name = f"proxy_bench_{run_id}"
+    admin = db.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except Exception as exc:  # noqa: BLE001 - no CREATEDB right, etc.: fall back to labels
+        print(
+            f"bench: cannot create database {name} ({type(exc).__name__}); using {db.redacted_url(url)}",
+            file=sys.stderr,
+        )
+        return url, None
+    finally:
+        await admin.dispose()
+    return make_url(url).set(database=name).render_as_string(hide_password=False), name
+
+
+async def _drop_postgres(url: str, name: str) -> None:
+    admin = db.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.dispose()
+
+
+def _proxy_service(
+    name: str, upstream: procs.Service, url: str, workers: int, work: Path, mode: str = "record"
+) -> procs.Service:
+    port = procs.free_port()
+    listen = f"127.0.0.1:{port}"
+    cmd = [procs.PY, "-m", "proxy", "serve", "--upstream", upstream.url, "--listen", listen, "--db", url]
+    cmd += ["--workers", str(workers), "--mode", mode]
+    env = {"PROXY_LOG_LEVEL": "WARNING", "PROXY_RECORDER_SPOOL_DIR": str(work / "spool")}
+    return procs.Service(name, cmd, port, work, env=env)
+
+
+async def _wait_http(service: procs.Service, timeout: float = 90.0) -> None:
+    """Peers such as LiteLLM open their port before they can answer; wait for a real answer."""
+
+    async def ok() -> bool:
+        try:
+            async with aiohttp.ClientSession() as s, s.get(service.url + "/models", timeout=aiohttp.ClientTimeout(2)):
+                return True
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    if not await procs.wait_until(ok, timeout, 0.5):
+        raise RuntimeError(f"{service.name} does not answer HTTP:\n{service.log_tail()}")
+
+
+async def run_section(
+    opts: Options, run_id: str, db_url: str, upstream: procs.Service, work: Path, *, with_peers: bool
+) -> tuple[dict[str, Any], dict[str, str]]:
+    kind = "sqlite" if db.is_sqlite(db_url) else "postgresql"
+    section_work = work / kind
+    section_work.mkdir(parents=True, exist_ok=True)
+    drop = None
+    if kind == "sqlite":
+        url = f"sqlite+aiosqlite:///{section_work / 'bench.db'}"
+    else:
+        url, drop = await _fresh_postgres(db_url, run_id)
+    services: list[procs.Service] = []
+    targets: list[Target] = [Target("direct", "direct", upstream)]
+    counter: RecordCounter | None = None
+    skipped: dict[str, str] = {}
+    rounds: list[dict[str, Any]] = []
+    profiles: dict[str, Any] = {}
+    try:
+        for w in opts.workers:
+            svc = _proxy_service("proxy" if w == 1 else f"proxy-{w}w", upstream, url, w, section_work)
+            svc.start()
+            services.append(svc)
+            counter = counter or RecordCounter(url)
+            targets.append(Target(svc.name, "proxy", svc, counter))
+        if opts.passthrough:
+            svc = _proxy_service("proxy-norec", upstream, url, 1, section_work, mode="passthrough")
+            svc.start()
+            services.append(svc)
+            targets.append(Target(svc.name, "passthrough", svc))
+        if with_peers and opts.peers:
+            peers, skipped = find_peers(opts.peers, upstream.port, section_work, [Path(p) for p in opts.peer_bin])
+            for svc in peers:
+                try:
+                    svc.start(timeout=120)
+                    await _wait_http(svc)
+                except RuntimeError as exc:
+                    last = [line for line in str(exc).splitlines() if line.strip()][-1:]
+                    skipped[svc.name] = f"failed to start: {last[0] if last else exc}"[:300]
+                    svc.stop()
+                    continue
+                services.append(svc)
+                targets.append(Target(svc.name, "peer", svc))
+        targets.append(Target("direct-again", "direct", upstream))
+        for scenario in scenario_list(opts):
+            for repeat in range(opts.repeats):
+                for target in targets:
+                    label = f"{run_id}-{kind[:2]}-{scenario.name}-{repeat}-{target.name}"
+                    print(
+                        f"bench: {kind} {scenario.name} repeat {repeat + 1}/{opts.repeats} {target.name}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    r = await run_round(
+                        scenario, target, upstream, label=label, repeat=repeat, client_usage=opts.client_usage
+                    )
+                    rounds.append(asdict(r))
+            proxy = next((t for t in targets if t.name == "proxy"), None)
+            if opts.profile and proxy is not None and profile.available():
+                out = section_work / f"profile-{scenario.name}.txt"
+                prof = profile.Profiler(proxy.service.pid, out)
+                label = f"{run_id}-{kind[:2]}-{scenario.name}-profile"
+                r = await run_round(
+                    scenario, proxy, upstream, label=label, repeat=-1, client_usage=opts.client_usage, profiler=prof
+                )
+                profiles[scenario.name] = profile.summarize(out, r.load["sent"])
+                profiles[scenario.name]["records"] = r.records
+        for svc in services:
+            svc.stop()
+        write_rate = None
+        if opts.write_rate:
+            print(f"bench: {kind} database write rate", file=sys.stderr, flush=True)
+            write_rate = await writerate.measure(url, run_id, str(section_work / "spool-wr"), n=opts.write_rate_n)
+    finally:
+        for svc in services:
+            svc.stop()
+        if counter is not None:
+            await counter.close()
+        if drop is not None:
+            await _drop_postgres(db_url, drop)
+    streams = {s.name: s.stream for s in scenario_list(opts)}
+    section = {
+        "database": kind,
+        "url": db.redacted_url(url),
+        "rounds": rounds,
+        "summary": report.summarize(rounds, streams),
+        "write_rate": write_rate,
+        "profiles": profiles,
+    }
+    if opts.profile and not profile.available():
+        section["profiles_skipped"] = "py-spy not installed (pip install py-spy)"
+    return section, skipped
+
+
+async def run(opts: Options) -> dict[str, Any]:
+    run_id = time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(2)
+    meta = _meta(run_id, opts)
+    work = Path(opts.work_dir) if opts.work_dir else Path(opts.out) / f"work-{run_id}"
+    work.mkdir(parents=True, exist_ok=True)
+    port = procs.free_port()
+    upstream = procs.Service("upstream", [procs.PY, "-m", "proxy.bench.upstream", "--port", str(port)], port, work)
+    upstream.start()
+    sections: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    try:
+        for i, db_url in enumerate(opts.dbs):
+            url = "sqlite" if db_url == "sqlite" else db_url
+            section, sk = await run_section(opts, run_id, url, upstream, work, with_peers=i == 0)
+            sections.append(section)
+            skipped.update(sk)
+    finally:
+        upstream.stop()
+    meta["load_after"] = procs.load_average()
+    result = {
+        "meta": meta,
+        "options": asdict(opts),
+        "scenarios": {s.name: asdict(s) for s in scenario_list(opts)},
+        "skipped_peers": skipped,
+        "sections": sections,
+    }
+    result["targets"] = report.check_targets(sections)
+    return result
+
+
+def command_line() -> str:
+    return "python -m proxy.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
