@@ -7,21 +7,18 @@ Invariants:
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
-UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+from proxy.durations import DURATION, parse_duration
+
 HELP = "an ISO date or time (2026-11-01, 2026-11-01T12:00Z) or an age: 30m, 24h, 7d, 2w"
 
 
 def parse_time(value: str, now: datetime | None = None) -> datetime:
     """``24h`` means 24 hours before ``now``; ``2026-11-01`` means its midnight UTC."""
     text = value.strip()
-    match = RELATIVE.match(text)
-    if match:
-        seconds = float(match.group(1)) * UNITS[match.group(2).lower()]
-        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+    if DURATION.match(text):
+        return (now or datetime.now(UTC)) - parse_duration(text)
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
