@@ -65,6 +65,7 @@ class ProxyState:
     recorder: Recorder
     session: aiohttp.ClientSession
     secret: bytes
+    upstreams: dict[str, Upstream]  # built once; the handler looks a mount up per request
     timeouts: dict[str, aiohttp.ClientTimeout]
     redact: frozenset[str]
     control: frozenset[str]  # headers addressed to the proxy itself; never forwarded
@@ -164,7 +165,7 @@ async def _forward(request: web.Request, st: ProxyState, route: Route, ex: Excha
                 "invalid_session_id",
             )
         ex.session_id = session_id
-    upstream = settings.all_upstreams().get(route.upstream)
+    upstream = st.upstreams.get(route.upstream)
     # Replay mode serves any mount from recordings, configured or not.
     if settings.mode is not Mode.REPLAY and (upstream is None or not upstream.url):
         return _bad_request(
@@ -326,6 +327,7 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             recorder=recorder,
             session=session,
             secret=secret,
+            upstreams=settings.all_upstreams(),
             timeouts={name: client_timeout(up) for name, up in settings.all_upstreams().items()},
             redact=frozenset(h.lower() for h in settings.redact_headers),
             control=control_headers(settings),
