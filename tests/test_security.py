@@ -130,3 +130,7 @@ def test_body_redactor_rules() -> None:
     assert b"task-0123456789abcdef0123" in out and b"sk-short" in out
     assert BodyRedactor([])(data) == data
     assert BodyRedactor([r"secret-\d+"])(b"x secret-12345 y") == b"x sec********* y"
+    bearer = b'{"h": "Authorization: Bearer abcdefghijklmnop0123", "l": "BEARER abcdefghijklmnop0123"}'
+    assert redact(bearer) == bearer.replace(b"abcdefghijklmnop0123", b"abc" + b"*" * 17)
+    # A capturing group masks only the group; the literal before it stays readable.
+    assert BodyRedactor([r"token=(\w{6,})"])(b"a token=abcdefgh b") == b"a token=abc***** b"
