@@ -130,6 +130,8 @@ class PriceTable:
                 tails.setdefault(key.rsplit("/", 1)[-1], []).append(key)
         self._tails = {tail: keys[0] for tail, keys in tails.items() if len(keys) == 1}
         self.aliases = {k.strip().lower(): v.strip().lower() for k, v in (aliases or {}).items()}
+        # The writer prices every exchange, nearly always for the same few names: resolve each once.
+        self._resolved: dict[str, str | None] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PriceTable:
@@ -153,15 +155,23 @@ class PriceTable:
         for name in names:
             if not name:
                 continue
-            candidates = candidate_names(name, self.aliases)
-            keys = [c for c in candidates if c in self._entries] or [
-                self._tails[c] for c in candidates if c in self._tails
-            ]
-            if keys:
-                entries = self._entries[keys[0]]
+            key = self._resolve(name)
+            if key is not None:
+                entries = self._entries[key]
                 in_force = [e for e in entries if e.price.effective_from is None or e.price.effective_from <= day]
                 return in_force[-1] if in_force else None  # the model is known, but not priced yet on that day
         return None
+
+    def _resolve(self, name: str) -> str | None:
+        try:
+            return self._resolved[name]
+        except KeyError:
+            pass
+        candidates = candidate_names(name, self.aliases)
+        keys = [c for c in candidates if c in self._entries] or [self._tails[c] for c in candidates if c in self._tails]
+        if len(self._resolved) < 10_000:  # names come from clients and upstreams: bound the memo
+            self._resolved[name] = keys[0] if keys else None
+        return keys[0] if keys else None
 
     def cost(
         self,

@@ -41,6 +41,7 @@ from proxy.store.writes import insert_exchanges
 log = logging.getLogger("proxy.recorder")
 
 _SPOOL_ENCODER = msgspec.msgpack.Encoder()
+YIELD_EVERY = 0.0005  # seconds of decoding between yields to the event loop
 _SPOOL_DECODER = msgspec.msgpack.Decoder(list[Exchange])
 
 
@@ -167,15 +168,19 @@ class Recorder:
                     self._queue.task_done()
 
     async def _write(self, batch: list[Exchange]) -> None:
-        for i, ex in enumerate(batch):
+        slice_start = time.perf_counter()
+        for ex in batch:
             finalize(ex)
             if self.pricing is not None:
                 self.pricing.apply(ex)
             # From the body as the client sent it, so a live request finds it again at replay time.
             ex.match_key = match_key(ex.method, ex.path, ex.request_body, self.key_rules, ex.upstream)
             self._redact(ex)
-            if i % 16 == 15:
-                await asyncio.sleep(0)  # let client traffic run between decodes of a big batch
+            if time.perf_counter() - slice_start > YIELD_EVERY:
+                # Client traffic shares this event loop: never hold it for long (a 50-event stream takes
+                # ~0.3 ms to decode, so a fixed count of records per slice could stall it for many ms).
+                await asyncio.sleep(0)
+                slice_start = time.perf_counter()
         if not self.stats.database_ok and not await self._try_recover():
             self._spool(batch)
             return

@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -37,10 +38,16 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _json_dumps(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
 def create_engine(
     url: str, *, connect_timeout: float = 5.0, command_timeout: float = 30.0, **kwargs: Any
 ) -> AsyncEngine:
     """An engine whose every wait is bounded, so a hung database stalls only the writer, briefly."""
+    # JSON columns (headers, stream offsets) are encoded by msgspec: several times faster than json.dumps.
+    kwargs.setdefault("json_serializer", _json_dumps)
     if is_sqlite(url):
         connect_args = {"timeout": connect_timeout, **kwargs.pop("connect_args", {})}
         engine = create_async_engine(url, connect_args=connect_args, **kwargs)
