@@ -54,6 +54,20 @@ def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+async def _tune_gc(_app: object) -> None:
+    """Keep the cyclic garbage collector off the long-lived heap.
+
+    What exists once the app has started (modules, SQLAlchemy metadata, the app) lives as long as the
+    process; ``gc.freeze`` moves it out of every later collection, so the full collections that
+    request garbage still triggers do not walk it every time. A native py-spy profile of a streaming
+    proxy showed ``gc_collect_main`` in about a sixth of its busy samples before this.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def _serve(settings: Settings, *, reuse_port: bool) -> None:
     from aiohttp import web
 
@@ -66,8 +80,10 @@ def _serve(settings: Settings, *, reuse_port: bool) -> None:
     except ImportError:
         pass
     host, port = settings.host_port
+    app = create_app(settings)
+    app.on_startup.append(_tune_gc)
     web.run_app(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         reuse_port=reuse_port or None,
