@@ -108,8 +108,20 @@ def _request_view(body: bytes) -> RequestView | None:
         return None  # not ours to judge: the upstream answers malformed JSON itself
 
 
+_USAGE_OPTION = b',"stream_options":{"include_usage":true}}'
+
+
 def _inject_usage(body: bytes) -> bytes | None:
-    """The body with ``stream_options.include_usage = true`` added, or None if it cannot be done."""
+    """The body with ``stream_options.include_usage = true`` added, or None if it cannot be done.
+
+    Only called for a body that decoded as a JSON object. Without any ``stream_options`` in it, the
+    option is spliced in before the closing brace: the prompt (often most of the body) is neither
+    decoded nor re-encoded, and the client's bytes stay as they were.
+    """
+    if b'"stream_options"' not in body:
+        end = body.rstrip()
+        if end.endswith(b"}"):
+            return end[:-1] + _USAGE_OPTION
     try:
         obj = ANY_DECODER.decode(body)
     except DECODE_ERRORS:

@@ -5,15 +5,20 @@ Invariants:
   spool after an ambiguous failure cannot duplicate or fail on records already stored.
 - One transaction per batch, executemany per table. The hourly rollup is incremented in the same
   transaction for exactly the exchanges that insert added.
+- On SQLite the statements go straight to the driver (``_SqliteBatch``): SQLAlchemy compiles each one
+  once and supplies its bind processors, so the rows stored are the same, but a batch costs a handful
+  of trips to aiosqlite's thread instead of about thirty. Those trips, not the rows, were most of the
+  CPU a proxy spent recording at a few requests per second.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.exchange import Exchange
@@ -94,6 +99,9 @@ async def insert_rows(
 
     Only rows this insert really added reach the rollups, so a re-sent batch cannot count twice.
     """
+    if conn.dialect.name == "sqlite":
+        await _SqliteBatch(conn).insert(exchange_rows, body_rows)
+        return
     if exchange_rows:
         inserted = await conn.execute(_insert(conn.dialect.name, exchanges, "id", returning=True), list(exchange_rows))
         new = set(inserted.scalars())
@@ -107,3 +115,77 @@ async def add_to_rollup(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -
         return
     for table, increments in rollup.deltas(rows):
         await conn.execute(rollup.upsert(conn.dialect.name, table), increments)
+
+
+class _Compiled:
+    """One statement compiled for the driver: its SQL, and how to turn a row dict into its parameters."""
+
+    def __init__(self, stmt: Any, dialect: Dialect, keys: Sequence[str]) -> None:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
+        names = compiled.positiontup or ()
+        self.sql = str(compiled)
+        self.columns = tuple((name, _processor(compiled.binds[name].type, dialect)) for name in names)
+
+    def params(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        columns = self.columns
+        return [tuple(p(row[n]) if p is not None else row[n] for n, p in columns) for row in rows]
+
+
+def _processor(type_: Any, dialect: Dialect) -> Any:
+    return type_.dialect_impl(dialect).bind_processor(dialect)
+
+
+_COMPILED: dict[tuple[str, tuple[str, ...]], _Compiled] = {}
+
+
+def _compiled(name: str, stmt: Any, dialect: Dialect, keys: Sequence[str]) -> _Compiled:
+    key = (name, tuple(keys))
+    found = _COMPILED.get(key)
+    if found is None:
+        found = _COMPILED[key] = _Compiled(stmt, dialect, keys)
+    return found
+
+
+class _SqliteBatch:
+    """A batch written with the aiosqlite connection's own ``executemany``, inside the caller's transaction."""
+
+    # SQLite's default limit on host parameters in one statement is 999 on older builds.
+    ID_CHUNK = 900
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect
+
+    async def insert(self, exchange_rows: Sequence[dict[str, Any]], body_rows: Sequence[dict[str, Any]]) -> None:
+        raw = (await self.conn.get_raw_connection()).driver_connection
+        if exchange_rows:
+            new = await self._new_rows(raw, exchange_rows)
+            await self._many(raw, "exchanges", _insert("sqlite", exchanges, "id"), new)
+            for table, increments in rollup.deltas(new):
+                await self._many(raw, table.name, rollup.upsert("sqlite", table), increments)
+        if body_rows:
+            await self._many(raw, "exchange_bodies", _insert("sqlite", exchange_bodies, "exchange_id"), body_rows)
+
+    async def _new_rows(self, raw: Any, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows whose id is not stored yet (nor repeated earlier in the batch): only those reach the rollups."""
+        ids = [row["id"] for row in rows]
+        stored: set[str] = set()
+        for start in range(0, len(ids), self.ID_CHUNK):
+            chunk = ids[start : start + self.ID_CHUNK]
+            found = await raw.execute_fetchall(
+                f"SELECT id FROM exchanges WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            )
+            stored.update(r[0] for r in found)
+        new = []
+        for row in rows:
+            if row["id"] not in stored:
+                stored.add(row["id"])
+                new.append(row)
+        return new
+
+    async def _many(self, raw: Any, name: str, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        compiled = _compiled(name, stmt, self.dialect, list(rows[0]))
+        # One trip to aiosqlite's thread; the cursor is left to be collected (closing it is one more trip).
+        await raw.executemany(compiled.sql, compiled.params(rows))
