@@ -9,6 +9,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.schemas import ANY_DECODER
+from proxy.server import _inject_usage
 from proxy.sse import SSEParser
 from proxy.tee import UsageChunkFilter
 
@@ -115,3 +117,10 @@ def test_skip_only_at_a_boundary_and_on_a_blank_line() -> None:
     assert [e.end for e in p.feed(b"\n")] == [27]
     p.feed(b"data: 4\r")
     assert not p.skip(b"\ndata: 5\n\n"), "a CR waits for its LF"
+
+
+def test_usage_option_is_spliced_or_merged() -> None:
+    body = b'{"model": "m", "messages": [{"content": "}"}], "stream": true}'
+    assert _inject_usage(body + b" \n") == body[:-1] + b',"stream_options":{"include_usage":true}}'
+    merged = _inject_usage(b'{"stream": true, "stream_options": {"other": 1, "include_usage": false}}')
+    assert merged is not None and ANY_DECODER.decode(merged)["stream_options"] == {"other": 1, "include_usage": True}
