@@ -12,6 +12,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -75,6 +76,7 @@ class Metrics:
             "proxy_recorder_batch_seconds", "Database write time per batch", buckets=BATCH_BUCKETS, registry=r
         )
         self._models: set[str] = set()
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._recorder: Recorder | None = None
         self._batches_seen = 0
 
@@ -100,7 +102,7 @@ class Metrics:
 
     def observe(self, ex: Exchange) -> None:
         model, upstream = self._model(ex), ex.upstream
-        self.requests.labels(model, upstream, str(ex.status or 0)).inc()
+        self._child(self.requests, model, upstream, str(ex.status or 0)).inc()
         usage = ex.usage
         if usage is not None:
             for kind, value in (
@@ -110,19 +112,27 @@ class Metrics:
                 ("reasoning", usage.reasoning_tokens),
             ):
                 if value:
-                    self.tokens.labels(model, upstream, kind).inc(value)
+                    self._child(self.tokens, model, upstream, kind).inc(value)
         if ex.cost_usd is not None:
-            self.cost.labels(model, upstream).inc(ex.cost_usd)
+            self._child(self.cost, model, upstream).inc(ex.cost_usd)
         elif ex.cost_source == "unknown":
-            self.unknown_cost.labels(model, upstream).inc()
+            self._child(self.unknown_cost, model, upstream).inc()
         if ex.outcome in UPSTREAM_FAILURES:
-            self.upstream_errors.labels(upstream, str(ex.outcome)).inc()
+            self._child(self.upstream_errors, upstream, str(ex.outcome)).inc()
         elif ex.upstream_status is not None and ex.upstream_status >= 500:
-            self.upstream_errors.labels(upstream, f"http_{ex.upstream_status}").inc()
+            self._child(self.upstream_errors, upstream, f"http_{ex.upstream_status}").inc()
         if ex.duration_ms is not None:
-            self.latency.labels(model, upstream).observe(ex.duration_ms / 1000)
+            self._child(self.latency, model, upstream).observe(ex.duration_ms / 1000)
         if ex.ttft_ms is not None:
-            self.ttft.labels(model, upstream).observe(ex.ttft_ms / 1000)
+            self._child(self.ttft, model, upstream).observe(ex.ttft_ms / 1000)
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, memoised: label values are bounded, and ``labels`` costs microseconds."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -131,8 +131,9 @@ async def copy_body(
     """
     parts: list[bytes] = []
     total = 0
+    read = upstream.content.readany  # not ``iter_any``: one coroutine less per network read
     try:
-        async for data in upstream.content.iter_any():
+        while data := await read():
             total += len(data)
             parts.append(data)
             ex.add_chunk(data, total)
