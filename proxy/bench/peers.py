@@ -116,6 +116,8 @@ def _litellm(binary: str, upstream_port: int, work: Path) -> Service:
         "LITELLM_TELEMETRY": "False",
         "DISABLE_ADMIN_UI": "True",
         "LITELLM_MASTER_KEY": API_KEY,
+        # Its bundled price map, instead of fetching one from GitHub at every start (offline machines).
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
     return Service("litellm", cmd, port, d, env=env)
 
