@@ -27,6 +27,7 @@ from proxy.sse import SSEParser
 CLIENT_CLOSED_REQUEST = 499
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
+_NULL_USAGE_STR = re.compile(r'"usage"\s*:\s*null')
 
 
 class UsageChunkFilter:
@@ -105,6 +106,8 @@ def _no_usage_value(data: bytes, end: int) -> bool:
 def _is_usage_only(data: str) -> bool:
     if '"usage"' not in data:
         return False
+    if data.count('"usage"') == 1 and _NULL_USAGE_STR.search(data):
+        return False  # the usual chunk, '"usage": null', decided without decoding it
     try:
         return USAGE_PROBE_DECODER.decode(data).usage_only
     except DECODE_ERRORS:  # undecodable chunks are forwarded, never judged here

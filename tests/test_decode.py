@@ -121,3 +121,33 @@ def test_non_json_body_leaves_fields_empty() -> None:
 )
 def test_usage_probe(chunk: bytes, usage_only: bool) -> None:
     assert USAGE_PROBE_DECODER.decode(chunk).usage_only is usage_only
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_simple_event_split_matches_the_sse_parser(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The blank-line split used for plain ``data:`` streams gives what the general parser gives,
+    TTFT (the read that completed the first output event) included, wherever the reads were cut."""
+    import random
+
+    import proxy.decode as decode
+    from proxy.bench.writerate import template
+
+    base = template("stream50")
+    body = base.response_body.replace(b"data: ", b"data:", seed % 2)  # both spellings of the field
+    rng = random.Random(seed)
+    ends = [*sorted(rng.sample(range(1, len(body)), rng.randint(0, 40))), len(body)]
+    chunks = [(float(i * 7 + 1), end) for i, end in enumerate(ends)]
+    fast = finalize(msgspec.structs.replace(base, response_body=body, stream_chunks=list(chunks)))
+    assert decode.simple_events(body) is not None
+    monkeypatch.setattr(decode, "simple_events", lambda _body: None)
+    general = finalize(msgspec.structs.replace(base, response_body=body, stream_chunks=list(chunks)))
+    fields = ("ttft_ms", "usage", "assembled", "event_count", "outcome", "finish_reason", "decode_errors")
+    assert [getattr(fast, f) for f in fields] == [getattr(general, f) for f in fields]
+
+
+def test_streams_the_split_does_not_handle_go_to_the_parser() -> None:
+    from proxy.decode import simple_events
+
+    assert simple_events(b"data: 1\n\ndata: 2\n\n") == [(9, b"1"), (18, b"2")]
+    for body in (b"data: 1\r\n\r\n", b": keep-alive\n\ndata: 1\n\n", b"data: 1\ndata: 2\n\n", b"data: 1\n\ndata: 2"):
+        assert simple_events(body) is None
