@@ -130,6 +130,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     status = model.removeprefix("fake-error-")
     if model.startswith("fake-error-") and status.isdigit():
         return _error(int(status))
+    if model == "fake-strict" and "stream_options" in body:
+        # Servers that validate strictly (older vLLM, some gateways) refuse the field outright.
+        error = {"message": "stream_options: Extra inputs are not permitted", "type": "BadRequestError", "code": 400}
+        return web.json_response({"object": "error", **error, "error": error}, status=400)
     odd = _odd_responses(model, body)
     if odd is not None:
         return await odd(request)

@@ -15,7 +15,8 @@ import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -70,6 +71,8 @@ class ProxyState:
     redact: frozenset[str]
     control: frozenset[str]  # headers addressed to the proxy itself; never forwarded
     playback: Playback | None = None  # replay and auto modes
+    # Mounts whose upstream refused the stream_options the proxy adds: not added there again.
+    no_usage_option: set[str] = field(default_factory=set)
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -214,6 +217,7 @@ async def _forward(request: web.Request, st: ProxyState, route: Route, ex: Excha
         if (
             ex.stream
             and settings.inject_stream_usage
+            and route.upstream not in st.no_usage_option
             and not (view.stream_options and view.stream_options.include_usage)
             and ex.path.endswith(USAGE_PATHS)
         ):
@@ -243,15 +247,27 @@ async def _forward(request: web.Request, st: ProxyState, route: Route, ex: Excha
     if request.rel_url.raw_query_string:
         raw_url += "?" + request.rel_url.raw_query_string
     url = URL(raw_url, encoded=True)
-    try:
-        async with st.session.request(
+
+    def send(data: bytes) -> Any:
+        return st.session.request(
             request.method,
             url,
-            data=body if body else None,
+            data=data if data else None,
             headers=headers,
             timeout=st.timeouts[route.upstream],
             allow_redirects=False,
-        ) as up:
+        )
+
+    try:
+        async with send(body) as up:
+            if not (ex.usage_injected and await _refuses_usage_option(up)):
+                return await _respond(request, up, ex, st)
+        # The upstream refused the option the proxy added, not the client's request: ask again exactly as
+        # the client asked (the stream is then recorded without usage) and stop adding it on this mount.
+        st.no_usage_option.add(route.upstream)
+        log.warning("upstream %r refuses stream_options; usage is no longer requested from it", route.upstream)
+        ex.usage_injected = False
+        async with send(ex.request_body) as up:
             return await _respond(request, up, ex, st)
     except TimeoutError:
         return _upstream_error(ex, 504, Outcome.UPSTREAM_TIMEOUT, route.upstream, upstream, "timed out")
@@ -284,6 +300,20 @@ async def _respond(
     usage_filter = UsageChunkFilter(st.settings.max_event_bytes) if ex.usage_injected and sse else None
     await copy_body(request, up, response, ex, usage_filter)
     return response
+
+
+async def _refuses_usage_option(up: aiohttp.ClientResponse) -> bool:
+    """A small 400/422 answer naming ``stream_options``: the upstream does not accept the field.
+
+    The body is only read when its length is declared and small; ``read`` keeps it, so ``_respond`` can
+    still pass it on when this was some other complaint.
+    """
+    if up.status not in (400, 422) or up.content_length is None or up.content_length > 64 << 10:
+        return False
+    try:
+        return b"stream_options" in await up.read()
+    except aiohttp.ClientError:
+        return False
 
 
 def _upstream_error(

@@ -215,3 +215,28 @@ async def test_sessions_from_header_and_path_prefix(proxy: Proxy) -> None:
     assert {r["path"] for r in rows} == {"/v1/chat/completions"}
     with pytest.raises(openai.BadRequestError, match="invalid session id"):
         await proxy.client(default_headers={"X-Proxy-Session": "../etc"}).models.list()
+
+
+async def test_upstream_refusing_stream_options_gets_the_request_as_sent(proxy: Proxy, upstream: TestServer) -> None:
+    """A strict upstream answers 400 to the stream_options the proxy adds: the proxy asks again without
+    it (the client sees a normal stream), and stops adding it on that mount."""
+    for _ in range(2):
+        stream = await proxy.client().chat.completions.create(model="fake-strict", messages=MESSAGES, stream=True)
+        chunks = [c async for c in stream]
+        assert chunks and chunks[-1].choices[0].finish_reason == "stop"
+    sent = [r["body"] for r in upstream_requests(upstream)]
+    assert ["stream_options" in b for b in sent] == [True, False, False], "one refusal, then never again"
+    rows = await proxy.rows()
+    assert [(r["status"], r["outcome"], r["usage_source"]) for r in rows] == [(200, "complete", "missing")] * 2
+    bodies = await proxy.bodies()
+    assert [bodies[r["id"]]["usage_injected"] for r in rows] == [False, False]
+
+
+async def test_other_client_errors_are_not_retried(proxy: Proxy, upstream: TestServer) -> None:
+    with pytest.raises(openai.BadRequestError):
+        await proxy.client().chat.completions.create(
+            model="fake-strict", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    assert len(upstream_requests(upstream)) == 1, "the client's own stream_options: its 400 is passed on"
+    [row] = await proxy.rows()
+    assert row["status"] == 400
