@@ -46,6 +46,7 @@ from proxy.upstream import (
     forward_response_headers,
     make_session,
     redact_headers,
+    request_drop,
 )
 
 log = logging.getLogger("proxy.server")
@@ -69,7 +70,7 @@ class ProxyState:
     upstreams: dict[str, Upstream]  # built once; the handler looks a mount up per request
     timeouts: dict[str, aiohttp.ClientTimeout]
     redact: frozenset[str]
-    control: frozenset[str]  # headers addressed to the proxy itself; never forwarded
+    request_drop: frozenset[str]  # request headers never forwarded (hop-by-hop and the proxy's own)
     playback: Playback | None = None  # replay and auto modes
     # Mounts whose upstream refused the stream_options the proxy adds: not added there again.
     no_usage_option: set[str] = field(default_factory=set)
@@ -232,7 +233,7 @@ async def _forward(request: web.Request, st: ProxyState, route: Route, ex: Excha
             return replayed
     assert upstream is not None  # replay mode (the only one without an upstream) always answered above
 
-    headers = forward_request_headers(request.headers, st.control)
+    headers = forward_request_headers(request.headers, st.request_drop)
     key = api_key_of(request.headers)
     if key is None and upstream.api_key:
         key = upstream.api_key
@@ -372,7 +373,7 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             upstreams=settings.all_upstreams(),
             timeouts={name: client_timeout(up) for name, up in settings.all_upstreams().items()},
             redact=frozenset(h.lower() for h in settings.redact_headers),
-            control=control_headers(settings),
+            request_drop=request_drop(control_headers(settings)),
             playback=playback,
         )
         sweeper = (

@@ -27,7 +27,7 @@ from proxy.sse import SSEParser
 CLIENT_CLOSED_REQUEST = 499
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
-_NULL_USAGE_STR = re.compile(r'"usage"\s*:\s*null')
+_NULL_USAGE_STR = re.compile(_NULL_USAGE.pattern.decode())  # the same test on an event's decoded text
 
 
 class UsageChunkFilter:

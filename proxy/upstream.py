@@ -89,11 +89,16 @@ def _without(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDic
     return CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in drop])
 
 
-def forward_request_headers(headers: CIMultiDictProxy[str], extra_drop: Iterable[str] = ()) -> CIMultiDict[str]:
-    drop = _drop_set(headers, _REQUEST_DROP)
-    if extra_drop:
-        drop = drop | frozenset(extra_drop)
-    return _without(headers, drop)
+def request_drop(extra: Iterable[str] = ()) -> frozenset[str]:
+    """Headers never forwarded upstream: hop-by-hop, Host, Content-Length, and ``extra`` (lower-case).
+
+    Built once per app and passed to ``forward_request_headers``, not rebuilt per request.
+    """
+    return _REQUEST_DROP | {name.lower() for name in extra}
+
+
+def forward_request_headers(headers: CIMultiDictProxy[str], drop: frozenset[str] = _REQUEST_DROP) -> CIMultiDict[str]:
+    return _without(headers, _drop_set(headers, drop))
 
 
 def forward_response_headers(headers: CIMultiDictProxy[str], *, reframed: bool) -> CIMultiDict[str]:
