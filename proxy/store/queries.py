@@ -114,24 +114,32 @@ def _dimension(conn: AsyncConnection, name: str) -> ColumnElement[Any]:
     return column
 
 
-def where_clauses(conn: AsyncConnection, f: Filters) -> list[ColumnElement[bool]]:
+def _shared_clauses(
+    conn: AsyncConnection, c: Any, time: Any, f: Filters, since: datetime | None, until: datetime | None
+) -> list[ColumnElement[bool]]:
+    """The filters ``exchanges`` and the rollup tables both answer (same column names), on ``time``."""
     clauses: list[ColumnElement[bool]] = []
-    if f.since is not None:
-        clauses.append(X.started_at >= bind_time(conn, f.since))
-    if f.until is not None:
-        clauses.append(X.started_at < bind_time(conn, f.until))
+    if since is not None:
+        clauses.append(time >= bind_time(conn, since))
+    if until is not None:
+        clauses.append(time < bind_time(conn, until))
     if f.model:
-        clauses.append(or_(X.model == f.model, X.model_requested == f.model))
+        clauses.append(or_(c.model == f.model, c.model_requested == f.model))
+    if f.key:
+        clauses.append(c.key_fingerprint == f.key)
+    if f.upstream:
+        clauses.append(c.upstream == f.upstream)
+    if f.status is not None:
+        clauses.append(c.status == f.status)
+    return clauses
+
+
+def where_clauses(conn: AsyncConnection, f: Filters) -> list[ColumnElement[bool]]:
+    clauses = _shared_clauses(conn, X, X.started_at, f, f.since, f.until)
     if f.session:
         clauses.append(X.session_id == f.session)
-    if f.key:
-        clauses.append(X.key_fingerprint == f.key)
-    if f.upstream:
-        clauses.append(X.upstream == f.upstream)
     if f.user:
         clauses.append(X.end_user == f.user)
-    if f.status is not None:
-        clauses.append(X.status == f.status)
     if f.errors_only:
         clauses.append(IS_ERROR)
     return clauses
@@ -259,19 +267,7 @@ async def _fold_rollup(
     groups: Groups,
 ) -> None:
     c = table.c
-    where: list[ColumnElement[bool]] = []
-    if since is not None:
-        where.append(c.period >= bind_time(conn, since))
-    if until is not None:
-        where.append(c.period < bind_time(conn, until))
-    if f.model:
-        where.append(or_(c.model == f.model, c.model_requested == f.model))
-    if f.key:
-        where.append(c.key_fingerprint == f.key)
-    if f.upstream:
-        where.append(c.upstream == f.upstream)
-    if f.status is not None:
-        where.append(c.status == f.status)
+    where = _shared_clauses(conn, c, c.period, f, since, until)
     exprs = [_rollup_dimension(conn, table, d) for d in dims]
     stmt = select(*exprs, *[func.sum(c[name]) for name in rollup.ADDITIVE]).where(*where)
     if exprs:

@@ -135,15 +135,10 @@ def _processor(type_: Any, dialect: Dialect) -> Any:
     return type_.dialect_impl(dialect).bind_processor(dialect)
 
 
-_COMPILED: dict[tuple[str, tuple[str, ...]], _Compiled] = {}
-
-
-def _compiled(name: str, stmt: Any, dialect: Dialect, keys: Sequence[str]) -> _Compiled:
-    key = (name, tuple(keys))
-    found = _COMPILED.get(key)
-    if found is None:
-        found = _COMPILED[key] = _Compiled(stmt, dialect, keys)
-    return found
+@cache
+def _compiled(stmt: Any, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled:
+    """Compiled once per statement and set of row keys (the writer's rows always have the same keys)."""
+    return _Compiled(stmt, dialect, keys)
 
 
 class _SqliteBatch:
@@ -160,11 +155,11 @@ class _SqliteBatch:
         raw = (await self.conn.get_raw_connection()).driver_connection
         if exchange_rows:
             new = await self._new_rows(raw, exchange_rows)
-            await self._many(raw, "exchanges", _insert("sqlite", exchanges, "id"), new)
+            await self._many(raw, _insert("sqlite", exchanges, "id"), new)
             for table, increments in rollup.deltas(new):
-                await self._many(raw, table.name, rollup.upsert("sqlite", table), increments)
+                await self._many(raw, rollup.upsert("sqlite", table), increments)
         if body_rows:
-            await self._many(raw, "exchange_bodies", _insert("sqlite", exchange_bodies, "exchange_id"), body_rows)
+            await self._many(raw, _insert("sqlite", exchange_bodies, "exchange_id"), body_rows)
 
     async def _new_rows(self, raw: Any, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Rows whose id is not stored yet (nor repeated earlier in the batch): only those reach the rollups."""
@@ -183,9 +178,9 @@ class _SqliteBatch:
                 new.append(row)
         return new
 
-    async def _many(self, raw: Any, name: str, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    async def _many(self, raw: Any, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        compiled = _compiled(name, stmt, self.dialect, list(rows[0]))
+        compiled = _compiled(stmt, self.dialect, tuple(rows[0]))
         # One trip to aiosqlite's thread; the cursor is left to be collected (closing it is one more trip).
         await raw.executemany(compiled.sql, compiled.params(rows))
