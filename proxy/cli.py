@@ -1,4 +1,4 @@
-"""The ``proxy`` command: builds the parser from ``COMMAND_MODULES`` and maps errors to exit codes.
+"""The ``proxy`` command: builds the parser from the command modules and maps errors to exit codes.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or unreachable database (one line on
 stderr naming the key or value).
@@ -7,32 +7,22 @@ stderr naming the key or value).
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
+from proxy.commands import db, logs, prune, replay, serve, sessions, show, transfer, usage
 from proxy.config import ConfigError
 
 EXIT_CONFIG = 2
-# Each module registers its own subcommands; add a line here for a new one.
-COMMAND_MODULES = (
-    "proxy.commands.serve",
-    "proxy.commands.db",
-    "proxy.commands.prune",
-    "proxy.commands.transfer",
-    "proxy.commands.replay",
-    "proxy.commands.usage",
-    "proxy.commands.sessions",
-    "proxy.commands.logs",
-    "proxy.commands.show",
-)
+# Each module registers its own subcommands, in the order `proxy --help` lists them; add a new one here.
+COMMAND_MODULES = (serve, db, prune, transfer, replay, usage, sessions, logs, show)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="proxy", description="Recording reverse proxy for OpenAI-compatible APIs")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 

@@ -22,10 +22,17 @@ from urllib.parse import urlsplit
 import msgspec
 
 from proxy.durations import parse_duration
-from proxy.redact import DEFAULT_BODY_PATTERNS
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///proxy.db"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# Secrets masked inside stored bodies unless `redact_body_patterns` says otherwise (see record.redact).
+DEFAULT_BODY_PATTERNS = (
+    # OpenAI (sk-, sk-proj-), OpenRouter (sk-or-v1-), Anthropic (sk-ant-) and look-alikes, not preceded by
+    # a letter or digit (the lookbehind comes after the literal, so the search scans for "sk-").
+    r"sk-(?<![A-Za-z0-9]sk-)[A-Za-z0-9_\-]{16,}",
+    # A bearer credential echoed inside a body (the space leads, for speed; only the group is masked).
+    r" (?<=(?i:bearer) )([A-Za-z0-9_\-.=]{16,})",
+)
 
 
 class ConfigError(Exception):

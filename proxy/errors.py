@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxy.schemas import JSON_ENCODER
-
-EXCHANGE_ID_HEADER = "X-Proxy-Exchange-Id"
+from proxy.apis.codec import JSON_ENCODER
+from proxy.headers import EXCHANGE_ID_HEADER
 
 
 def error_body(message: str, type_: str, code: str | None = None) -> bytes:

@@ -23,12 +23,13 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from proxy import fake_upstream
 from proxy.config import Settings
-from proxy.recorder import Recorder
-from proxy.server import STATE, create_app
+from proxy.forward.app import create_app
+from proxy.forward.state import STATE
+from proxy.record.recorder import Recorder
 from proxy.store import db, migrate
 from proxy.store.tables import exchange_bodies, exchanges
+from proxy.testing import fake_upstream
 
 PG_URL = os.environ.get("PROXY_TEST_POSTGRES_URL")
 API_KEY = "sk-test-SECRET-0123456789abcdefXYZ"

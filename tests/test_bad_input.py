@@ -12,7 +12,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from proxy.schemas import ANY_DECODER
+from proxy.apis.codec import ANY_DECODER
 from tests.conftest import API_KEY, FaultReport, Proxy, ProxyFactory
 from tests.test_security import raw_http, status_of
 

@@ -54,7 +54,7 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
 @pytest.fixture
 def fake_upstream_port(tmp_path: Path) -> Iterator[int]:
     port = free_port()
-    proc = subprocess.Popen([PY, "-m", "proxy.fake_upstream", "--port", str(port)], stderr=subprocess.PIPE)
+    proc = subprocess.Popen([PY, "-m", "proxy.testing.fake_upstream", "--port", str(port)], stderr=subprocess.PIPE)
     wait_port(port, proc)
     yield port
     proc.terminate()

@@ -7,10 +7,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from proxy.assemble import Assembler
-from proxy.convert import completion_to_events
-from proxy.schemas import CHUNK_DECODER
-from proxy.sse import SSEParser
+from proxy.apis.chat.assemble import Assembler
+from proxy.apis.chat.convert import completion_to_events
+from proxy.apis.chat.wire import CHUNK_DECODER
+from proxy.apis.sse import SSEParser
 
 CHAT = {
     "id": "chatcmpl-1",

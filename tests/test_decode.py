@@ -7,10 +7,11 @@ import gzip
 import msgspec
 import pytest
 
-from proxy.assemble import Assembler
-from proxy.decode import decompress, finalize
-from proxy.exchange import Exchange, Outcome, UsageSource
-from proxy.schemas import ANY_DECODER, CHUNK_DECODER, USAGE_PROBE_DECODER
+from proxy.apis.chat.assemble import Assembler
+from proxy.apis.chat.wire import CHUNK_DECODER, USAGE_PROBE_DECODER
+from proxy.apis.codec import ANY_DECODER
+from proxy.record.decode import decompress, finalize
+from proxy.record.exchange import Exchange, Outcome, UsageSource
 
 ENC = msgspec.json.Encoder()
 SSE = {"content-type": "text/event-stream"}
@@ -129,7 +130,7 @@ def test_simple_event_split_matches_the_sse_parser(seed: int, monkeypatch: pytes
     TTFT (the read that completed the first output event) included, wherever the reads were cut."""
     import random
 
-    import proxy.decode as decode
+    import proxy.record.decode as decode
     from proxy.bench.writerate import template
 
     base = template("stream50")
@@ -146,7 +147,7 @@ def test_simple_event_split_matches_the_sse_parser(seed: int, monkeypatch: pytes
 
 
 def test_streams_the_split_does_not_handle_go_to_the_parser() -> None:
-    from proxy.decode import simple_events
+    from proxy.record.decode import simple_events
 
     assert simple_events(b"data: 1\n\ndata: 2\n\n") == [(9, b"1"), (18, b"2")]
     for body in (b"data: 1\r\n\r\n", b": keep-alive\n\ndata: 1\n\n", b"data: 1\ndata: 2\n\n", b"data: 1\n\ndata: 2"):

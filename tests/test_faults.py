@@ -20,9 +20,10 @@ import openai
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy import fake_upstream
-from proxy.server import STATE, create_app
+from proxy.forward.app import create_app
+from proxy.forward.state import STATE
 from proxy.store import db
+from proxy.testing import fake_upstream
 from tests.conftest import API_KEY, PG_URL, Database, FaultReport, make_database, make_settings
 
 MESSAGES = [{"role": "user", "content": "are you there"}]
@@ -114,7 +115,7 @@ async def test_postgres_cut_and_hung_mid_run_loses_nothing(
 ) -> None:
     server, relay, database = pg_behind_relay
     recorder = server.app[STATE].recorder
-    caplog.set_level(logging.WARNING, logger="proxy.recorder")
+    caplog.set_level(logging.WARNING, logger="proxy.record.recorder")
     async with openai.AsyncOpenAI(base_url=str(server.make_url("/v1")), api_key=API_KEY, max_retries=0) as client:
         await _traffic(client, 4)
         await recorder.flush()

@@ -8,7 +8,7 @@ import openai
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy.schemas import ANY_DECODER
+from proxy.apis.codec import ANY_DECODER
 from tests.conftest import API_KEY, Proxy, upstream_requests
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hello to the proxy"}]

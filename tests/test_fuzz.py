@@ -23,9 +23,10 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy import fake_upstream
-from proxy.server import STATE, create_app
+from proxy.forward.app import create_app
+from proxy.forward.state import STATE
 from proxy.store import db, migrate
+from proxy.testing import fake_upstream
 from tests.conftest import FaultReport
 
 T = TypeVar("T")

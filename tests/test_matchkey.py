@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.matchkey import (
+from proxy.replay.matchkey import (
     DEFAULT_RULES,
     MISSING,
     KeyRules,

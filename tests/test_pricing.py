@@ -6,11 +6,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from proxy.apis.chat.wire import CompletionTokensDetails, PromptTokensDetails, Usage
 from proxy.config import ConfigError, Price
-from proxy.exchange import CostSource, Exchange
-from proxy.pricing import PriceTable, Tokens, candidate_names, token_cost
-from proxy.schemas import CompletionTokensDetails, PromptTokensDetails, Usage
+from proxy.record.exchange import CostSource, Exchange
 from proxy.timespec import parse_time
+from proxy.usage.pricing import PriceTable, Tokens, candidate_names, token_cost
 
 AT = datetime(2025, 7, 1, 12, tzinfo=UTC)
 TABLE = PriceTable(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import aiohttp
 
-from proxy.exchange import Exchange, Outcome
-from proxy.recorder import Recorder
+from proxy.record.exchange import Exchange, Outcome
+from proxy.record.recorder import Recorder
 from tests.conftest import Database, FaultReport, Proxy
 
 MESSAGES = [{"role": "user", "content": "hello there"}]

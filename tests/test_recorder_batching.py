@@ -7,8 +7,8 @@ import asyncio
 import time
 from pathlib import Path
 
-from proxy.exchange import Exchange
-from proxy.recorder import Recorder
+from proxy.record.exchange import Exchange
+from proxy.record.recorder import Recorder
 from tests.conftest import Database
 
 DELAY = 0.5

@@ -10,11 +10,11 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy import fake_upstream
 from proxy.commands.replay import ResendOptions, resend_session
 from proxy.config import ConfigError
-from proxy.report import markdown
+from proxy.replay.report import markdown
 from proxy.store import recordings
+from proxy.testing import fake_upstream
 from tests.conftest import Database, ProxyFactory, make_settings, upstream_requests
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.exchange import Exchange
+from proxy.record.exchange import Exchange
 from proxy.store.prune import count_older, prune
 from proxy.store.writes import insert_exchanges
 from tests.conftest import Database, ProxyFactory

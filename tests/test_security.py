@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy import fake_upstream
-from proxy.redact import BodyRedactor
-from proxy.schemas import ANY_DECODER
+from proxy.apis.codec import ANY_DECODER
+from proxy.record.redact import BodyRedactor
+from proxy.testing import fake_upstream
 from tests.conftest import API_KEY, Proxy, upstream_requests
 
 MESSAGES = [{"role": "user", "content": "hello"}]

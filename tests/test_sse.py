@@ -1,4 +1,4 @@
-"""Tests for proxy.sse: worked examples plus properties that pin down split-independence."""
+"""Tests for proxy.apis.sse: worked examples plus properties that pin down split-independence."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.sse import SSEEvent, SSEParser
+from proxy.apis.sse import SSEEvent, SSEParser
 
 BOM = b"\xef\xbb\xbf"
 

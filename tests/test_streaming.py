@@ -11,8 +11,8 @@ import openai
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy import fake_upstream
-from proxy.schemas import ANY_DECODER
+from proxy.apis.codec import ANY_DECODER
+from proxy.testing import fake_upstream
 from tests.conftest import API_KEY, FaultReport, Proxy, ProxyFactory
 
 MESSAGES = [{"role": "user", "content": "one two three four five six"}]

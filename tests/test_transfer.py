@@ -14,10 +14,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy.export import ExportError, import_records, jsonl, read_records, session_records
-from proxy.har import to_har
-from proxy.matchkey import DEFAULT_RULES
-from proxy.server import STATE, create_app
+from proxy.forward.app import create_app
+from proxy.forward.state import STATE
+from proxy.replay.export import ExportError, import_records, jsonl, read_records, session_records
+from proxy.replay.har import to_har
+from proxy.replay.matchkey import DEFAULT_RULES
 from tests.conftest import API_KEY, Database, Proxy, ProxyFactory, make_settings, upstream_requests
 from tests.test_cli import free_port, proxy_cmd, run_cli, wait_port
 

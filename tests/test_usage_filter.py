@@ -9,10 +9,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.schemas import ANY_DECODER
-from proxy.server import _inject_usage
-from proxy.sse import SSEParser
-from proxy.tee import UsageChunkFilter
+from proxy.apis.chat.usage_option import UsageChunkFilter, inject_usage
+from proxy.apis.codec import ANY_DECODER
+from proxy.apis.sse import SSEParser
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
 
@@ -121,6 +120,6 @@ def test_skip_only_at_a_boundary_and_on_a_blank_line() -> None:
 
 def test_usage_option_is_spliced_or_merged() -> None:
     body = b'{"model": "m", "messages": [{"content": "}"}], "stream": true}'
-    assert _inject_usage(body + b" \n") == body[:-1] + b',"stream_options":{"include_usage":true}}'
-    merged = _inject_usage(b'{"stream": true, "stream_options": {"other": 1, "include_usage": false}}')
+    assert inject_usage(body + b" \n") == body[:-1] + b',"stream_options":{"include_usage":true}}'
+    merged = inject_usage(b'{"stream": true, "stream_options": {"other": 1, "include_usage": false}}')
     assert merged is not None and ANY_DECODER.decode(merged)["stream_options"] == {"other": 1, "include_usage": True}

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
+from proxy.apis.chat.wire import CompletionTokensDetails, PromptTokensDetails, Usage
 from proxy.config import Price
-from proxy.exchange import Exchange, Outcome, UsageSource
-from proxy.pricing import PriceTable
-from proxy.schemas import CompletionTokensDetails, PromptTokensDetails, Usage
+from proxy.record.exchange import Exchange, Outcome, UsageSource
 from proxy.store import queries, rollup
 from proxy.store.queries import Filters
 from proxy.store.writes import insert_exchanges
+from proxy.usage.pricing import PriceTable
 from tests.conftest import Database
 
 BASE = datetime(2026, 3, 1, tzinfo=UTC)

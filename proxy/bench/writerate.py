@@ -24,8 +24,8 @@ import msgspec
 
 from proxy.bench.records import RecordCounter
 from proxy.bench.upstream import completion_body, stream_parts, usage_event
-from proxy.exchange import Exchange, new_exchange_id
-from proxy.recorder import Recorder
+from proxy.record.exchange import Exchange, new_exchange_id
+from proxy.record.recorder import Recorder
 from proxy.store import db
 from proxy.store.writes import insert_exchanges
 
@@ -77,7 +77,7 @@ class WriterSpec(msgspec.Struct):
 async def _writer_process() -> None:
     """A writer process: for each spec on stdin, build its decoded records, say ready, write them on
     "go" and report the time; until stdin closes."""
-    from proxy.decode import finalize
+    from proxy.record.decode import finalize
 
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()

@@ -1,5 +1,5 @@
 """Subcommands of ``proxy``. Each module has ``register(subparsers)`` and thin command functions over
-library code; ``proxy.cli.COMMAND_MODULES`` lists them. Shared argument handling lives here."""
+library code; ``proxy.cli`` imports and lists them. Shared argument handling lives here."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def add_filters(parser: argparse.ArgumentParser, *, errors: bool = False) -> Non
 
 
 def filter_params(args: argparse.Namespace) -> dict[str, Any]:
-    from proxy.views import FILTER_KEYS
+    from proxy.admin.views import FILTER_KEYS
 
     return {name: getattr(args, name, None) for name in FILTER_KEYS}
 
@@ -129,7 +129,7 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str] | No
     import csv
     import sys
 
-    from proxy.views import encode
+    from proxy.admin.views import encode
 
     if fmt == "json":
         sys.stdout.write(encode(rows).decode() + "\n")
@@ -167,8 +167,8 @@ def _csv_cell(value: Any) -> Any:
 
 def parsed_filters(args: argparse.Namespace, command: str) -> Any:
     """The report filters given on the command line; a bad value exits with one line naming it."""
+    from proxy.admin.views import filters_from
     from proxy.store.queries import QueryError
-    from proxy.views import filters_from
 
     try:
         return filters_from(filter_params(args))

@@ -17,15 +17,15 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
-from proxy import report as reports
+from proxy.apis.codec import JSON_ENCODER
 from proxy.commands import Subparsers, add_common, open_engine, run, settings_from
 from proxy.commands.db import prepare_database
 from proxy.config import ConfigError, Mode, Settings, secret_from_env
-from proxy.schemas import JSON_ENCODER
+from proxy.replay import report as reports
 from proxy.store import recordings
 
 if TYPE_CHECKING:
-    from proxy.resend import Sent
+    from proxy.replay.resend import Sent
 
 SESSION_MAX = 128
 
@@ -62,8 +62,8 @@ async def resend_session(settings: Settings, engine: AsyncEngine, args: ResendOp
     """Re-send ``args.session`` through an in-process proxy recording to ``settings.upstream`` (the target)."""
     from aiohttp import web
 
-    from proxy.resend import resend
-    from proxy.server import create_app
+    from proxy.forward.app import create_app
+    from proxy.replay.resend import resend
 
     new_session = args.new_session or f"{args.session}-resend-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     if len(new_session) > SESSION_MAX:

@@ -71,7 +71,7 @@ async def _tune_gc(_app: object) -> None:
 def _serve(settings: Settings, *, reuse_port: bool) -> None:
     from aiohttp import web
 
-    from proxy.server import create_app
+    from proxy.forward.app import create_app
 
     try:
         import uvloop

@@ -10,8 +10,8 @@ from proxy.commands import Subparsers, add_common, open_engine, run, settings_fr
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from proxy.admin.views import encode, exchange_detail
     from proxy.store import queries
-    from proxy.views import encode, exchange_detail
 
     if bool(args.exchange_id) == bool(args.session):
         raise SystemExit("proxy show: error: give an exchange id or --session, not both")

@@ -7,13 +7,13 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from proxy.apis.codec import JSON_ENCODER
 from proxy.commands import Subparsers, add_common, open_engine, run, settings_from
 from proxy.commands.db import prepare_database
 from proxy.config import ConfigError, Settings
-from proxy.matchkey import KeyRules
-from proxy.schemas import JSON_ENCODER
+from proxy.replay.matchkey import KeyRules
 
-# proxy.export and proxy.har are imported inside the commands: they pull in aiohttp, and every other
+# proxy.replay.export and proxy.replay.har are imported inside the commands: they pull in aiohttp, and every other
 # `proxy` command would pay for that at start-up.
 
 
@@ -25,8 +25,8 @@ def _version() -> str:
 
 
 async def export_session(settings: Settings, session: str, fmt: str) -> tuple[bytes, int]:
-    from proxy.export import jsonl, session_records
-    from proxy.har import to_har
+    from proxy.replay.export import jsonl, session_records
+    from proxy.replay.har import to_har
 
     async with open_engine(settings) as engine:
         records = await session_records(engine, session)
@@ -50,7 +50,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 async def import_file(settings: Settings, path: Path, session: str | None) -> tuple[int, int]:
-    from proxy.export import import_records, read_records
+    from proxy.replay.export import import_records, read_records
 
     await prepare_database(settings, upgrade=settings.database.auto_migrate)
     with path.open("rb") as fh:
@@ -64,7 +64,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise ConfigError(f"import: file not found: {path}")
-    from proxy.export import ExportError
+    from proxy.replay.export import ExportError
 
     try:
         new, skipped = run(lambda: import_file(settings, path, args.session))

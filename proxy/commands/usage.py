@@ -35,8 +35,8 @@ COLUMNS = (
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    from proxy.pricing import PriceTable
     from proxy.store import queries
+    from proxy.usage.pricing import PriceTable
 
     settings = settings_from(args)
     try:
@@ -48,7 +48,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     async def report() -> list[dict]:
         async with open_engine(settings) as engine:
             if args.recompute_cost:
-                from proxy.accounting import recompute_costs
+                from proxy.usage.accounting import recompute_costs
 
                 result = await recompute_costs(engine, PriceTable.from_settings(settings), filters)
                 print(

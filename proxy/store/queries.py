@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proxy.exchange import CostSource, Outcome
+from proxy.record.exchange import CostSource, Outcome
 from proxy.store import rollup
 from proxy.store.rollup import Acc
 from proxy.store.tables import exchange_bodies, exchanges, usage_daily, usage_hourly

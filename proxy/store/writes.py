@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proxy.exchange import Exchange
+from proxy.record.exchange import Exchange
 from proxy.store import rollup
 from proxy.store.tables import exchange_bodies, exchanges
 

@@ -1,0 +1,136 @@
+"""Wire schemas: the parts of OpenAI-compatible bodies the proxy reads, as msgspec Structs.
+
+Invariants:
+- These are *views*. Unknown fields are skipped (msgspec's default), never rejected, and a decoded
+  Struct is never re-encoded onto the wire or into storage: the raw bytes are what we forward and keep.
+- Every field a provider may omit or send as null is ``T | None = None``. OpenRouter's TypeScript SDK types
+  ``created`` and ``index`` as plain numbers, so they accept floats too.
+- Decoders are module constants, built once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+Number = int | float
+
+
+class PromptTokensDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+    audio_tokens: int | None = None
+
+
+class CompletionTokensDetails(msgspec.Struct):
+    reasoning_tokens: int | None = None
+    audio_tokens: int | None = None
+    accepted_prediction_tokens: int | None = None
+    rejected_prediction_tokens: int | None = None
+
+
+class Usage(msgspec.Struct, omit_defaults=True):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
+    # OpenRouter reports the charged amount itself (credits == USD).
+    cost: float | None = None
+
+    @property
+    def cached_tokens(self) -> int | None:
+        return self.prompt_tokens_details.cached_tokens if self.prompt_tokens_details else None
+
+    @property
+    def reasoning_tokens(self) -> int | None:
+        details = self.completion_tokens_details
+        return details.reasoning_tokens if details else None
+
+
+class FunctionDelta(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(msgspec.Struct):
+    index: Number | None = None
+    id: str | None = None
+    type: str | None = None
+    function: FunctionDelta | None = None
+
+
+class Delta(msgspec.Struct):
+    role: str | None = None
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    # Reasoning text as OpenRouter (`reasoning`) and DeepSeek/vLLM (`reasoning_content`) stream it.
+    reasoning: str | None = None
+    reasoning_content: str | None = None
+
+
+class ChunkChoice(msgspec.Struct):
+    index: Number = 0
+    delta: Delta | None = None
+    logprobs: Any = None
+    finish_reason: str | None = None
+    # Legacy /v1/completions streams carry `text` instead of a delta.
+    text: str | None = None
+
+
+class ChatCompletionChunk(msgspec.Struct):
+    id: str | None = None
+    object: str | None = None
+    created: Number | None = None
+    model: str | None = None
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
+    provider: str | None = None
+    choices: list[ChunkChoice] | None = None
+    usage: Usage | None = None
+    # OpenRouter reports a failure after HTTP 200 as an event carrying `error`.
+    error: Any = None
+
+
+class ResponseChoiceView(msgspec.Struct):
+    finish_reason: str | None = None
+
+
+class ResponseView(msgspec.Struct):
+    """A non-streamed response body (chat, completions, embeddings, ...): only what the record needs."""
+
+    id: str | None = None
+    model: str | None = None
+    choices: list[ResponseChoiceView] | None = None
+    usage: Usage | None = None
+    error: Any = None
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
+
+
+class RequestView(msgspec.Struct):
+    model: str | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+
+class UsageProbe(msgspec.Struct):
+    """Just enough of a chunk to tell a usage-only chunk (``choices: []`` plus usage) from the rest."""
+
+    choices: list[msgspec.Raw] | None = None
+    # Raw cannot sit in a union with None; an absent field and an explicit null both read as b"null".
+    usage: msgspec.Raw = msgspec.Raw(b"null")
+
+    @property
+    def usage_only(self) -> bool:
+        return not self.choices and bytes(self.usage) != b"null"
+
+
+CHUNK_DECODER = msgspec.json.Decoder(ChatCompletionChunk)
+RESPONSE_DECODER = msgspec.json.Decoder(ResponseView)
+REQUEST_DECODER = msgspec.json.Decoder(RequestView)
+USAGE_PROBE_DECODER = msgspec.json.Decoder(UsageProbe)

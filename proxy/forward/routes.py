@@ -1,0 +1,43 @@
+"""Where a request goes: the mount (upstream), the session and the path below ``/v1``, from the URL alone.
+
+Invariants:
+- The target is always a configured upstream's base URL plus the tail; nothing in the request can name
+  another host.
+- The tail keeps the client's percent-encoding (``tail_raw``) for forwarding, and its decoded form for
+  the record and replay key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from proxy.config import Settings
+from proxy.headers import NO_STORE_HEADER, TIMING_HEADER
+
+SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Route:
+    upstream: str
+    session: str | None
+    tail_raw: str  # the path below /v1/, percent-encoding as the client sent it
+    tail: str  # the same, decoded
+
+
+def resolve_route(request: web.Request) -> Route:
+    info = request.match_info
+    session = info.get("session")
+    upstream = info.get("upstream", "default")
+    leading = (2 if session is not None else 0) + (1 if "upstream" in info else 0)
+    parts = request.rel_url.raw_path.split("/", leading + 2)
+    tail_raw = parts[-1] if len(parts) == leading + 3 else ""
+    return Route(upstream, session, tail_raw, info["tail"])
+
+
+def control_headers(settings: Settings) -> frozenset[str]:
+    """Headers that talk to the proxy, not the upstream: never forwarded."""
+    return frozenset({settings.session_header.lower(), NO_STORE_HEADER.lower(), TIMING_HEADER.lower()})

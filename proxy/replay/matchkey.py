@@ -1,0 +1,202 @@
+"""The replay match key: which recordings can answer a request. Pure functions, no I/O, no clock.
+
+Invariants:
+- The key covers the upstream name, the method, the path below the mount (``/v1/chat/completions``,
+  never the ``/s/{session}`` prefix) and the canonical body. Headers never take part (Authorization
+  above all), nor does the query string (it is not recorded: it can carry keys).
+- Canonical body: the JSON parsed, ignored fields removed, object keys sorted, compact, and integral
+  floats written as integers (``1.0`` and ``1`` ask the same thing). A body that is not JSON is hashed
+  as sent.
+- Always ignored, because they do not change the answer: ``stream``, ``stream_options``, ``user``,
+  ``metadata``. Configured extras are top-level names or JSON Pointers (RFC 6901), where a ``*``
+  segment matches every array index or object key.
+- A key is 64 hex characters: the first 8 identify the rules it was made under (so keys made under
+  other ``ignore`` rules are recognised as stale and recomputed), the other 56 are a SHA-256 of the
+  canonical request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from proxy.apis.codec import DECODE_ERRORS
+
+ALWAYS_IGNORED = ("stream", "stream_options", "user", "metadata")
+KEY_VERSION = "mk1"
+MAX_SHOWN = 80
+
+_DECODER = msgspec.json.Decoder()
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "absent"
+
+
+MISSING: Any = _Missing()
+NOT_JSON: Any = object()
+
+
+def parse_pointer(pointer: str) -> tuple[str, ...]:
+    """``/a/b~1c/~0d`` -> ``("a", "b/c", "~d")`` (RFC 6901 escapes)."""
+    if not pointer.startswith("/"):
+        raise ValueError(f"not a JSON Pointer: {pointer!r}")
+    return tuple(seg.replace("~1", "/").replace("~0", "~") for seg in pointer[1:].split("/"))
+
+
+def format_pointer(parts: Iterable[str | int]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+class KeyRules:
+    """The fields left out of a match key; ``id`` names this set of rules inside every key."""
+
+    __slots__ = ("id", "ignore", "pointers")
+
+    def __init__(self, ignore: Sequence[str] = ()) -> None:
+        names = [*ALWAYS_IGNORED, *(i for i in ignore if not i.startswith("/"))]
+        self.ignore = tuple(sorted(set(names)))
+        self.pointers = tuple(sorted({parse_pointer(i) for i in ignore if i.startswith("/")}))
+        spec = msgspec.json.encode([KEY_VERSION, self.ignore, self.pointers])
+        self.id = hashlib.sha256(spec).hexdigest()[:8]
+
+    def owns(self, key: str | None) -> bool:
+        """True when ``key`` was made under these rules."""
+        return key is not None and key.startswith(self.id)
+
+
+DEFAULT_RULES = KeyRules()
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def _drop(node: Any, parts: tuple[str, ...]) -> None:
+    if not parts:
+        return
+    head, rest = parts[0], parts[1:]
+    if isinstance(node, dict):
+        keys = list(node) if head == "*" else [head] if head in node else []
+        for key in keys:
+            if rest:
+                _drop(node[key], rest)
+            else:
+                del node[key]
+    elif isinstance(node, list):
+        if head == "*":
+            indexes = range(len(node))
+        elif head.isdigit() and int(head) < len(node):
+            indexes = range(int(head), int(head) + 1)
+        else:
+            return
+        if rest:
+            for i in indexes:
+                _drop(node[i], rest)
+        else:
+            for i in reversed(indexes):
+                del node[i]
+
+
+def request_object(body: bytes, rules: KeyRules = DEFAULT_RULES) -> Any:
+    """The body as the key sees it: parsed, normalised, ignored fields removed; ``NOT_JSON`` otherwise."""
+    if not body.strip():
+        return None
+    try:
+        obj = _DECODER.decode(body)
+    except DECODE_ERRORS:
+        return NOT_JSON
+    obj = _normalise(obj)
+    if isinstance(obj, dict):
+        for name in rules.ignore:
+            obj.pop(name, None)
+    for parts in rules.pointers:
+        _drop(obj, parts)
+    return obj
+
+
+def canonical_body(body: bytes, rules: KeyRules = DEFAULT_RULES) -> bytes:
+    """Sorted, compact JSON of ``request_object``; the bytes as sent when the body is not JSON."""
+    obj = request_object(body, rules)
+    if obj is NOT_JSON:
+        return body
+    return msgspec.json.encode(obj, order="sorted")
+
+
+def match_key(method: str, path: str, body: bytes, rules: KeyRules = DEFAULT_RULES, upstream: str = "default") -> str:
+    """The 64-character key recordings are filed under; the same request always gets the same key."""
+    digest = hashlib.sha256()
+    for part in (KEY_VERSION, upstream, method.upper(), path):
+        digest.update(part.encode())
+        digest.update(b"\n")
+    digest.update(canonical_body(body, rules))
+    return rules.id + digest.hexdigest()[:56]
+
+
+class Difference(msgspec.Struct, frozen=True):
+    """One field that differs: its JSON Pointer and both values (``MISSING`` when absent)."""
+
+    path: str
+    request: Any
+    recorded: Any
+
+    def describe(self) -> str:
+        mine, theirs = show_pair(self.request, self.recorded)
+        return f"{self.path or '/'}: {mine} (recorded {theirs})"
+
+
+def differences(request: Any, recorded: Any, limit: int = 50) -> list[Difference]:
+    """Leaf-level differences between two JSON values, in document order, at most ``limit``."""
+    out: list[Difference] = []
+    _diff(request, recorded, [], out, limit)
+    return out
+
+
+def _diff(a: Any, b: Any, path: list[str | int], out: list[Difference], limit: int) -> None:
+    if len(out) >= limit:
+        return
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in [*a, *(k for k in b if k not in a)]:
+            _diff(a.get(key, MISSING), b.get(key, MISSING), [*path, key], out, limit)
+    elif isinstance(a, list) and isinstance(b, list):
+        for i in range(max(len(a), len(b))):
+            _diff(a[i] if i < len(a) else MISSING, b[i] if i < len(b) else MISSING, [*path, i], out, limit)
+    elif a is NOT_JSON or b is NOT_JSON:
+        if a is not b:
+            out.append(Difference(format_pointer(path), "(not JSON)" if a is NOT_JSON else a, "(not JSON)"))
+    elif type(a) is not type(b) or a != b:
+        out.append(Difference(format_pointer(path), a, b))
+
+
+def _show(value: Any, start: int = 0) -> str:
+    if value is MISSING:
+        return "absent"
+    if isinstance(value, str):
+        text = value[start : start + MAX_SHOWN]
+        text = ("…" if start else "") + text + ("…" if start + MAX_SHOWN < len(value) else "")
+        return msgspec.json.encode(text).decode()
+    text = msgspec.json.encode(value).decode()
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "…"
+
+
+def show_pair(a: Any, b: Any) -> tuple[str, str]:
+    """Both values for a message; two long strings are shown from a little before where they part."""
+    if isinstance(a, str) and isinstance(b, str) and max(len(a), len(b)) > MAX_SHOWN:
+        same = 0
+        for x, y in zip(a, b, strict=False):
+            if x != y:
+                break
+            same += 1
+        start = max(0, same - 20)
+        return _show(a, start), _show(b, start)
+    return _show(a), _show(b)

@@ -1,0 +1,215 @@
+"""Serving from recordings: a recorded response played back to a live client, or a miss explained.
+
+Invariants:
+- Never opens an upstream connection: everything comes from ``ReplayIndex`` (the database).
+- A recorded stream is played from its stored raw bytes, network read by network read, at the recorded
+  offsets divided by the speed factor (``original``) or at once (``instant``). Comments, CRLFs and event
+  framing are untouched, except that a usage-only chunk is held back from a client that did not ask for
+  usage, with the same ``UsageChunkFilter`` the live path uses.
+- A streamed request answered by a non-streamed recording, or the reverse, is converted and says so in
+  ``X-Proxy-Replay-Converted``. Every answer carries ``X-Proxy-Replay: hit`` or ``miss`` and, on a hit,
+  ``X-Proxy-Exchange-Id`` names the recording played.
+- A miss is a 404 in the OpenAI error shape (``type: replay_miss``; the SDK does not retry a 404) that
+  names the sessions searched and the closest recorded requests with their differing fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+from aiohttp import web
+
+from proxy.apis.chat import convert
+from proxy.apis.chat.usage_option import UsageChunkFilter
+from proxy.apis.codec import JSON_ENCODER
+from proxy.config import Mode, Replay, Timing
+from proxy.headers import CONVERTED_HEADER, EXCHANGE_ID_HEADER, HOP_BY_HOP, REPLAY_HEADER, TIMING_HEADER
+from proxy.record.decode import is_event_stream, split_reads
+from proxy.record.exchange import Exchange
+from proxy.record.redact import REDACTED
+from proxy.replay.index import Closest, ReplayIndex, Scope, Take, describe_scope
+from proxy.replay.matchkey import MISSING
+from proxy.store.recordings import Recording
+
+log = logging.getLogger("proxy.replay.playback")
+
+_NOT_REPLAYED = HOP_BY_HOP | {"content-length", "content-encoding", "date", "server"}
+_SHOWN_DIFFERENCES = 5
+
+
+class Pacer:
+    """Sleeps until a recorded offset (ms after the request arrived) scaled by ``speed``; None = instant."""
+
+    def __init__(self, t0: float, speed: float | None) -> None:
+        self.t0 = t0
+        self.speed = speed
+
+    async def at(self, offset_ms: float | None) -> None:
+        if self.speed is None or not offset_ms:
+            return
+        delay = self.t0 + offset_ms / 1000 / self.speed - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class Playback:
+    def __init__(self, index: ReplayIndex, mode: Mode, settings: Replay) -> None:
+        self.index = index
+        self.mode = mode
+        self.settings = settings
+
+    def _pacer(self, request: web.Request, t0: float) -> Pacer:
+        value = request.headers.get(TIMING_HEADER, "").strip().lower()
+        if value == Timing.INSTANT or (not value and self.settings.timing is Timing.INSTANT):
+            return Pacer(t0, None)
+        try:
+            speed = float(value) if value and value != Timing.ORIGINAL else self.settings.speed
+        except ValueError:
+            speed = self.settings.speed
+        return Pacer(t0, speed if speed > 0 else self.settings.speed)
+
+    async def answer(
+        self, request: web.Request, ex: Exchange, body: bytes, wants_usage: bool
+    ) -> web.StreamResponse | None:
+        """The replayed (or missed) response; None in auto mode when the request must go upstream."""
+        key = self.index.key(ex.method, ex.path, body, ex.upstream)
+        scope = self.index.scope_for(ex.session_id)
+        try:
+            take = await self.index.take(scope, ex.session_id, key)
+            rec = await self.index.recording(take.recording_id) if take.recording_id else None
+        except Exception as exc:  # noqa: BLE001 - any database failure: say so, never crash
+            log.error("replay lookup failed: %s: %s", type(exc).__name__, exc)
+            ex.replayed = True
+            return _error(503, f"replay: recordings unavailable ({type(exc).__name__})", "replay_unavailable")
+        if rec is None and self.mode is Mode.AUTO:
+            return None
+        ex.replayed = True
+        if rec is None:
+            return await self._miss(ex, body, key, scope, take)
+        return await self._play(request, ex, rec, wants_usage, self._pacer(request, ex.t0))
+
+    async def _play(
+        self, request: web.Request, ex: Exchange, rec: Recording, wants_usage: bool, pacer: Pacer
+    ) -> web.StreamResponse:
+        headers = {k: v for k, v in rec.response_headers.items() if k not in _NOT_REPLAYED and v != REDACTED}
+        headers[REPLAY_HEADER] = "hit"
+        headers[EXCHANGE_ID_HEADER] = rec.id
+        ok = 200 <= rec.status < 300
+        if is_event_stream(rec.response_headers):
+            if ex.stream or not ok or rec.assembled is None:
+                reads = split_reads(rec.response_body, rec.stream_chunks, rec.duration_ms)
+                return await _stream(request, rec.status, headers, reads, pacer, wants_usage)
+            headers["content-type"] = "application/json"
+            headers[CONVERTED_HEADER] = "stream-to-json"
+            await pacer.at(rec.duration_ms)
+            return web.Response(status=rec.status, headers=headers, body=rec.assembled.encode())
+        if ex.stream and ok:
+            events = convert.completion_to_events(rec.response_body, wants_usage)
+            if events is not None:
+                headers["content-type"] = "text/event-stream"
+                headers["cache-control"] = "no-cache"
+                headers[CONVERTED_HEADER] = "json-to-stream"
+                reads = [(rec.duration_ms or 0.0, b"".join(events))]
+                return await _stream(request, rec.status, headers, reads, pacer, wants_usage=True)
+        await pacer.at(rec.duration_ms)
+        return web.Response(status=rec.status, headers=headers, body=rec.response_body)
+
+    async def _miss(self, ex: Exchange, body: bytes, key: str, scope: Scope, take: Take) -> web.Response:
+        where = describe_scope(scope)
+        request_line = f"{ex.method} {ex.path}" + ("" if ex.upstream == "default" else f" (upstream {ex.upstream!r})")
+        closest: list[Closest] = []
+        if take.available:
+            message = (
+                f"replay miss: this is request #{take.position} of {request_line} with this body in {where}, "
+                f"but only {take.available} recording(s) match it (on_exhausted = {self.settings.on_exhausted}; "
+                'set [replay] on_exhausted = "repeat-last" or "cycle" to reuse them)'
+            )
+        else:
+            closest, compared = await self.index.closest(
+                scope, ex.method, ex.path, ex.upstream, body, self.settings.closest
+            )
+            if not compared:
+                message = f"replay miss: {where} has no recorded {request_line} requests"
+            else:
+                parts = [f"({i}) {_describe(c)}" for i, c in enumerate(closest, 1)]
+                message = f"replay miss: no recording in {where} matches {request_line}. " + (
+                    "Closest recorded requests: " + " ".join(parts) if parts else ""
+                )
+        payload = {
+            "error": {
+                "message": message,
+                "type": "replay_miss",
+                "code": "replay_miss",
+                "param": None,
+                "match_key": key,
+                "sessions": list(scope) if scope is not None else None,
+                "closest": [
+                    {
+                        "id": c.id,
+                        "session_id": c.session_id,
+                        "recordings": c.copies,
+                        "differences": [
+                            {"path": d.path, "request": _plain(d.request), "recorded": _plain(d.recorded)}
+                            for d in c.differences
+                        ],
+                    }
+                    for c in closest
+                ],
+            }
+        }
+        response = web.Response(status=404, body=JSON_ENCODER.encode(payload), content_type="application/json")
+        response.headers[REPLAY_HEADER] = "miss"
+        return response
+
+
+def _plain(value: object) -> object:
+    return None if value is MISSING else value
+
+
+def _describe(c: Closest) -> str:
+    session = f" in session {c.session_id!r}" if c.session_id else ""
+    if c.copies > 1:
+        session += f" ({c.copies} recordings of it)"
+    if not c.differences:
+        return f"{c.id}{session}: the same request, but not replayable (partial, or stored without bodies)"
+    shown = "; ".join(d.describe() for d in c.differences[:_SHOWN_DIFFERENCES])
+    more = len(c.differences) - _SHOWN_DIFFERENCES
+    count = f"{len(c.differences)} difference" + ("s" if len(c.differences) > 1 else "")
+    return f"{c.id}{session}, {count}: {shown}" + (f"; and {more} more" if more > 0 else "")
+
+
+def _error(status: int, message: str, code: str) -> web.Response:
+    body = {"error": {"message": message, "type": code, "code": code, "param": None}}
+    response = web.Response(status=status, body=JSON_ENCODER.encode(body), content_type="application/json")
+    response.headers[REPLAY_HEADER] = "miss"
+    return response
+
+
+async def _stream(
+    request: web.Request,
+    status: int,
+    headers: dict[str, str],
+    reads: Iterable[tuple[float, bytes]],
+    pacer: Pacer,
+    wants_usage: bool,
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=status, headers=headers)
+    await response.prepare(request)
+    usage_filter = None if wants_usage else UsageChunkFilter()
+    try:
+        for offset, data in reads:
+            await pacer.at(offset)
+            out = usage_filter.feed(data) if usage_filter is not None else data
+            if out:
+                await response.write(out)
+        if usage_filter is not None:
+            rest = usage_filter.close()
+            if rest:
+                await response.write(rest)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client left; nothing is recorded for a replay
+    return response
