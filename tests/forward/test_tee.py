@@ -1,0 +1,223 @@
+"""Streams through the tee: first chunk early, bytes untouched, usage, disconnects, upstream failures, gzip."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import openai
+import pytest
+from aiohttp.test_utils import TestServer
+
+from proxy.apis.codec import ANY_DECODER
+from proxy.testing import fake_upstream
+from tests.support import API_KEY, FaultReport, Proxy, ProxyFactory
+
+MESSAGES = [{"role": "user", "content": "one two three four five six"}]
+
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def chat_body(model: str, **extra: object) -> dict[str, object]:
+    return {"model": model, "messages": MESSAGES, "stream": True, **extra}
+
+
+async def test_client_gets_first_chunk_before_upstream_sends_the_last(proxy: Proxy, upstream: TestServer) -> None:
+    gate = asyncio.Event()
+    upstream.app[fake_upstream.CONTROL].gate = gate
+    stream = await proxy.client().chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
+    iterator = stream.__aiter__()
+    first = await asyncio.wait_for(iterator.__anext__(), timeout=5)
+    # The upstream is parked after its first chunk until the gate opens: the proxy did not buffer.
+    assert first.choices[0].delta.role == "assistant"
+    assert not gate.is_set()
+    gate.set()
+    rest = [c async for c in iterator]
+    assert rest[-1].choices[0].finish_reason == "stop"
+    [row] = await proxy.rows()
+    assert row["outcome"] == "complete"
+
+
+async def test_openrouter_stream_bytes_pass_untouched(proxy: Proxy, upstream: TestServer) -> None:
+    body = chat_body("fake-openrouter", stream_options={"include_usage": True})
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as http,
+        http.post(f"{proxy.url}/v1/chat/completions", json=body, headers=AUTH) as resp,
+    ):
+        received = await resp.read()
+        exchange_id = resp.headers["X-Proxy-Exchange-Id"]
+    assert received.startswith(b": OPENROUTER PROCESSING\r\n\r\n")
+    assert b"\r\n\r\n" in received and received.endswith(b"data: [DONE]\r\n\r\n")
+    [row] = await proxy.rows()
+    assert row["id"] == exchange_id
+    stored = (await proxy.bodies())[exchange_id]
+    assert stored["response_body"] == received, "client bytes == recorded bytes, comments and CRLF included"
+    # usage rode on the last content chunk, with OpenRouter's own cost
+    assembled = ANY_DECODER.decode(stored["assembled"])
+    assert assembled["usage"]["cost"] > 0
+    assert assembled["provider"] == "FakeProvider"
+    assert row["prompt_tokens"] == 6 and row["completion_tokens"] == len(
+        assembled["choices"][0]["message"]["content"].split()
+    )
+    assert row["usage_source"] == "provider" and row["outcome"] == "complete"
+
+
+async def test_openrouter_usage_on_content_chunk_is_not_stripped(proxy: Proxy) -> None:
+    stream = await proxy.client().chat.completions.create(model="fake-openrouter", messages=MESSAGES, stream=True)
+    chunks = [c async for c in stream]
+    # The usage arrives on a chunk that also has choices: the client keeps it, nothing is lost.
+    assert chunks[-1].choices and chunks[-1].usage is not None
+    [row] = await proxy.rows()
+    assert row["total_tokens"] == chunks[-1].usage.total_tokens
+
+
+async def test_reasoning_and_cached_tokens(proxy: Proxy) -> None:
+    stream = await proxy.client().chat.completions.create(model="fake-reasoning", messages=MESSAGES, stream=True)
+    [c async for c in stream]
+    [row] = await proxy.rows()
+    assert row["cached_tokens"] == 3 and row["reasoning_tokens"] == 3
+    assembled = ANY_DECODER.decode((await proxy.bodies())[row["id"]]["assembled"])
+    assert assembled["choices"][0]["message"]["reasoning"].startswith("think think")
+
+
+async def test_stream_without_usage_records_null_not_zero(proxy: Proxy) -> None:
+    stream = await proxy.client().chat.completions.create(model="fake-no-usage", messages=MESSAGES, stream=True)
+    [c async for c in stream]
+    [row] = await proxy.rows()
+    assert row["usage_source"] == "missing"
+    assert row["prompt_tokens"] is None and row["completion_tokens"] is None and row["total_tokens"] is None
+    assert row["outcome"] == "complete"
+
+
+async def test_client_disconnect_mid_stream_is_recorded_partial(proxy: Proxy, upstream: TestServer) -> None:
+    gate = asyncio.Event()
+    upstream.app[fake_upstream.CONTROL].gate = gate
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(f"{proxy.url}/v1/chat/completions", json=chat_body("fake-model"), headers=AUTH)
+        first = await resp.content.readuntil(b"\n\n")
+        assert first.startswith(b"data: ")
+        resp.close()  # the client goes away while the upstream is still generating
+    gate.set()
+    [row] = await proxy.wait_rows(1)
+    assert row["status"] == 499 and row["upstream_status"] == 200
+    assert row["outcome"] == "client_disconnected"
+    assert row["ttft_ms"] is None or row["ttft_ms"] > 0
+    body = (await proxy.bodies())[row["id"]]
+    assert body["response_body"].startswith(first)
+
+
+async def test_client_disconnect_after_content_keeps_ttft(proxy: Proxy, upstream: TestServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(
+            f"{proxy.url}/v1/chat/completions",
+            json=chat_body("fake-model"),
+            headers={**AUTH, "x-fake-delay-ms": "50", "x-fake-events": "40"},
+        )
+        await resp.content.readuntil(b"\n\n")
+        await resp.content.readuntil(b"\n\n")  # the first content chunk
+        resp.close()
+    [row] = await proxy.wait_rows(1)
+    assert row["outcome"] == "client_disconnected" and row["status"] == 499
+    assert row["ttft_ms"] is not None and row["ttft_ms"] < row["duration_ms"] < 1500
+    assert row["prompt_tokens"] is None, "cut before the usage chunk: unknown, not 0"
+
+
+@pytest.mark.parametrize(
+    ("model", "outcome", "error"),
+    [
+        ("fake-error-midstream", "upstream_error_event", "provider overloaded mid-generation"),
+        ("fake-cut", "upstream_cut", None),
+    ],
+)
+async def test_upstream_failure_mid_stream(
+    proxy: Proxy, model: str, outcome: str, error: str | None, fault_report: FaultReport
+) -> None:
+    received: list[str] = []
+    # The SDK raises on both: an `error` event, and a connection cut before the end of the stream.
+    with pytest.raises(openai.APIError):
+        stream = await proxy.client().chat.completions.create(model=model, messages=MESSAGES, stream=True)
+        async for chunk in stream:
+            received.append(chunk.choices[0].delta.content or "")
+    [row] = await proxy.rows()
+    fault_report.add(
+        f"upstream {'resets the connection' if model == 'fake-cut' else 'sends an error event'} mid-stream",
+        1,
+        0,
+        "the bytes sent, then " + ("a cut connection (as direct)" if model == "fake-cut" else "that event"),
+    )
+    assert row["outcome"] == outcome
+    assert row["status"] == 200
+    if error:
+        assert row["error"] == error
+    else:
+        assert row["error"]
+    assembled = ANY_DECODER.decode((await proxy.bodies())[row["id"]]["assembled"])
+    assert assembled["choices"][0]["message"]["content"].startswith("".join(received[:2]))
+
+
+async def test_unreachable_upstream_is_502_and_recorded(start_proxy: ProxyFactory, fault_report: FaultReport) -> None:
+    proxy = await start_proxy("http://127.0.0.1:9/v1")
+    with pytest.raises(openai.APIStatusError) as err:
+        await proxy.client().chat.completions.create(model="fake-model", messages=MESSAGES)
+    assert err.value.status_code == 502
+    assert err.value.body["type"] == "proxy_error" and err.value.body["code"] == "upstream_unreachable"
+    assert "upstream 'default' (http://127.0.0.1:9/v1) unreachable" in err.value.body["message"]
+    [row] = await proxy.rows()
+    fault_report.add("upstream refuses connections", 1, 0, "502, OpenAI error shape, upstream named")
+    assert row["status"] == 502 and row["outcome"] == "upstream_unreachable" and row["upstream_status"] is None
+
+
+async def test_upstream_timeout_is_504_and_recorded(start_proxy: ProxyFactory, fault_report: FaultReport) -> None:
+    proxy = await start_proxy(upstream={"read_timeout": 0.2})
+    client = proxy.client(default_headers={"x-fake-delay-ms": "1000"})
+    started = time.perf_counter()
+    with pytest.raises(openai.APIStatusError) as err:
+        await client.chat.completions.create(model="fake-model", messages=MESSAGES)
+    assert time.perf_counter() - started < 0.9
+    assert err.value.status_code == 504 and err.value.body["code"] == "upstream_timeout"
+    # A stream that stalls after it started cannot become a 504: the client's connection is cut instead.
+    with pytest.raises(openai.APIConnectionError):
+        stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
+        [c async for c in stream]
+    rows = await proxy.rows()
+    fault_report.add("upstream stalls past the read timeout", 2, 2 - len(rows), "504 before headers; cut stream after")
+    assert [(r["status"], r["outcome"]) for r in rows] == [(504, "upstream_timeout"), (200, "upstream_timeout")]
+
+
+async def test_gzip_body_passes_compressed_and_is_stored_decoded(proxy: Proxy) -> None:
+    body = {"model": "fake-model", "messages": MESSAGES}
+    async with aiohttp.ClientSession(auto_decompress=False) as http:
+        headers = {**AUTH, "x-fake-gzip": "1", "Accept-Encoding": "gzip"}
+        async with http.post(f"{proxy.url}/v1/chat/completions", json=body, headers=headers) as resp:
+            raw = await resp.read()
+            assert resp.headers["Content-Encoding"] == "gzip"
+    assert raw[:2] == b"\x1f\x8b", "the client got the upstream's gzip bytes untouched"
+    [row] = await proxy.rows()
+    stored = (await proxy.bodies())[row["id"]]
+    assert ANY_DECODER.decode(stored["response_body"])["object"] == "chat.completion"
+    assert "content-encoding" not in stored["response_headers"]
+    assert row["total_tokens"] is not None
+
+
+async def test_named_upstream_and_injected_api_key(start_proxy: ProxyFactory, upstream: TestServer) -> None:
+    url = str(upstream.make_url("/v1"))
+    proxy = await start_proxy(upstreams={"second": {"url": url, "api_key": "sk-injected-KEY-987"}})
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{proxy.url}/second/v1/chat/completions", json={"model": "fake-model", "messages": MESSAGES}
+        ) as resp:
+            assert resp.status == 200
+        async with http.post(
+            f"{proxy.url}/second/v1/chat/completions", json={"model": "fake-model", "messages": MESSAGES}, headers=AUTH
+        ) as resp:
+            assert resp.status == 200
+        async with http.get(f"{proxy.url}/nope/v1/models") as resp:
+            assert resp.status == 404
+            assert (await resp.json())["error"]["code"] == "unknown_upstream"
+    seen = [r["headers"].get("Authorization") for r in upstream.app[fake_upstream.REQUESTS]]
+    assert seen == ["Bearer sk-injected-KEY-987", f"Bearer {API_KEY}"], "injected only when the client sent none"
+    rows = await proxy.rows()
+    assert [r["upstream"] for r in rows] == ["second", "second", "nope"]
+    assert rows[0]["key_fingerprint"] != rows[1]["key_fingerprint"]

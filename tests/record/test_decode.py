@@ -1,0 +1,142 @@
+"""Decoding a finished exchange: usage, model, finish reason, TTFT and outcome from raw bytes."""
+
+from __future__ import annotations
+
+import gzip
+
+import msgspec
+import pytest
+
+from proxy.apis.chat.assemble import Assembler
+from proxy.apis.chat.wire import CHUNK_DECODER
+from proxy.apis.codec import ANY_DECODER
+from proxy.record.decode import decompress, finalize
+from proxy.record.exchange import Exchange, Outcome, UsageSource
+
+ENC = msgspec.json.Encoder()
+
+
+SSE = {"content-type": "text/event-stream"}
+
+
+def sse(*objs: object, done: bool = True) -> bytes:
+    out = b"".join(b"data: " + ENC.encode(o) + b"\n\n" for o in objs)
+    return out + (b"data: [DONE]\n\n" if done else b"")
+
+
+def streamed(body: bytes, reads: int = 3) -> Exchange:
+    ex = Exchange(stream=True, response_headers=dict(SSE), status=200)
+    step = max(1, len(body) // reads)
+    ex.stream_chunks = [(float(i), min(i + step, len(body))) for i in range(0, len(body), step)]
+    ex.response_body = body
+    ex.finish()
+    return finalize(ex)
+
+
+def test_tool_calls_without_index_and_names_in_pieces() -> None:
+    asm = Assembler()
+    for delta in (
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "a", "type": "function", "function": {"name": "get_", "arguments": ""}}],
+        },
+        {"tool_calls": [{"index": 0, "function": {"name": "weather", "arguments": '{"x":'}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]},
+    ):
+        asm.add(CHUNK_DECODER.decode(ENC.encode({"choices": [{"index": 0, "delta": delta}]})))
+    call = asm.result()["choices"][0]["message"]["tool_calls"][0]
+    assert call == {"id": "a", "type": "function", "function": {"name": "get_weather", "arguments": '{"x":1}'}}
+
+
+def test_vllm_null_choices_and_float_created_are_tolerated() -> None:
+    ex = streamed(
+        sse(
+            {"id": "x", "created": 1.5, "model": "m", "choices": [{"index": 0, "delta": {"content": "hi"}}]},
+            {
+                "id": "x",
+                "model": "m",
+                "choices": None,
+                "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3},
+            },
+            {"id": "x", "choices": [{"index": 0.0, "delta": {}, "finish_reason": "stop"}], "unknown": {"kept": True}},
+        )
+    )
+    assert ex.usage_source is UsageSource.PROVIDER and ex.usage.total_tokens == 3
+    assert ex.finish_reason == "stop" and ex.outcome is Outcome.COMPLETE and ex.decode_errors == 0
+    assembled = ANY_DECODER.decode(ex.assembled)
+    assert assembled["choices"][0]["message"]["content"] == "hi" and assembled["created"] == 1.5
+    assert b'"unknown":{"kept":true}' in ex.response_body  # the raw record keeps what the view skipped
+
+
+def test_bad_chunk_is_counted_and_skipped() -> None:
+    body = sse({"choices": [{"index": 0, "delta": {"content": "a"}}]})
+    body = body.replace(b"data: [DONE]", b"data: {not json\n\ndata: [DONE]")
+    ex = streamed(body)
+    assert ex.decode_errors == 1 and ANY_DECODER.decode(ex.assembled)["choices"][0]["message"]["content"] == "a"
+    assert ex.usage_source is UsageSource.MISSING and ex.usage is None
+
+
+def test_truncated_stream_is_cut_not_complete() -> None:
+    ex = streamed(sse({"choices": [{"index": 0, "delta": {"content": "a"}}]}, done=False))
+    assert ex.outcome is Outcome.UPSTREAM_CUT and "without [DONE]" in ex.error
+
+
+def test_ttft_is_the_read_with_the_first_content() -> None:
+    body = b": keepalive\n\n" + sse(
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}, done=False
+    )
+    first_content = sse({"choices": [{"index": 0, "delta": {"content": "x"}}]})
+    ex = Exchange(stream=True, response_headers=dict(SSE), status=200)
+    ex.response_body = body + first_content
+    ex.stream_chunks = [(5.0, 13), (9.0, len(body)), (42.0, len(body) + len(first_content))]
+    ex.finish()
+    finalize(ex)
+    assert ex.ttft_ms == 42.0
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_decompress(encoding: str) -> None:
+    import zlib
+
+    data = b'{"usage": {"prompt_tokens": 1}}'
+    packed = gzip.compress(data) if encoding == "gzip" else zlib.compress(data)
+    assert decompress(packed, encoding) == data
+    with pytest.raises(ValueError, match="unsupported"):
+        decompress(packed, "compress")
+
+
+def test_non_json_body_leaves_fields_empty() -> None:
+    ex = Exchange(response_headers={"content-type": "text/html"}, response_body=b"<html>bad gateway</html>")
+    ex.finish()
+    finalize(ex)
+    assert ex.usage is None and ex.decode_errors == 0 and ex.usage_source is UsageSource.MISSING
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_simple_event_split_matches_the_sse_parser(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The blank-line split used for plain ``data:`` streams gives what the general parser gives,
+    TTFT (the read that completed the first output event) included, wherever the reads were cut."""
+    import random
+
+    import proxy.record.decode as decode
+    from proxy.bench.writerate import template
+
+    base = template("stream50")
+    body = base.response_body.replace(b"data: ", b"data:", seed % 2)  # both spellings of the field
+    rng = random.Random(seed)
+    ends = [*sorted(rng.sample(range(1, len(body)), rng.randint(0, 40))), len(body)]
+    chunks = [(float(i * 7 + 1), end) for i, end in enumerate(ends)]
+    fast = finalize(msgspec.structs.replace(base, response_body=body, stream_chunks=list(chunks)))
+    assert decode.simple_events(body) is not None
+    monkeypatch.setattr(decode, "simple_events", lambda _body: None)
+    general = finalize(msgspec.structs.replace(base, response_body=body, stream_chunks=list(chunks)))
+    fields = ("ttft_ms", "usage", "assembled", "event_count", "outcome", "finish_reason", "decode_errors")
+    assert [getattr(fast, f) for f in fields] == [getattr(general, f) for f in fields]
+
+
+def test_streams_the_split_does_not_handle_go_to_the_parser() -> None:
+    from proxy.record.decode import simple_events
+
+    assert simple_events(b"data: 1\n\ndata: 2\n\n") == [(9, b"1"), (18, b"2")]
+    for body in (b"data: 1\r\n\r\n", b": keep-alive\n\ndata: 1\n\n", b"data: 1\ndata: 2\n\n", b"data: 1\n\ndata: 2"):
+        assert simple_events(body) is None

@@ -1,0 +1,153 @@
+"""The recorder: outage and spool, drain on close, batching under a delay."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+
+from proxy.record.exchange import Exchange, Outcome
+from proxy.record.recorder import Recorder
+from tests.support import Database, FaultReport, Proxy
+
+MESSAGES = [{"role": "user", "content": "hello there"}]
+
+
+async def _rename(database: Database, old: str, new: str) -> None:
+    async with database.engine.begin() as conn:
+        await conn.exec_driver_sql(f"ALTER TABLE {old} RENAME TO {new}")
+
+
+async def _health(proxy: Proxy) -> dict:
+    async with aiohttp.ClientSession() as http, http.get(f"{proxy.url}/_proxy/health") as resp:
+        return await resp.json()
+
+
+async def test_database_outage_spools_to_disk_then_writes_back(
+    proxy: Proxy, database: Database, fault_report: FaultReport
+) -> None:
+    client = proxy.client()
+    await client.chat.completions.create(model="fake-model", messages=MESSAGES)
+    await proxy.recorder.flush()
+
+    # The table disappears from under the writer: every insert now fails, on SQLite and PostgreSQL alike.
+    await _rename(database, "exchanges", "exchanges_away")
+    for _ in range(5):
+        await client.chat.completions.create(model="fake-model", messages=MESSAGES)
+        stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
+        [c async for c in stream]
+    await proxy.recorder.flush()
+    stats = proxy.recorder.stats
+    assert not stats.database_ok and stats.spooled == 10 and stats.dropped == 0
+    assert proxy.recorder.spool_files()
+    health = await _health(proxy)
+    assert health["status"] == "degraded" and health["database"]["ok"] is False
+    assert health["recorder"]["spooled"] == 10
+
+    await _rename(database, "exchanges_away", "exchanges")
+    await asyncio.sleep(0.25)  # past retry_interval
+    await client.chat.completions.create(model="fake-model", messages=MESSAGES)
+    rows = await proxy.rows()
+    fault_report.add(f"{database.kind}: database unusable mid-run (table gone)", 10, 12 - len(rows), "normal answers")
+    assert len(rows) == 12, "1 before, 10 spooled during the outage, 1 after"
+    assert len({r["id"] for r in rows}) == 12
+    assert not proxy.recorder.spool_files()
+    assert proxy.recorder.stats.database_ok and proxy.recorder.stats.unspooled == 10
+    assert (await _health(proxy))["status"] == "ok"
+    bodies = await proxy.bodies()
+    assert set(bodies) == {r["id"] for r in rows}
+
+
+async def test_spool_left_by_a_previous_run_is_written_at_start(database: Database, tmp_path: Path) -> None:
+    dead = Recorder(database.engine, spool_dir=tmp_path / "spool")
+    batch = [Exchange(method="POST", path="/v1/chat/completions", status=200) for _ in range(3)]
+    for ex in batch:
+        ex.finish(Outcome.COMPLETE)
+    dead._spool(batch)
+    assert len(dead.spool_files()) == 1
+
+    fresh = Recorder(database.engine, spool_dir=tmp_path / "spool", retry_interval=0)
+    await fresh.start()
+    fresh.submit(Exchange(method="GET", path="/v1/models", status=200))
+    await fresh.close()
+    rows = await database.rows()
+    assert {r["id"] for r in rows} >= {ex.id for ex in batch}
+    assert len(rows) == 4 and not fresh.spool_files()
+
+
+async def test_close_drains_the_queue(database: Database, tmp_path: Path) -> None:
+    recorder = Recorder(database.engine, spool_dir=tmp_path / "spool", batch_size=7)
+    await recorder.start()
+    ids = []
+    for _ in range(50):
+        ex = Exchange(method="GET", path="/v1/models", status=200)
+        ex.finish()
+        ids.append(ex.id)
+        recorder.submit(ex)
+    await recorder.close()
+    rows = await database.rows(order="id")
+    assert [r["id"] for r in rows] == sorted(ids)
+    assert recorder.stats.batches >= 50 // 7
+
+
+async def test_full_spool_drops_and_counts(database: Database, tmp_path: Path) -> None:
+    recorder = Recorder(database.engine, spool_dir=tmp_path / "spool", spool_max_bytes=10)
+    recorder._spool([Exchange()])
+    assert recorder.stats.dropped == 1 and recorder.stats.spooled == 0
+
+
+DELAY = 0.5
+
+
+def _exchange(i: int) -> Exchange:
+    ex = Exchange(method="POST", path="/v1/chat/completions", session_id=f"batch-{i}", status=200)
+    ex.response_headers = {"content-type": "application/json"}
+    ex.response_body = b'{"usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}'
+    ex.finish()
+    return ex
+
+
+async def _wait_written(recorder: Recorder, n: int, timeout: float) -> float:
+    started = time.monotonic()
+    while recorder.stats.written < n:
+        assert time.monotonic() - started < timeout, f"only {recorder.stats.written} of {n} written"
+        await asyncio.sleep(0.005)
+    return time.monotonic() - started
+
+
+async def test_records_arriving_one_by_one_share_a_transaction(database: Database, tmp_path: Path) -> None:
+    recorder = Recorder(database.engine, batch_delay=DELAY, spool_dir=tmp_path / "spool")
+    await recorder.start()
+    try:
+        for i in range(5):
+            recorder.submit(_exchange(i))
+            await asyncio.sleep(0.01)  # the writer is idle and awake between submissions
+        await _wait_written(recorder, 5, timeout=DELAY * 4)
+        assert recorder.stats.batches == 1
+        assert len(await database.rows()) == 5
+    finally:
+        await recorder.close()
+
+
+async def test_flush_full_batch_and_close_do_not_wait_for_the_delay(database: Database, tmp_path: Path) -> None:
+    recorder = Recorder(database.engine, batch_size=3, batch_delay=30.0, spool_dir=tmp_path / "spool")
+    await recorder.start()
+    try:
+        recorder.submit(_exchange(0))
+        started = time.monotonic()
+        await recorder.flush()
+        assert time.monotonic() - started < 5 and recorder.stats.written == 1
+
+        for i in range(1, 4):  # a full batch goes at once
+            recorder.submit(_exchange(i))
+        assert await _wait_written(recorder, 4, timeout=5) < 5
+
+        recorder.submit(_exchange(4))
+        await asyncio.sleep(0.05)  # the writer is now waiting for the batch to fill
+    finally:
+        started = time.monotonic()
+        await recorder.close()
+    assert time.monotonic() - started < 5
+    assert recorder.stats.written == 5 and len(await database.rows()) == 5

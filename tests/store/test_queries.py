@@ -1,0 +1,238 @@
+"""Every usage grouping and filter on both databases, against expectations computed from a fixture set of
+exchanges written through the recorder's write path (which also keeps the rollups)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from proxy.apis.chat.wire import CompletionTokensDetails, PromptTokensDetails, Usage
+from proxy.config import Price
+from proxy.record.exchange import Exchange, Outcome, UsageSource
+from proxy.store import queries, rollup
+from proxy.store.queries import Filters
+from proxy.store.writes import insert_exchanges
+from proxy.usage.pricing import PriceTable
+from tests.support import Database
+
+BASE = datetime(2026, 3, 1, tzinfo=UTC)
+PRICES = PriceTable({"gpt-x": Price(input=2.0, cached_input=0.5, output=8.0)}, bundled=False)
+
+
+def fixture_set() -> list[Exchange]:
+    rng = random.Random(42)
+    out = []
+    models = [("gpt-x", "gpt-x-2026-01-01"), ("gpt-x", None), ("openai/gpt-x", "openai/gpt-x"), ("local", "local")]
+    for i in range(60):
+        requested, returned = models[i % 4]
+        status = [200, 200, 200, 200, 200, 429, 499, 502][i % 8]
+        started = BASE + timedelta(hours=rng.randrange(0, 72), minutes=rng.randrange(60), seconds=rng.random())
+        ex = Exchange(
+            started_at=started,
+            session_id=[None, "suite-a", "suite-b"][i % 3],
+            upstream="default" if i % 5 else "openrouter",
+            requested_model=requested,
+            key_fingerprint=[None, "fp_one", "fp_two"][i % 3 if i % 7 else 0],
+            user=["alice", None][i % 2],
+            method="POST",
+            path="/v1/chat/completions",
+            stream=bool(i % 2),
+            status=status,
+            upstream_status=200 if status == 499 else status,
+            duration_ms=rng.uniform(5, 5000),
+            ttft_ms=rng.uniform(1, 800) if i % 2 and status in (200, 499) else None,
+        )
+        ex.finished_at = started + timedelta(milliseconds=ex.duration_ms or 0)
+        if status == 499:
+            ex.outcome = Outcome.CLIENT_DISCONNECTED
+        elif status == 502:
+            ex.outcome = Outcome.UPSTREAM_UNREACHABLE
+        elif i % 11 == 0:
+            ex.outcome = Outcome.UPSTREAM_CUT  # a 200 that was cut: an error with status 200
+        if status == 200 and i % 13 != 0:  # some successes report no usage at all
+            prompt, completion = rng.randint(10, 900), rng.randint(1, 300)
+            ex.usage = Usage(
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                total_tokens=prompt + completion,
+                prompt_tokens_details=PromptTokensDetails(cached_tokens=prompt // 3 if i % 3 else None),
+                completion_tokens_details=CompletionTokensDetails(reasoning_tokens=completion // 4),
+                cost=0.0042 if ex.upstream == "openrouter" else None,
+            )
+            ex.usage_source = UsageSource.PROVIDER
+            ex.returned_model = returned
+        PRICES.apply(ex)
+        out.append(ex)
+    return out
+
+
+def group_value(ex: Exchange, dim: str) -> Any:
+    return {
+        "model": ex.returned_model or ex.requested_model,
+        "day": ex.started_at.strftime("%Y-%m-%d"),
+        "hour": ex.started_at.strftime("%Y-%m-%dT%H:00:00Z"),
+        "key": ex.key_fingerprint,
+        "session": ex.session_id,
+        "upstream": ex.upstream,
+        "status": ex.status,
+        "user": ex.user,
+    }[dim]
+
+
+def nearest_rank(values: list[float], p: int) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, -(-p * len(ordered) // 100)) - 1]
+
+
+def expected(exs: list[Exchange], dims: list[str]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    groups: dict[tuple[Any, ...], list[Exchange]] = defaultdict(list)
+    for ex in exs:
+        groups[tuple(group_value(ex, d) for d in dims)].append(ex)
+    out = {}
+    for key, members in groups.items():
+        reported = [e for e in members if e.usage_source is UsageSource.PROVIDER]
+        known = [e.cost_usd for e in members if e.cost_usd is not None]
+
+        def total(attr: str, reported: list[Exchange] = reported) -> int | None:
+            return sum(getattr(e.usage, attr) or 0 for e in reported) if reported else None
+
+        out[key] = {
+            "requests": len(members),
+            "errors": sum((e.status or 0) >= 400 or e.outcome is not Outcome.COMPLETE for e in members),
+            "prompt_tokens": total("prompt_tokens"),
+            "completion_tokens": total("completion_tokens"),
+            "cached_tokens": total("cached_tokens"),
+            "reasoning_tokens": total("reasoning_tokens"),
+            "total_tokens": total("total_tokens"),
+            "cost_usd": sum(known) if known else None,
+            "unknown_cost": sum(e.cost_source == "unknown" for e in members),
+            "missing_usage": len(members) - len(reported),
+            "latency": [e.duration_ms for e in members if e.duration_ms is not None],
+            "ttft": [e.ttft_ms for e in members if e.ttft_ms is not None],
+        }
+    return out
+
+
+def check(rows: list[dict[str, Any]], exs: list[Exchange], dims: list[str]) -> None:
+    want = expected(exs, dims)
+    got = {tuple(r[d] for d in dims): r for r in rows}
+    assert set(got) == set(want)
+    for key, w in want.items():
+        g = got[key]
+        for name in ("requests", "errors", "unknown_cost", "missing_usage", *queries.TOKENS):
+            assert g[name] == w[name], (key, name)
+        assert g["cost_usd"] == (pytest.approx(w["cost_usd"]) if w["cost_usd"] is not None else None), key
+        for metric, ps in (("latency", queries.LATENCY_PERCENTILES), ("ttft", queries.TTFT_PERCENTILES)):
+            for p in ps:
+                exact, estimate = nearest_rank(w[metric], p), g[f"{metric}_p{p}_ms"]
+                if exact is None:
+                    assert estimate is None
+                else:  # the estimate lies in the exact value's histogram bucket (within 19%)
+                    assert rollup.bucket_of(estimate) == rollup.bucket_of(exact), (key, metric, p, exact, estimate)
+    keys = [tuple(r[d] for d in dims) for r in rows]
+    assert keys == sorted(keys, key=lambda k: tuple((v is not None, v) for v in k))
+
+
+@pytest.fixture
+async def recorded(database: Database) -> list[Exchange]:
+    exs = fixture_set()
+    async with database.engine.begin() as conn:
+        await insert_exchanges(conn, exs[:30])
+    async with database.engine.begin() as conn:
+        await insert_exchanges(conn, exs[20:])  # overlaps: a spool replay must not count twice
+    return exs
+
+
+GROUPINGS = [[], *[[d] for d in queries.DIMENSIONS], ["model", "day"], ["status", "upstream"], ["session", "model"],
+             ["hour", "key"], ["user", "day"]]  # fmt: skip
+
+
+async def test_every_grouping(database: Database, recorded: list[Exchange]) -> None:
+    for dims in GROUPINGS:
+        async with database.engine.connect() as conn:
+            rows = await queries.usage(conn, dims)
+        check(rows, recorded, dims)
+
+
+def window(exs: list[Exchange], since: datetime | None, until: datetime | None) -> list[Exchange]:
+    return [e for e in exs if (since is None or e.started_at >= since) and (until is None or e.started_at < until)]
+
+
+WINDOWS = (
+    (BASE + timedelta(hours=5, minutes=17), None),  # raw edge + whole hours + whole days
+    (None, BASE + timedelta(days=1, hours=3, minutes=40)),
+    (BASE + timedelta(hours=20, minutes=1), BASE + timedelta(days=2, hours=2, minutes=59)),
+    (BASE + timedelta(hours=7, minutes=10), BASE + timedelta(hours=7, minutes=50)),  # inside one hour
+    (BASE + timedelta(days=1), BASE + timedelta(days=2)),  # whole days only
+)
+
+
+async def test_time_windows_mix_rollups_and_raw_rows_exactly(database: Database, recorded: list[Exchange]) -> None:
+    for since, until in WINDOWS:
+        for dims in ([], ["model", "day"], ["hour"], ["session"]):
+            async with database.engine.connect() as conn:
+                rows = await queries.usage(conn, dims, Filters(since=since, until=until))
+            check(rows, window(recorded, since, until), dims)
+
+
+FILTERS = (
+    (Filters(model="gpt-x"), lambda e: "gpt-x" in (e.requested_model, e.returned_model)),
+    (Filters(model="gpt-x-2026-01-01"), lambda e: e.returned_model == "gpt-x-2026-01-01"),
+    (Filters(key="fp_one"), lambda e: e.key_fingerprint == "fp_one"),
+    (Filters(session="suite-a"), lambda e: e.session_id == "suite-a"),
+    (Filters(upstream="openrouter"), lambda e: e.upstream == "openrouter"),
+    (Filters(user="alice"), lambda e: e.user == "alice"),
+    (Filters(status=429), lambda e: e.status == 429),
+    (Filters(errors_only=True), lambda e: (e.status or 0) >= 400 or e.outcome is not Outcome.COMPLETE),
+)
+
+
+async def test_filters(database: Database, recorded: list[Exchange]) -> None:
+    for filters, keep in FILTERS:
+        async with database.engine.connect() as conn:
+            rows = await queries.usage(conn, ["model"], filters)
+        check(rows, [e for e in recorded if keep(e)], ["model"])
+
+
+async def test_sessions_and_listing(database: Database, recorded: list[Exchange]) -> None:
+    async with database.engine.connect() as conn:
+        sessions = await queries.sessions(conn)
+        page = await queries.list_exchanges(conn, Filters(session="suite-b"), limit=5)
+        page2 = await queries.list_exchanges(conn, Filters(session="suite-b"), limit=5, offset=5)
+        detail = await queries.get_exchange(conn, recorded[0].id)
+    by_session = defaultdict(list)
+    for e in recorded:
+        if e.session_id:
+            by_session[e.session_id].append(e)
+
+    def last_active(name: str) -> float:
+        return max(e.started_at.timestamp() for e in by_session[name])
+
+    assert [s["session"] for s in sessions] == sorted(by_session, key=last_active, reverse=True)
+    for s in sessions:
+        members = by_session[s["session"]]
+        assert s["requests"] == len(members)
+        assert s["first_at"] == min(e.started_at for e in members)
+        assert s["models"] == sorted({e.returned_model or e.requested_model for e in members})
+    newest = sorted(by_session["suite-b"], key=lambda e: e.started_at, reverse=True)
+    assert [r["id"] for r in page.rows + page2.rows] == [e.id for e in newest[:10]]
+    assert page.has_more
+    assert detail is not None and detail["id"] == recorded[0].id and detail["body"] is not None
+
+
+def test_plan_covers_the_window_exactly() -> None:
+    since, until = BASE + timedelta(hours=5, minutes=17), BASE + timedelta(days=3, hours=4, minutes=2)
+    segments = queries.plan(since, until, daily=True)
+    assert sorted((s[1], s[2]) for s in segments)[0][0] == since
+    covered = sorted((s[1], s[2]) for s in segments)
+    for (_, a_end), (b_start, _) in itertools.pairwise(covered):
+        assert a_end == b_start
+    assert covered[-1][1] == until
+    assert {s[0] for s in segments} == {"raw", "hour", "day"}
