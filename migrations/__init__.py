@@ -1,1 +1,2 @@
-"""Alembic migrations for the recording proxy (packaged so `pip install .` can run them)."""
+"""Alembic migrations, installed as ``proxy.migrations`` (pyproject maps this folder there): not a
+top-level package of its own in site-packages. Alembic reads ``env.py`` and ``versions/`` by path."""

@@ -30,7 +30,6 @@ SUMS = (
     "unknown_cost",
     "missing_usage",
 )
-BACKFILL_CHUNK = 20_000
 
 
 def _create(name: str) -> None:
@@ -58,32 +57,97 @@ def upgrade() -> None:
     _backfill()
 
 
-def _backfill() -> None:
-    """Fold the exchanges already recorded into the new rollup, a chunk at a time."""
-    from proxy.store import rollup
+def _bucket_edges() -> list[float]:
+    """Lower bounds of histogram buckets 1..BUCKETS-1 at this revision: bucket i holds [2^((i-1)/4), 2^(i/4)) ms."""
+    return [2 ** ((i - 1) / 4) for i in range(1, BUCKETS)]
 
-    text_columns = ("id", "model", "model_requested", "upstream", "key_fingerprint", "outcome", "usage_source")
-    exchanges = sa.table(
-        "exchanges",
-        sa.column("started_at", sa.DateTime(timezone=True)),
-        *[sa.column(name, sa.String()) for name in (*text_columns, "cost_source")],
-        *[sa.column(name, sa.Integer()) for name in ("status", *SUMS[3:8])],
-        *[sa.column(name, sa.Float()) for name in ("cost_usd", "duration_ms", "ttft_ms")],
-    )
+
+def _histogram(column: sa.ColumnElement, edges: list[float]) -> list[sa.ColumnElement]:
+    """One COUNT per bucket of ``column`` (NULLs count nowhere): the rollup's histogram, in SQL."""
+    bounds = [None, *edges, None]
+    out = []
+    for i in range(BUCKETS):
+        low, high = bounds[i], bounds[i + 1]
+        test = column.isnot(None)
+        if low is not None:
+            test = sa.and_(test, column >= low)
+        if high is not None:
+            test = sa.and_(test, column < high)
+        out.append(sa.func.sum(sa.case((test, 1), else_=0)))
+    return out
+
+
+def _period(column: sa.ColumnElement, unit: str, dialect: str) -> sa.ColumnElement:
+    """The start of the UTC hour or day, in the form each backend stores a timestamp."""
+    if dialect == "postgresql":
+        return sa.func.timezone("UTC", sa.func.date_trunc(unit, sa.func.timezone("UTC", column)))
+    # SQLite holds naive UTC text as SQLAlchemy writes it: 'YYYY-MM-DD HH:MM:SS.ffffff'.
+    fmt = "%Y-%m-%d %H:00:00.000000" if unit == "hour" else "%Y-%m-%d 00:00:00.000000"
+    return sa.func.strftime(fmt, column)
+
+
+def _backfill() -> None:
+    """Fold the exchanges already recorded into the new rollups: one INSERT ... SELECT per table.
+
+    Written in SQL against this revision's columns, so it means the same whatever the application's
+    rollup code becomes later (a migration must never import live code).
+    """
     bind = op.get_bind()
-    last = ""
-    while True:
-        rows = [
-            r._asdict()
-            for r in bind.execute(
-                sa.select(exchanges).where(exchanges.c.id > last).order_by(exchanges.c.id).limit(BACKFILL_CHUNK)
-            )
+    ex = sa.table(
+        "exchanges",
+        *[sa.column(n, sa.String()) for n in ("model", "model_requested", "upstream", "key_fingerprint")],
+        *[sa.column(n, sa.String()) for n in ("outcome", "usage_source", "cost_source")],
+        sa.column("started_at", sa.DateTime(timezone=True)),
+        *[sa.column(n, sa.Integer()) for n in ("status", *SUMS[3:8])],
+        *[sa.column(n, sa.Float()) for n in ("cost_usd", "duration_ms", "ttft_ms")],
+    )
+    reported = ex.c.usage_source != "missing"
+    error = sa.or_(sa.and_(ex.c.status.isnot(None), ex.c.status >= 400), ex.c.outcome != "complete")
+
+    def count(test: sa.ColumnElement) -> sa.ColumnElement:
+        return sa.func.sum(sa.case((test, 1), else_=0))
+
+    sums = [
+        sa.func.count(),
+        count(error),
+        count(reported),
+        *[sa.func.sum(sa.case((reported, sa.func.coalesce(ex.c[n], 0)), else_=0)) for n in SUMS[3:8]],
+        count(ex.c.cost_usd.isnot(None)),
+        count(ex.c.cost_source == "unknown"),
+        count(sa.not_(reported)),
+    ]
+    edges = _bucket_edges()
+    for unit, name in (("hour", "usage_hourly"), ("day", "usage_daily")):
+        key = [
+            _period(ex.c.started_at, unit, bind.dialect.name),
+            sa.func.coalesce(ex.c.model, ""),
+            sa.func.coalesce(ex.c.model_requested, ""),
+            sa.func.coalesce(ex.c.upstream, ""),
+            sa.func.coalesce(ex.c.key_fingerprint, ""),
+            sa.func.coalesce(ex.c.status, 0),
         ]
-        if not rows:
-            return
-        for table, increments in rollup.deltas(rows):
-            bind.execute(rollup.upsert(bind.dialect.name, table), increments)
-        last = rows[-1]["id"]
+        values = [
+            *key,
+            *sums,
+            sa.func.coalesce(sa.func.sum(ex.c.cost_usd), 0.0),
+            *_histogram(ex.c.duration_ms, edges),
+            *_histogram(ex.c.ttft_ms, edges),
+        ]
+        columns = [
+            "period",
+            "model",
+            "model_requested",
+            "upstream",
+            "key_fingerprint",
+            "status",
+            *SUMS,
+            "cost_usd",
+            *[f"lat_{i:02d}" for i in range(BUCKETS)],
+            *[f"ttft_{i:02d}" for i in range(BUCKETS)],
+        ]
+        target = sa.table(name, *[sa.column(c) for c in columns])
+        select = sa.select(*values).select_from(ex).group_by(*key)
+        bind.execute(target.insert().from_select(columns, select))
 
 
 def downgrade() -> None:

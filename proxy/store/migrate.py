@@ -1,8 +1,12 @@
-"""Run Alembic from inside the proxy: the only way the schema is created or changed."""
+"""Run Alembic from inside the proxy: the only way the schema is created or changed.
+
+The revisions are the repository's top-level ``migrations/`` folder, installed as the ``proxy.migrations``
+package (a mapping in pyproject.toml), so a source checkout and an installed wheel find them the same way.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
 from alembic import command
@@ -11,9 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import migrations
-
-SCRIPT_LOCATION = str(Path(migrations.__file__).parent)
+SCRIPT_LOCATION = str(files("proxy.migrations"))
 
 
 def alembic_config(connection: Any = None) -> Config:
