@@ -40,12 +40,28 @@ class ConfigError(Exception):
 
 
 class Mode(enum.StrEnum):
-    """What the proxy does with a request."""
+    """What the proxy does with a request. The properties below are the whole mode policy: every part of
+    the proxy asks them, none compares modes itself."""
 
     RECORD = "record"  # forward upstream and record the exchange
     REPLAY = "replay"  # answer only from recordings; never contact an upstream
     AUTO = "auto"  # answer from a matching recording, else forward and record
     PASSTHROUGH = "passthrough"  # forward upstream, record nothing
+
+    @property
+    def forwards(self) -> bool:
+        """Requests may go upstream (every mode but replay)."""
+        return self is not Mode.REPLAY
+
+    @property
+    def replays(self) -> bool:
+        """Recordings are asked first (replay and auto)."""
+        return self in (Mode.REPLAY, Mode.AUTO)
+
+    @property
+    def records(self) -> bool:
+        """Forwarded exchanges are recorded (record and auto); an answer from recordings never is."""
+        return self in (Mode.RECORD, Mode.AUTO)
 
 
 # --- replay (issue 3) ---
@@ -316,7 +332,7 @@ def validate(settings: Settings, *, require_upstream: bool) -> None:
 
     parse_listen(settings.listen)
     # Replay answers from recordings alone: it needs no upstream.
-    _check_url("upstream.url", settings.upstream.url, required=require_upstream and settings.mode is not Mode.REPLAY)
+    _check_url("upstream.url", settings.upstream.url, required=require_upstream and settings.mode.forwards)
     for name, up in settings.upstreams.items():
         if not re.match(NAME_PATTERN, name) or name in ("v1", "s", "_proxy", "default"):
             raise ConfigError(f"upstreams.{name}: invalid upstream name (letters, digits, _.-; not v1/s/_proxy)")

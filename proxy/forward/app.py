@@ -15,7 +15,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.admin import api as admin
-from proxy.config import Mode, Settings
+from proxy.config import Settings
 from proxy.forward.handler import forward
 from proxy.forward.routes import control_headers
 from proxy.forward.state import SETTINGS, STATE, ProxyState
@@ -40,6 +40,7 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
         secret = await db.fingerprint_secret(eng, settings.fingerprint_secret)
         rec = settings.recorder
         metrics = Metrics()
+        key_rules = KeyRules(settings.replay.ignore)  # the one set of rules, for recording and replay
         recorder = Recorder(
             eng,
             queue_size=rec.queue_size,
@@ -48,7 +49,7 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             spool_max_bytes=rec.spool_max_bytes,
             retry_interval=rec.retry_interval,
             redactor=BodyRedactor(settings.redact_body_patterns),
-            key_rules=KeyRules(settings.replay.ignore),
+            key_rules=key_rules,
             on_written=metrics.observe_batch,
             pricing=PriceTable.from_settings(settings),
             batch_delay=rec.batch_delay,
@@ -56,8 +57,8 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
         metrics.bind(recorder)
         await recorder.start()
         playback = None
-        if settings.mode in (Mode.REPLAY, Mode.AUTO):
-            index = ReplayIndex(eng, settings.replay)
+        if settings.mode.replays:
+            index = ReplayIndex(eng, settings.replay, key_rules)
             await index.prepare()
             playback = Playback(index, settings.mode, settings.replay)
         session = make_session(settings.upstream.max_connections)

@@ -6,7 +6,10 @@ Invariants:
   nothing or the answer came from recordings (``proxy.replay.playback``; replay and auto modes).
 - The client never waits on the database: the handler only calls ``Recorder.submit``.
 - Status, headers and body of upstream responses reach the client unchanged (less hop-by-hop headers),
-  plus ``X-Proxy-Exchange-Id``. Errors the proxy makes itself use the OpenAI error shape.
+  plus ``X-Proxy-Exchange-Id`` when the exchange is recorded. Errors the proxy makes itself use the
+  OpenAI error shape.
+- What the mode allows (forward, replay, record) is asked of ``Mode``; nothing here compares modes.
+- The handler records facts (``ending``, ``delivered``); the outcome is decided in ``record.outcome``.
 """
 
 from __future__ import annotations
@@ -19,10 +22,17 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from proxy.apis.chat.usage_option import USAGE_PATHS, UsageChunkFilter, inject_usage
+from proxy.apis.chat.usage_option import (
+    REFUSAL_MAX_BYTES,
+    UsageChunkFilter,
+    inject_usage,
+    needs_option,
+    refuses_option,
+    wants_usage,
+)
 from proxy.apis.chat.wire import REQUEST_DECODER, RequestView
 from proxy.apis.codec import DECODE_ERRORS
-from proxy.config import Mode, Upstream
+from proxy.config import Upstream
 from proxy.errors import error_response
 from proxy.forward.routes import SESSION_ID, Route, resolve_route
 from proxy.forward.state import STATE, ProxyState
@@ -30,7 +40,7 @@ from proxy.forward.tee import copy_body
 from proxy.forward.upstream import forward_request_headers, forward_response_headers
 from proxy.headers import EXCHANGE_ID_HEADER, NO_STORE_HEADER, REPLAY_HEADER
 from proxy.record.decode import is_event_stream
-from proxy.record.exchange import Exchange, Outcome
+from proxy.record.exchange import Ending, Exchange
 from proxy.record.redact import api_key_of, fingerprint, redact_headers
 
 log = logging.getLogger("proxy.forward")
@@ -38,24 +48,22 @@ log = logging.getLogger("proxy.forward")
 BUFFER_LIMIT = 8 << 20
 
 
-def _request_view(body: bytes) -> RequestView | None:
-    if not body.lstrip().startswith(b"{"):
-        return None
-    try:
-        return REQUEST_DECODER.decode(body)
-    except DECODE_ERRORS:
-        return None  # not ours to judge: the upstream answers malformed JSON itself
+class Rejected(Exception):
+    """The proxy refuses the request itself; raised by a step, answered by ``forward``."""
 
+    def __init__(self, status: int, message: str, code: str, type_: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.type = status, message, code, type_
 
-def _bad_request(ex: Exchange, status: int, message: str, type_: str, code: str) -> web.Response:
-    ex.status = status
-    ex.finish(Outcome.REJECTED, message)
-    return error_response(status, message, type_, code, ex.id)
+    def respond(self, ex: Exchange) -> web.Response:
+        ex.status = self.status
+        ex.finish(Ending.REJECTED, self.message)
+        return error_response(self.status, self.message, self.type, self.code, ex.id)
 
 
 async def forward(request: web.Request) -> web.StreamResponse:
+    """The handler of every ``/v1/`` route: the steps below, in order, and the record submitted once."""
     st = request.app[STATE]
-    settings = st.settings
     route = resolve_route(request)
     ex = Exchange(
         method=request.method,
@@ -63,86 +71,96 @@ async def forward(request: web.Request) -> web.StreamResponse:
         query=request.query_string,
         upstream=route.upstream,
         request_headers=redact_headers(request.headers, st.redact),
-        store_bodies=settings.recorder.store_bodies,
+        store_bodies=st.settings.recorder.store_bodies,
     )
-    record = settings.mode in (Mode.RECORD, Mode.AUTO)
     try:
-        return await _forward(request, st, route, ex)
+        try:
+            _identify(request, st, route, ex)
+            upstream = _mount(st, route)
+            body = await _read_body(request, st, ex)
+        except Rejected as rejected:
+            return rejected.respond(ex)
+        view = _read_request(ex, body)
+        if st.playback is not None:
+            answered = await st.playback.answer(request, ex, wants_usage(view))
+            if answered is not None:
+                return answered
+        # Playback answers every request of a mode that does not forward, so only those reach here.
+        assert upstream is not None
+        return await _forward_upstream(request, st, route, upstream, ex, _upstream_body(st, route, ex, view))
     except asyncio.CancelledError:
-        ex.status = ex.status if ex.finished_at else 499
-        ex.finish(Outcome.CLIENT_DISCONNECTED, "client disconnected")
+        ex.finish(Ending.CLIENT_LEFT, "client disconnected")
         raise
     finally:
         ex.finish()
-        if record and not ex.replayed:
+        if st.settings.mode.records and not ex.replayed:
             st.recorder.submit(ex)
 
 
-async def _forward(request: web.Request, st: ProxyState, route: Route, ex: Exchange) -> web.StreamResponse:
-    settings = st.settings
-    session_id = route.session or request.headers.get(settings.session_header)
+def _mount(st: ProxyState, route: Route) -> Upstream | None:
+    """The upstream this mount forwards to; None in a mode that never forwards (any mount replays)."""
+    upstream = st.upstreams.get(route.upstream)
+    if st.settings.mode.forwards and (upstream is None or not upstream.url):
+        raise Rejected(404, f"unknown upstream {route.upstream!r}", "unknown_upstream")
+    if any(seg in ("..", ".") for seg in route.tail.split("/")):
+        raise Rejected(400, "path must not contain '.' or '..' segments", "invalid_path")
+    return upstream if st.settings.mode.forwards else None
+
+
+def _identify(request: web.Request, st: ProxyState, route: Route, ex: Exchange) -> None:
+    """The recording session, and whether bodies may be stored."""
+    session_id = route.session or request.headers.get(st.settings.session_header)
     if session_id is not None:
         if not SESSION_ID.match(session_id):
-            return _bad_request(
-                ex,
-                400,
-                "invalid session id (1-128 of A-Z a-z 0-9 _ . : @ -)",
-                "invalid_request_error",
-                "invalid_session_id",
-            )
+            raise Rejected(400, "invalid session id (1-128 of A-Z a-z 0-9 _ . : @ -)", "invalid_session_id")
         ex.session_id = session_id
-    upstream = st.upstreams.get(route.upstream)
-    # Replay mode serves any mount from recordings, configured or not.
-    if settings.mode is not Mode.REPLAY and (upstream is None or not upstream.url):
-        return _bad_request(
-            ex, 404, f"unknown upstream {route.upstream!r}", "invalid_request_error", "unknown_upstream"
-        )
-    if any(seg in ("..", ".") for seg in route.tail.split("/")):
-        return _bad_request(
-            ex, 400, "path must not contain '.' or '..' segments", "invalid_request_error", "invalid_path"
-        )
-
     if request.headers.get(NO_STORE_HEADER, "").lower() in ("1", "true", "yes"):
         ex.store_bodies = False
 
+
+async def _read_body(request: web.Request, st: ProxyState, ex: Exchange) -> bytes:
+    limit = st.settings.max_body_bytes
     declared = request.content_length
     try:
-        if declared is not None and declared > settings.max_body_bytes:
-            raise web.HTTPRequestEntityTooLarge(max_size=settings.max_body_bytes, actual_size=declared)
+        if declared is not None and declared > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         # Answered before reading the rest of the body; aiohttp then closes the connection.
-        return _bad_request(
-            ex,
-            413,
-            f"request body larger than the proxy's limit of {settings.max_body_bytes} bytes",
-            "invalid_request_error",
-            "request_too_large",
-        )
+        raise Rejected(
+            413, f"request body larger than the proxy's limit of {limit} bytes", "request_too_large"
+        ) from None
     ex.request_body = body
-    view = _request_view(body)
-    if view is not None:
-        ex.requested_model = view.model
-        ex.user = view.user
-        ex.stream = bool(view.stream)
-        if (
-            ex.stream
-            and settings.inject_stream_usage
-            and route.upstream not in st.no_usage_option
-            and not (view.stream_options and view.stream_options.include_usage)
-            and ex.path.endswith(USAGE_PATHS)
-        ):
-            injected = inject_usage(body)
-            if injected is not None:
-                body = injected
-                ex.usage_injected = True
-    if st.playback is not None:
-        wants_usage = bool(view and view.stream_options and view.stream_options.include_usage)
-        replayed = await st.playback.answer(request, ex, ex.request_body, wants_usage)
-        if replayed is not None:
-            return replayed
-    assert upstream is not None  # replay mode (the only one without an upstream) always answered above
+    return body
 
+
+def _read_request(ex: Exchange, body: bytes) -> RequestView | None:
+    """Model, user and stream flag from a JSON body; None for anything else (the upstream judges it)."""
+    if not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        view = REQUEST_DECODER.decode(body)
+    except DECODE_ERRORS:
+        return None
+    ex.requested_model = view.model
+    ex.user = view.user
+    ex.stream = bool(view.stream)
+    return view
+
+
+def _upstream_body(st: ProxyState, route: Route, ex: Exchange, view: RequestView | None) -> bytes:
+    """The body sent upstream: the client's, with the usage option added where the proxy asks for usage."""
+    if st.settings.inject_stream_usage and route.upstream not in st.no_usage_option and needs_option(view, ex.path):
+        injected = inject_usage(ex.request_body)
+        if injected is not None:
+            ex.usage_injected = True
+            return injected
+    return ex.request_body
+
+
+async def _forward_upstream(
+    request: web.Request, st: ProxyState, route: Route, upstream: Upstream, ex: Exchange, body: bytes
+) -> web.StreamResponse:
     headers = forward_request_headers(request.headers, st.request_drop)
     key = api_key_of(request.headers)
     if key is None and upstream.api_key:
@@ -153,7 +171,6 @@ async def _forward(request: web.Request, st: ProxyState, route: Route, ex: Excha
     if ex.stream:
         # Compressed SSE would be buffered by the compressor and could not be teed event by event.
         headers["Accept-Encoding"] = "identity"
-
     raw_url = upstream.url.rstrip("/") + "/" + route.tail_raw
     if request.rel_url.raw_query_string:
         raw_url += "?" + request.rel_url.raw_query_string
@@ -181,11 +198,20 @@ async def _forward(request: web.Request, st: ProxyState, route: Route, ex: Excha
         async with send(ex.request_body) as up:
             return await _respond(request, up, ex, st)
     except TimeoutError:
-        return _upstream_error(ex, 504, Outcome.UPSTREAM_TIMEOUT, route.upstream, upstream, "timed out")
+        return _upstream_error(st, ex, 504, Ending.UPSTREAM_TIMEOUT, route.upstream, upstream, "timed out")
     except aiohttp.ClientError as exc:
-        return _upstream_error(
-            ex, 502, Outcome.UPSTREAM_UNREACHABLE, route.upstream, upstream, f"{type(exc).__name__}: {exc}"
-        )
+        detail = f"{type(exc).__name__}: {exc}"
+        return _upstream_error(st, ex, 502, Ending.UPSTREAM_UNREACHABLE, route.upstream, upstream, detail)
+
+
+def _proxy_headers(st: ProxyState, ex: Exchange) -> dict[str, str]:
+    """The headers the proxy adds to a forwarded answer: the record's id, and in auto mode that it was recorded."""
+    headers = {}
+    if st.settings.mode.records:
+        headers[EXCHANGE_ID_HEADER] = ex.id
+    if st.settings.mode.replays:
+        headers[REPLAY_HEADER] = "recorded"
+    return headers
 
 
 async def _respond(
@@ -196,13 +222,12 @@ async def _respond(
     sse = is_event_stream(ex.response_headers)
     ex.stream = ex.stream or sse
     out_headers = forward_response_headers(up.headers, reframed=True)
-    out_headers[EXCHANGE_ID_HEADER] = ex.id
-    if st.playback is not None:
-        out_headers[REPLAY_HEADER] = "recorded"
+    out_headers.update(_proxy_headers(st, ex))
     if not sse and up.content_length is not None and up.content_length <= BUFFER_LIMIT:
         data = await up.read()
         ex.first_byte_ms = ex.elapsed_ms()
         ex.response_body = data
+        ex.delivered = len(data)  # handed to aiohttp whole, after the record is made
         return web.Response(status=up.status, reason=up.reason, headers=out_headers, body=data)
     response = web.StreamResponse(status=up.status, reason=up.reason, headers=out_headers)
     if up.content_length is not None:
@@ -214,21 +239,20 @@ async def _respond(
 
 
 async def _refuses_usage_option(up: aiohttp.ClientResponse) -> bool:
-    """A small 400/422 answer naming ``stream_options``: the upstream does not accept the field.
+    """Whether the upstream refused the usage option; reads only a small body of a declared length.
 
-    The body is only read when its length is declared and small; ``read`` keeps it, so ``_respond`` can
-    still pass it on when this was some other complaint.
+    ``read`` keeps the body, so ``_respond`` can still pass it on when this was some other complaint.
     """
-    if up.status not in (400, 422) or up.content_length is None or up.content_length > 64 << 10:
+    if up.content_length is None or up.content_length > REFUSAL_MAX_BYTES:
         return False
     try:
-        return b"stream_options" in await up.read()
+        return refuses_option(up.status, await up.read())
     except aiohttp.ClientError:
         return False
 
 
 def _upstream_error(
-    ex: Exchange, status: int, outcome: Outcome, name: str, upstream: Upstream, detail: str
+    st: ProxyState, ex: Exchange, status: int, ending: Ending, name: str, upstream: Upstream, detail: str
 ) -> web.Response:
     host = URL(upstream.url).with_user(None).with_password(None)
     if status == 504:
@@ -236,8 +260,9 @@ def _upstream_error(
     else:
         message, code = f"upstream {name!r} ({host}) unreachable: {detail}", "upstream_unreachable"
     ex.status = status
-    ex.finish(outcome, message[:500])
-    response = error_response(status, message, "proxy_error", code, ex.id)
+    ex.finish(ending, message[:500])
+    response = error_response(status, message, "proxy_error", code)
+    response.headers.update(_proxy_headers(st, ex))
     ex.response_body = bytes(response.body)  # type: ignore[arg-type]
     ex.response_headers = {"content-type": "application/json"}
     return response

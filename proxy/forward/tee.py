@@ -8,8 +8,10 @@ Invariants:
   the usage-only chunk that client never asked for. Comment lines (keep-alives) still pass at once.
   A read made of whole events in which every ``"usage"`` is null (nearly every read of a stream) is
   forwarded as it is, without parsing: it cannot hold the usage-only chunk.
-- ``copy_body`` always leaves the exchange with the bytes received and a definite ``Outcome``, whether
-  it ends normally, the client leaves, the upstream fails, or the task is cancelled.
+- ``copy_body`` always leaves the exchange with the bytes received, how far the client got
+  (``delivered``: upstream bytes whose output the client's connection accepted) and a definite
+  ``Ending``, whether it ends normally, the client leaves, the upstream fails, or the task is cancelled.
+  What that means for the outcome is decided later, in ``record.outcome``.
 """
 
 from __future__ import annotations
@@ -20,9 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy.apis.chat.usage_option import UsageChunkFilter
-from proxy.record.exchange import Exchange, Outcome
-
-CLIENT_CLOSED_REQUEST = 499
+from proxy.record.exchange import Ending, Exchange
 
 
 async def copy_body(
@@ -48,9 +48,11 @@ async def copy_body(
             if out and not await _send(response, out):
                 _client_gone(ex)
                 return
+            ex.delivered = total - (usage_filter.held if usage_filter is not None else 0)
         if usage_filter is not None and not await _send(response, usage_filter.close()):
             _client_gone(ex)
             return
+        ex.delivered = total
         try:
             await response.write_eof()
         except ConnectionError:
@@ -59,10 +61,10 @@ async def copy_body(
         _client_gone(ex)
         raise
     except TimeoutError:
-        ex.finish(Outcome.UPSTREAM_TIMEOUT, "upstream read timed out mid-response")
+        ex.finish(Ending.UPSTREAM_TIMEOUT, "upstream read timed out mid-response")
         _abort(request)
     except aiohttp.ClientError as exc:
-        ex.finish(Outcome.UPSTREAM_CUT, f"upstream failed mid-response: {type(exc).__name__}: {exc}"[:500])
+        ex.finish(Ending.UPSTREAM_CUT, f"upstream failed mid-response: {type(exc).__name__}: {exc}"[:500])
         _abort(request)
     finally:
         ex.response_body = b"".join(parts)
@@ -80,8 +82,7 @@ async def _send(response: web.StreamResponse, data: bytes) -> bool:
 
 
 def _client_gone(ex: Exchange) -> None:
-    ex.finish(Outcome.CLIENT_DISCONNECTED, "client disconnected mid-response")
-    ex.status = CLIENT_CLOSED_REQUEST
+    ex.finish(Ending.CLIENT_LEFT, "client disconnected mid-response")
 
 
 def _abort(request: web.Request) -> None:

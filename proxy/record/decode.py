@@ -7,6 +7,9 @@ Invariants:
   and skipped; an undecodable body leaves the derived fields empty.
 - Token counts are only ever what the provider reported; when nothing was reported they stay NULL
   (``UsageSource.MISSING``), never 0.
+- The raw ``response_body`` is left as received; a decoded copy goes beside it (``decoded_body``).
+- Outcome and final status are not decided here but handed to ``record.outcome.settle`` with what the
+  body says: where it was complete, and any error it carried.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from proxy.apis.chat.assemble import Assembler
-from proxy.apis.chat.wire import CHUNK_DECODER, RESPONSE_DECODER
+from proxy.apis.chat.wire import CHUNK_DECODER, RESPONSE_DECODER, record_usage
 from proxy.apis.codec import DECODE_ERRORS, JSON_ENCODER
 from proxy.apis.sse import SSEParser
-from proxy.record.exchange import Exchange, Outcome, UsageSource
+from proxy.record.exchange import Exchange
+from proxy.record.outcome import settle
 
 MAX_ERROR_CHARS = 500
 
@@ -74,21 +78,16 @@ def error_message(error: Any) -> str:
 
 
 def finalize(ex: Exchange) -> Exchange:
-    """Fill usage, model, finish reason, TTFT and the assembled response from the raw bytes."""
+    """Fill usage, model, finish reason, TTFT and the assembled response from the raw bytes; settle the outcome."""
     try:
         if ex.stream and is_event_stream(ex.response_headers):
             _finalize_stream(ex)
-        elif ex.response_body:
+        else:
             _finalize_body(ex)
     except Exception as exc:  # noqa: BLE001 - the record must survive any upstream garbage
         ex.decode_errors += 1
         ex.error = ex.error or f"decode failed: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-    if ex.usage is not None and any(
-        v is not None for v in (ex.usage.prompt_tokens, ex.usage.completion_tokens, ex.usage.total_tokens)
-    ):
-        ex.usage_source = UsageSource.PROVIDER
-    else:
-        ex.usage_source = UsageSource.MISSING
+        settle(ex, complete_at=len(ex.response_body))
     return ex
 
 
@@ -118,30 +117,30 @@ def simple_events(body: bytes) -> list[tuple[int, bytes]] | None:
     return out
 
 
-def _events_with_offsets(ex: Exchange) -> Iterator[tuple[float, bytes | str]]:
-    """Each event's data with the offset (ms) of the read that completed it."""
+def _events_with_offsets(ex: Exchange) -> Iterator[tuple[float, int, bytes | str]]:
+    """Each event's data with the offset (ms) of the read that completed it and its end in the body."""
     simple = simple_events(ex.response_body)
     if simple is None:
         parser = SSEParser()
         for offset, data in iter_reads(ex):
             for event in parser.feed(data):
-                yield offset, event.data
+                yield offset, event.end, event.data
         return
     ends = [end for _, end in ex.stream_chunks]
     offsets = [offset for offset, _ in ex.stream_chunks]
     for end, data in simple:
         # The event is complete at its last byte: in the first read that reaches ``end``.
         i = bisect_left(ends, end)
-        yield (offsets[i] if i < len(offsets) else (ex.duration_ms or 0.0)), data
+        yield (offsets[i] if i < len(offsets) else (ex.duration_ms or 0.0)), end, data
 
 
 def _finalize_stream(ex: Exchange) -> None:
     asm = Assembler()
-    done = False
-    for offset, data in _events_with_offsets(ex):
+    complete_at: int | None = None  # the end of [DONE], or of the event that finished the last choice
+    for offset, end, data in _events_with_offsets(ex):
         ex.event_count += 1
         if data == "[DONE]" or data == b"[DONE]":
-            done = True
+            complete_at = end if complete_at is None else complete_at
             continue
         try:
             chunk = CHUNK_DECODER.decode(data)
@@ -151,38 +150,44 @@ def _finalize_stream(ex: Exchange) -> None:
         asm.add(chunk)
         if ex.ttft_ms is None and asm.has_output:
             ex.ttft_ms = offset
-    ex.usage = asm.usage
+        if complete_at is None and asm.all_finished:
+            complete_at = end
+    ex.usage = record_usage(asm.usage)
+    ex.provider_cost = asm.usage.cost if asm.usage is not None else None
     ex.returned_model = asm.model
     ex.finish_reason = asm.finish_reason
     if asm.chunks:
         ex.assembled = JSON_ENCODER.encode(asm.result())
-    if asm.error is not None and ex.outcome is Outcome.COMPLETE:
-        ex.outcome = Outcome.UPSTREAM_ERROR_EVENT
-        ex.error = error_message(asm.error)
-    elif not done and asm.finish_reason is None and ex.outcome is Outcome.COMPLETE:
-        ex.outcome = Outcome.UPSTREAM_CUT
-        ex.error = ex.error or "stream ended without [DONE] or a finish_reason"
+    settle(
+        ex,
+        complete_at=complete_at,
+        body_error=error_message(asm.error) if asm.error is not None else None,
+        error_event=asm.error is not None,
+        unfinished="stream ended without [DONE] or a finish_reason",
+    )
 
 
 def _finalize_body(ex: Exchange) -> None:
     encoding = ex.response_headers.get("content-encoding")
-    body = decompress(ex.response_body, encoding)
-    if encoding:
-        # The record stores the decoded body (what the client's SDK ultimately read), so its headers
-        # must stop claiming an encoding; a replay then serves it plainly.
-        ex.response_body = body
-        ex.response_headers = {k: v for k, v in ex.response_headers.items() if k != "content-encoding"}
-    stripped = body.lstrip()
-    if not stripped.startswith(b"{"):
-        return
+    body = ex.response_body
+    if encoding and body:
+        body = ex.decoded_body = decompress(body, encoding)
+    error = _read_body(ex, body)
+    settle(ex, complete_at=len(ex.response_body), body_error=error)
+
+
+def _read_body(ex: Exchange, body: bytes) -> str | None:
+    """Usage, model and finish reason of a JSON body; returns the error message it carries, if any."""
+    if not body.lstrip().startswith(b"{"):
+        return None
     try:
         view = RESPONSE_DECODER.decode(body)
     except DECODE_ERRORS:
         ex.decode_errors += 1
-        return
-    ex.usage = view.usage
+        return None
+    ex.usage = record_usage(view.usage)
+    ex.provider_cost = view.usage.cost if view.usage is not None else None
     ex.returned_model = view.model
     if view.choices:
         ex.finish_reason = view.choices[0].finish_reason
-    if view.error is not None:
-        ex.error = ex.error or error_message(view.error)
+    return error_message(view.error) if view.error is not None else None

@@ -1,12 +1,17 @@
 """The Exchange: one request/response pair as it flows forward -> tee -> decode -> record.
 
 Invariants:
-- Pure data, no I/O. The forwarder fills the request side and the raw response bytes with their arrival
-  times; ``decode.finalize`` fills the derived fields (usage, model, finish reason, assembled response);
-  the recorder stores it. Nothing else mutates it.
-- Raw bytes are what the upstream sent (after HTTP de-chunking, before content decoding); they are never
-  re-encoded. ``stream_chunks`` holds one ``(offset_ms, end_byte)`` pair per network read, so a replay
-  can reproduce both the bytes and their timing.
+- Pure data, no I/O. Each step fills its own fields, in this order, and no other step writes them:
+  the live path (``forward.handler``, ``forward.tee``) the request side, the response status, headers
+  and raw bytes with their arrival times, how far the client got (``delivered``) and how the bytes ended
+  (``ending``); in the writer, ``record.decode.finalize`` the derived fields (usage, model, finish reason,
+  TTFT, assembled response, decoded body) and, from ``ending`` and the body, the ``outcome`` and final
+  ``status`` (``record.outcome.settle``: the one place they are decided); ``usage.pricing`` the cost;
+  ``replay.matchkey`` the match key (at replay time, or in the writer). The recorder then masks secrets
+  in the bodies in place (same length, so byte offsets stay valid) and stores the result.
+- ``response_body`` is what the upstream sent (after HTTP de-chunking, before content decoding), never
+  re-encoded; a Content-Encoding is undone into ``decoded_body`` beside it. ``stream_chunks`` holds one
+  ``(offset_ms, end_byte)`` pair per network read, so a replay reproduces both the bytes and their timing.
 - No secret is ever held here: headers are redacted and the API key is reduced to a keyed fingerprint
   before the Exchange is built.
 """
@@ -20,11 +25,20 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from proxy.apis.chat.wire import Usage
+
+class Ending(enum.StrEnum):
+    """How the response's bytes ended, as the live path saw it: the fact ``record.outcome`` judges."""
+
+    BODY_END = "body_end"  # the upstream's body ended normally and was passed on
+    CLIENT_LEFT = "client_left"  # the client went away (a write failed, or its handler was cancelled)
+    UPSTREAM_CUT = "upstream_cut"  # the upstream connection broke before its body ended
+    UPSTREAM_TIMEOUT = "upstream_timeout"  # connect or idle read timeout (before the headers: 504)
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"  # could not connect; the client got 502
+    REJECTED = "rejected"  # the proxy refused the request itself
 
 
 class Outcome(enum.StrEnum):
-    """How an exchange ended. Stored as text; one line per member is the whole contract."""
+    """How an exchange ended, as recorded. Stored as text; one line per member is the whole contract."""
 
     COMPLETE = "complete"  # the full response reached the client
     CLIENT_DISCONNECTED = "client_disconnected"  # the client went away first; status 499
@@ -40,6 +54,29 @@ class UsageSource(enum.StrEnum):
 
     PROVIDER = "provider"  # the upstream reported usage in the body or the stream
     MISSING = "missing"  # none reported; token columns are NULL, never 0
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    """Token counts in one shape for every API family, as the provider reported them; None = not reported.
+
+    The families map their own wire fields onto these (``apis``): ``prompt_tokens`` counts every input
+    token (cached ones included), ``completion_tokens`` every output token (reasoning included).
+    """
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cached_tokens: int | None = None  # of prompt_tokens, read from the provider's cache
+    reasoning_tokens: int | None = None  # of completion_tokens
+    source: UsageSource = UsageSource.MISSING
+
+    @classmethod
+    def from_provider(cls, **tokens: int | None) -> Usage:
+        """Counts from a provider; the source is ``provider`` when any headline count is present."""
+        usage = cls(**tokens)
+        if any(v is not None for v in (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)):
+            usage.source = UsageSource.PROVIDER
+        return usage
 
 
 class CostSource(enum.StrEnum):
@@ -102,23 +139,27 @@ class Exchange(msgspec.Struct, kw_only=True):
     store_bodies: bool = True
 
     # response, as received
-    status: int | None = None
+    status: int | None = None  # what the client got so far; settled with the outcome
     upstream_status: int | None = None
     response_headers: dict[str, str] = {}
     response_body: bytes = b""
     stream_chunks: list[tuple[float, int]] = []
+    # Bytes of response_body whose output the client's connection accepted.
+    delivered: int = 0
     first_byte_ms: float | None = None
     duration_ms: float | None = None
     finished_at: datetime | None = None
-    outcome: Outcome = Outcome.COMPLETE
+    ending: Ending = Ending.BODY_END
     error: str | None = None
 
-    # derived by decode.finalize
+    # derived by decode.finalize, in the writer
+    outcome: Outcome = Outcome.COMPLETE
+    decoded_body: bytes | None = None  # response_body with its Content-Encoding undone
     returned_model: str | None = None
     finish_reason: str | None = None
     ttft_ms: float | None = None
-    usage: Usage | None = None
-    usage_source: UsageSource = UsageSource.MISSING
+    usage: Usage = msgspec.field(default_factory=Usage)
+    provider_cost: float | None = None  # the charge the upstream reported itself (OpenRouter's usage.cost)
     assembled: bytes | None = None
     event_count: int = 0
     decode_errors: int = 0
@@ -143,13 +184,20 @@ class Exchange(msgspec.Struct, kw_only=True):
         self.stream_chunks.append((offset, end))
         return offset
 
-    def finish(self, outcome: Outcome | None = None, error: str | None = None) -> None:
-        """Close the exchange once; a later call keeps the first outcome (the cause, not the symptom)."""
+    def finish(self, ending: Ending | None = None, error: str | None = None) -> None:
+        """Close the exchange once; a later call keeps the first ending (the cause, not the symptom)."""
         if self.finished_at is not None:
             return
-        if outcome is not None:
-            self.outcome = outcome
+        if ending is not None:
+            self.ending = ending
         if error is not None:
             self.error = error
         self.duration_ms = self.elapsed_ms()
         self.finished_at = utcnow()
+
+    def stored_response(self) -> tuple[dict[str, str], bytes]:
+        """Headers and body as the record keeps them: decoded, so a replay can serve them plainly."""
+        if self.decoded_body is None:
+            return self.response_headers, self.response_body
+        headers = {k: v for k, v in self.response_headers.items() if k != "content-encoding"}
+        return headers, self.decoded_body

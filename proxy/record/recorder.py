@@ -173,8 +173,9 @@ class Recorder:
             finalize(ex)
             if self.pricing is not None:
                 self.pricing.apply(ex)
-            # From the body as the client sent it, so a live request finds it again at replay time.
-            ex.match_key = match_key(ex.method, ex.path, ex.request_body, self.key_rules, ex.upstream)
+            if ex.match_key is None:  # playback (auto mode) already keyed it
+                # From the body as the client sent it, so a live request finds it again at replay time.
+                ex.match_key = match_key(ex.method, ex.path, ex.request_body, self.key_rules, ex.upstream)
             self._redact(ex)
             if time.perf_counter() - slice_start > YIELD_EVERY:
                 # Client traffic shares this event loop: never hold it for long (a 50-event stream takes
@@ -203,6 +204,8 @@ class Recorder:
         redact = self.redactor
         ex.request_body = redact(ex.request_body)
         ex.response_body = redact(ex.response_body)
+        if ex.decoded_body is not None:
+            ex.decoded_body = redact(ex.decoded_body)
         if ex.assembled is not None:
             ex.assembled = redact(ex.assembled)
         ex.error = redact.text(ex.error)

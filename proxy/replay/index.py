@@ -70,10 +70,10 @@ def describe_scope(scope: Scope) -> str:
 
 
 class ReplayIndex:
-    def __init__(self, engine: AsyncEngine, settings: Replay) -> None:
+    def __init__(self, engine: AsyncEngine, settings: Replay, rules: KeyRules) -> None:
         self.engine = engine
         self.settings = settings
-        self.rules = KeyRules(settings.ignore)
+        self.rules = rules
         self._ids: dict[tuple[Scope, str], asyncio.Task[list[str]]] = {}
         self._cursors: dict[tuple[Scope, str | None, str], int] = {}
 
@@ -88,13 +88,16 @@ class ReplayIndex:
     async def prepare(self) -> int:
         """Re-key recordings made under other rules; returns how many were re-keyed."""
         scope = tuple(self.settings.sessions) or None
-        changed = await recordings.rekey(
-            self.engine,
-            scope,
-            self.rules.owns,
-            self.rules.id,
-            lambda method, path, body, upstream: self.key(method, path, body, upstream),
-        )
+        changed, last = 0, ""
+        while batch := await recordings.keys_to_check(self.engine, scope, self.rules.id, last):
+            last = batch[-1].id
+            keys = {
+                r.id: self.key(r.method, r.path, r.request_body, r.upstream)
+                for r in batch
+                if not self.rules.owns(r.match_key)
+            }
+            await recordings.set_match_keys(self.engine, keys)
+            changed += len(keys)
         if changed:
             log.info("replay: re-keyed %d recordings for the current [replay] ignore rules", changed)
         return changed

@@ -71,11 +71,10 @@ class Playback:
             speed = self.settings.speed
         return Pacer(t0, speed if speed > 0 else self.settings.speed)
 
-    async def answer(
-        self, request: web.Request, ex: Exchange, body: bytes, wants_usage: bool
-    ) -> web.StreamResponse | None:
-        """The replayed (or missed) response; None in auto mode when the request must go upstream."""
-        key = self.index.key(ex.method, ex.path, body, ex.upstream)
+    async def answer(self, request: web.Request, ex: Exchange, wants_usage: bool) -> web.StreamResponse | None:
+        """The replayed (or missed) response; None only when the mode forwards a miss upstream (auto)."""
+        body = ex.request_body
+        key = ex.match_key = self.index.key(ex.method, ex.path, body, ex.upstream)
         scope = self.index.scope_for(ex.session_id)
         try:
             take = await self.index.take(scope, ex.session_id, key)
@@ -84,7 +83,7 @@ class Playback:
             log.error("replay lookup failed: %s: %s", type(exc).__name__, exc)
             ex.replayed = True
             return _error(503, f"replay: recordings unavailable ({type(exc).__name__})", "replay_unavailable")
-        if rec is None and self.mode is Mode.AUTO:
+        if rec is None and self.mode.forwards:
             return None
         ex.replayed = True
         if rec is None:

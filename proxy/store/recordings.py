@@ -10,7 +10,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -106,48 +106,46 @@ async def load_recording(engine: AsyncEngine, exchange_id: str) -> Recording | N
     )
 
 
-async def rekey(
-    engine: AsyncEngine,
-    sessions: Sequence[str] | None,
-    owns: Callable[[str | None], bool],
-    prefix: str,
-    key_of: Callable[[str, str, bytes, str], str],
-) -> int:
-    """Recompute ``match_key`` where it was made under other rules (or never); returns rows changed.
+class Keyable(msgspec.Struct):
+    """What the match key is computed from, for one stored exchange."""
 
-    ``key_of(method, path, request_body, upstream)``; keyset pagination keeps each batch small.
-    """
-    changed = 0
-    last = ""
-    while True:
-        query = _joined(
-            exchanges.c.id,
-            exchanges.c.method,
-            exchanges.c.path,
-            exchanges.c.upstream,
-            exchanges.c.match_key,
-            exchange_bodies.c.request_body,
-        ).where(
-            exchanges.c.id > last,
-            exchange_bodies.c.request_body.is_not(None),
-            or_(exchanges.c.match_key.is_(None), exchanges.c.match_key.not_like(prefix + "%")),
-        )
-        query = _scoped(query, sessions).order_by(exchanges.c.id).limit(REKEY_BATCH)
-        async with engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        if not rows:
-            return changed
-        last = rows[-1].id
-        updates = [
-            {"b_id": r.id, "b_key": key_of(r.method, r.path, bytes(r.request_body), r.upstream)}
-            for r in rows
-            if not owns(r.match_key)
-        ]
-        if updates:
-            stmt = update(exchanges).where(exchanges.c.id == bindparam("b_id")).values(match_key=bindparam("b_key"))
-            async with engine.begin() as conn:
-                await conn.execute(stmt, updates)
-            changed += len(updates)
+    id: str
+    method: str
+    path: str
+    upstream: str
+    match_key: str | None
+    request_body: bytes
+
+
+async def keys_to_check(
+    engine: AsyncEngine, sessions: Sequence[str] | None, prefix: str, after: str, limit: int = REKEY_BATCH
+) -> list[Keyable]:
+    """Stored requests (id order, after ``after``) whose key was made under rules other than ``prefix``, or none."""
+    query = _joined(
+        exchanges.c.id,
+        exchanges.c.method,
+        exchanges.c.path,
+        exchanges.c.upstream,
+        exchanges.c.match_key,
+        exchange_bodies.c.request_body,
+    ).where(
+        exchanges.c.id > after,
+        exchange_bodies.c.request_body.is_not(None),
+        or_(exchanges.c.match_key.is_(None), exchanges.c.match_key.not_like(prefix + "%")),
+    )
+    query = _scoped(query, sessions).order_by(exchanges.c.id).limit(limit)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [Keyable(r.id, r.method, r.path, r.upstream, r.match_key, bytes(r.request_body)) for r in rows]
+
+
+async def set_match_keys(engine: AsyncEngine, keys: dict[str, str]) -> None:
+    """Rewrite ``match_key`` alone for the given exchange ids."""
+    if not keys:
+        return
+    stmt = update(exchanges).where(exchanges.c.id == bindparam("b_id")).values(match_key=bindparam("b_key"))
+    async with engine.begin() as conn:
+        await conn.execute(stmt, [{"b_id": k, "b_key": v} for k, v in keys.items()])
 
 
 class RecordedRequest(msgspec.Struct):

@@ -46,12 +46,12 @@ def exchange_row(ex: Exchange) -> dict[str, Any]:
         "outcome": str(ex.outcome),
         "finish_reason": ex.finish_reason,
         "error": ex.error,
-        "prompt_tokens": usage.prompt_tokens if usage else None,
-        "completion_tokens": usage.completion_tokens if usage else None,
-        "total_tokens": usage.total_tokens if usage else None,
-        "cached_tokens": usage.cached_tokens if usage else None,
-        "reasoning_tokens": usage.reasoning_tokens if usage else None,
-        "usage_source": str(ex.usage_source),
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "usage_source": str(usage.source),
         "cost_usd": ex.cost_usd,
         "cost_source": str(ex.cost_source) if ex.cost_source is not None else None,
         "price_ref": ex.price_ref,
@@ -63,12 +63,13 @@ def exchange_row(ex: Exchange) -> dict[str, Any]:
 
 def body_row(ex: Exchange) -> dict[str, Any]:
     keep = ex.store_bodies
+    response_headers, response_body = ex.stored_response()
     return {
         "exchange_id": ex.id,
         "request_headers": ex.request_headers,
         "request_body": ex.request_body if keep else None,
-        "response_headers": ex.response_headers,
-        "response_body": ex.response_body if keep else None,
+        "response_headers": response_headers,
+        "response_body": response_body if keep else None,
         "assembled": ex.assembled.decode("utf-8", "replace") if keep and ex.assembled else None,
         "stream_chunks": [list(c) for c in ex.stream_chunks] if ex.stream_chunks else None,
         "event_count": ex.event_count,

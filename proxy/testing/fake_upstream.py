@@ -20,7 +20,8 @@ Behaviour is chosen by the request's ``model`` (so the real ``openai`` SDK can d
 
 ``app[CONTROL]`` (or ``--reply-prefix``) makes a second upstream answer differently.
 
-Request headers: ``x-fake-delay-ms`` paces chunks; ``x-fake-gzip: 1`` gzips a non-streamed body;
+Request headers: ``x-fake-delay-ms`` paces chunks; ``x-fake-eof-delay-ms`` waits that long after a
+stream's last event before ending its body; ``x-fake-gzip: 1`` gzips a non-streamed body;
 ``x-fake-events`` sets the number of content chunks. ``app[CONTROL].gate``, when set to an
 ``asyncio.Event``, holds every stream after its first chunk until the event is set (the tee timing test).
 """
@@ -302,6 +303,8 @@ async def _stream(
         assert request.transport is not None
         request.transport.abort()
         return resp
+    if "x-fake-eof-delay-ms" in request.headers:
+        await asyncio.sleep(float(request.headers["x-fake-eof-delay-ms"]) / 1000)
     await resp.write_eof()
     return resp
 

@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from proxy.record.exchange import CostSource
+from proxy.record.exchange import CostSource, Usage
 from proxy.store import rollup
 from proxy.store.queries import Filters, bind_time, where_clauses
 from proxy.store.tables import exchanges, usage_daily, usage_hourly
-from proxy.usage.pricing import PriceTable, Tokens
+from proxy.usage.pricing import PriceTable
 
 X = exchanges.c
 CHUNK = 5000
@@ -51,8 +51,13 @@ class RecomputeResult:
 def _reprice(table: PriceTable, row: Any) -> dict[str, Any] | None:
     """The new cost columns for a row, or None when they do not change."""
     ok = row.upstream_status is not None and 200 <= row.upstream_status < 300
-    tokens = Tokens(row.prompt_tokens, row.completion_tokens, row.cached_tokens, row.reasoning_tokens)
-    cost = table.cost((row.model, row.model_requested), row.started_at, tokens, upstream_ok=ok)
+    usage = Usage(
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        cached_tokens=row.cached_tokens,
+        reasoning_tokens=row.reasoning_tokens,
+    )
+    cost = table.cost((row.model, row.model_requested), row.started_at, usage, upstream_ok=ok)
     new = (cost.usd, str(cost.source), cost.ref)
     if new == (row.cost_usd, row.cost_source, row.price_ref):
         return None

@@ -123,15 +123,14 @@ class Metrics:
         model, upstream = self._model(ex), ex.upstream
         self._child(self.requests, model, upstream, str(ex.status or 0)).inc()
         usage = ex.usage
-        if usage is not None:
-            for kind, value in (
-                ("prompt", usage.prompt_tokens),
-                ("completion", usage.completion_tokens),
-                ("cached", usage.cached_tokens),
-                ("reasoning", usage.reasoning_tokens),
-            ):
-                if value:
-                    self._child(self.tokens, model, upstream, kind).inc(value)
+        for kind, value in (
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+            ("cached", usage.cached_tokens),
+            ("reasoning", usage.reasoning_tokens),
+        ):
+            if value:
+                self._child(self.tokens, model, upstream, kind).inc(value)
         if ex.cost_usd is not None:
             self._child(self.cost, model, upstream).inc(ex.cost_usd)
         elif ex.cost_source == "unknown":

@@ -32,7 +32,7 @@ from pathlib import Path
 import msgspec
 
 from proxy.config import Price, Settings, check_prices
-from proxy.record.exchange import CostSource, Exchange
+from proxy.record.exchange import CostSource, Exchange, Usage
 
 BUNDLED_PRICES = Path(__file__).with_name("prices.toml")
 PER_TOKEN = 1e-6  # prices are per million tokens
@@ -44,20 +44,6 @@ class Cost:
     usd: float | None
     source: CostSource
     ref: str | None = None
-
-
-@dataclass(frozen=True)
-class Tokens:
-    """What pricing reads, from an Exchange or from a stored row."""
-
-    prompt: int | None
-    completion: int | None
-    cached: int | None = None
-    reasoning: int | None = None
-
-    @property
-    def reported(self) -> bool:
-        return self.prompt is not None or self.completion is not None
 
 
 @dataclass(frozen=True)
@@ -75,11 +61,11 @@ def load_bundled() -> dict[str, Price | list[Price]]:
     return msgspec.convert(tree.get("pricing", {}), dict[str, Price | list[Price]], strict=False)
 
 
-def token_cost(price: Price, tokens: Tokens) -> float:
-    prompt = tokens.prompt or 0
-    completion = tokens.completion or 0
-    cached = min(tokens.cached or 0, prompt)
-    reasoning = min(tokens.reasoning or 0, completion)
+def token_cost(price: Price, usage: Usage) -> float:
+    prompt = usage.prompt_tokens or 0
+    completion = usage.completion_tokens or 0
+    cached = min(usage.cached_tokens or 0, prompt)
+    reasoning = min(usage.reasoning_tokens or 0, completion)
     cached_rate = price.input if price.cached_input is None else price.cached_input
     reasoning_rate = price.output if price.reasoning is None else price.reasoning
     total = (
@@ -177,34 +163,28 @@ class PriceTable:
         self,
         names: Iterable[str | None],
         at: datetime,
-        tokens: Tokens,
+        usage: Usage,
         *,
         provider_cost: float | None = None,
         upstream_ok: bool = True,
     ) -> Cost:
         if provider_cost is not None:
             return Cost(provider_cost, CostSource.PROVIDER, "provider")
-        if not tokens.reported:
+        if usage.prompt_tokens is None and usage.completion_tokens is None:
             return Cost(None, CostSource.UNKNOWN if upstream_ok else CostSource.NONE)
         entry = self.lookup(names, at)
         if entry is None:
             return Cost(None, CostSource.UNKNOWN)
-        return Cost(token_cost(entry.price, tokens), CostSource.COMPUTED, entry.ref)
+        return Cost(token_cost(entry.price, usage), CostSource.COMPUTED, entry.ref)
 
     def apply(self, ex: Exchange) -> None:
         """Set the exchange's cost fields (after ``decode.finalize`` filled its usage)."""
-        usage = ex.usage
-        tokens = (
-            Tokens(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens)
-            if usage is not None
-            else Tokens(None, None)
-        )
         ok = ex.upstream_status is not None and 200 <= ex.upstream_status < 300
         cost = self.cost(
             (ex.returned_model, ex.requested_model),
             ex.started_at,
-            tokens,
-            provider_cost=usage.cost if usage is not None else None,
+            ex.usage,
+            provider_cost=ex.provider_cost,
             upstream_ok=ok,
         )
         ex.cost_usd, ex.cost_source, ex.price_ref = cost.usd, cost.source, cost.ref

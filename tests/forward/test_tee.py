@@ -124,6 +124,32 @@ async def test_client_disconnect_after_content_keeps_ttft(proxy: Proxy, upstream
     assert row["prompt_tokens"] is None, "cut before the usage chunk: unknown, not 0"
 
 
+@pytest.mark.parametrize("usage", [False, True])
+async def test_sync_sdk_closing_right_after_done_is_complete(proxy: Proxy, usage: bool) -> None:
+    """The stock sync openai SDK closes its connection as soon as it reads [DONE]; the upstream's end of
+    body comes 20 ms later. The client had the whole answer: complete, 200, never 499."""
+
+    def consume() -> str:
+        client = openai.OpenAI(base_url=proxy.url + "/v1", api_key=API_KEY, max_retries=0)
+        extra = {"stream_options": {"include_usage": True}} if usage else {}
+        stream = client.chat.completions.create(
+            model="fake-model",
+            messages=MESSAGES,
+            stream=True,
+            extra_headers={"x-fake-eof-delay-ms": "20"},
+            **extra,
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        client.close()
+        return text
+
+    texts = [await asyncio.to_thread(consume) for _ in range(5)]
+    assert all(t == texts[0] and t for t in texts)
+    rows = await proxy.wait_rows(5)
+    assert {(r["outcome"], r["status"]) for r in rows} == {("complete", 200)}, rows
+    assert all(r["completion_tokens"] for r in rows), "usage recorded, asked for or not"
+
+
 @pytest.mark.parametrize(
     ("model", "outcome", "error"),
     [

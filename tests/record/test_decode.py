@@ -11,7 +11,7 @@ from proxy.apis.chat.assemble import Assembler
 from proxy.apis.chat.wire import CHUNK_DECODER
 from proxy.apis.codec import ANY_DECODER
 from proxy.record.decode import decompress, finalize
-from proxy.record.exchange import Exchange, Outcome, UsageSource
+from proxy.record.exchange import Exchange, Outcome, Usage, UsageSource
 
 ENC = msgspec.json.Encoder()
 
@@ -61,7 +61,7 @@ def test_vllm_null_choices_and_float_created_are_tolerated() -> None:
             {"id": "x", "choices": [{"index": 0.0, "delta": {}, "finish_reason": "stop"}], "unknown": {"kept": True}},
         )
     )
-    assert ex.usage_source is UsageSource.PROVIDER and ex.usage.total_tokens == 3
+    assert ex.usage.source is UsageSource.PROVIDER and ex.usage.total_tokens == 3
     assert ex.finish_reason == "stop" and ex.outcome is Outcome.COMPLETE and ex.decode_errors == 0
     assembled = ANY_DECODER.decode(ex.assembled)
     assert assembled["choices"][0]["message"]["content"] == "hi" and assembled["created"] == 1.5
@@ -73,7 +73,7 @@ def test_bad_chunk_is_counted_and_skipped() -> None:
     body = body.replace(b"data: [DONE]", b"data: {not json\n\ndata: [DONE]")
     ex = streamed(body)
     assert ex.decode_errors == 1 and ANY_DECODER.decode(ex.assembled)["choices"][0]["message"]["content"] == "a"
-    assert ex.usage_source is UsageSource.MISSING and ex.usage is None
+    assert ex.usage == Usage()
 
 
 def test_truncated_stream_is_cut_not_complete() -> None:
@@ -109,7 +109,7 @@ def test_non_json_body_leaves_fields_empty() -> None:
     ex = Exchange(response_headers={"content-type": "text/html"}, response_body=b"<html>bad gateway</html>")
     ex.finish()
     finalize(ex)
-    assert ex.usage is None and ex.decode_errors == 0 and ex.usage_source is UsageSource.MISSING
+    assert ex.usage == Usage() and ex.decode_errors == 0
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 
-from proxy.record.exchange import Exchange, Outcome
+from proxy.record.exchange import Exchange
 from proxy.record.recorder import Recorder
 from tests.support import Database, FaultReport, Proxy
 
@@ -64,7 +64,7 @@ async def test_spool_left_by_a_previous_run_is_written_at_start(database: Databa
     dead = Recorder(database.engine, spool_dir=tmp_path / "spool")
     batch = [Exchange(method="POST", path="/v1/chat/completions", status=200) for _ in range(3)]
     for ex in batch:
-        ex.finish(Outcome.COMPLETE)
+        ex.finish()
     dead._spool(batch)
     assert len(dead.spool_files()) == 1
 

@@ -340,3 +340,18 @@ async def test_concurrent_requests_never_share_or_swap_recordings(start_proxy: P
     )
     assert sorted(r.id for r in got[:6]) == sorted(same)
     assert {t: r.choices[0].message.content for t, r in zip("abcd", got[6:], strict=True)} == other
+
+
+async def test_auto_mode_marks_proxy_made_errors_as_recorded(start_proxy: ProxyFactory) -> None:
+    """A forwarded request that ends in a 502 from the proxy itself still says it went upstream."""
+    proxy = await start_proxy("http://127.0.0.1:9/v1", mode="auto")  # nothing listens on port 9
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(
+            proxy.url + "/v1/chat/completions",
+            json={"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+        assert resp.status == 502
+        assert resp.headers["X-Proxy-Replay"] == "recorded" and resp.headers["X-Proxy-Exchange-Id"]
+    [row] = await proxy.wait_rows(1)
+    assert row["outcome"] == "upstream_unreachable" and row["id"] == resp.headers["X-Proxy-Exchange-Id"]

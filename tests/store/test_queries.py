@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from proxy.apis.chat.wire import CompletionTokensDetails, PromptTokensDetails, Usage
 from proxy.config import Price
-from proxy.record.exchange import Exchange, Outcome, UsageSource
+from proxy.record.exchange import Exchange, Outcome, Usage, UsageSource
 from proxy.store import queries, rollup
 from proxy.store.queries import Filters
 from proxy.store.writes import insert_exchanges
@@ -56,15 +55,14 @@ def fixture_set() -> list[Exchange]:
             ex.outcome = Outcome.UPSTREAM_CUT  # a 200 that was cut: an error with status 200
         if status == 200 and i % 13 != 0:  # some successes report no usage at all
             prompt, completion = rng.randint(10, 900), rng.randint(1, 300)
-            ex.usage = Usage(
+            ex.usage = Usage.from_provider(
                 prompt_tokens=prompt,
                 completion_tokens=completion,
                 total_tokens=prompt + completion,
-                prompt_tokens_details=PromptTokensDetails(cached_tokens=prompt // 3 if i % 3 else None),
-                completion_tokens_details=CompletionTokensDetails(reasoning_tokens=completion // 4),
-                cost=0.0042 if ex.upstream == "openrouter" else None,
+                cached_tokens=prompt // 3 if i % 3 else None,
+                reasoning_tokens=completion // 4,
             )
-            ex.usage_source = UsageSource.PROVIDER
+            ex.provider_cost = 0.0042 if ex.upstream == "openrouter" else None
             ex.returned_model = returned
         PRICES.apply(ex)
         out.append(ex)
@@ -97,7 +95,7 @@ def expected(exs: list[Exchange], dims: list[str]) -> dict[tuple[Any, ...], dict
         groups[tuple(group_value(ex, d) for d in dims)].append(ex)
     out = {}
     for key, members in groups.items():
-        reported = [e for e in members if e.usage_source is UsageSource.PROVIDER]
+        reported = [e for e in members if e.usage.source is UsageSource.PROVIDER]
         known = [e.cost_usd for e in members if e.cost_usd is not None]
 
         def total(attr: str, reported: list[Exchange] = reported) -> int | None:

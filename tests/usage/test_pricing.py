@@ -6,10 +6,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from proxy.apis.chat.wire import CompletionTokensDetails, PromptTokensDetails, Usage
 from proxy.config import ConfigError, Price
-from proxy.record.exchange import CostSource, Exchange
-from proxy.usage.pricing import PriceTable, Tokens, candidate_names, token_cost
+from proxy.record.exchange import CostSource, Exchange, Usage
+from proxy.usage.pricing import PriceTable, candidate_names, token_cost
 
 AT = datetime(2025, 7, 1, 12, tzinfo=UTC)
 
@@ -32,35 +31,35 @@ TABLE = PriceTable(
 
 
 def test_cached_tokens_priced_at_cached_rate_and_not_double_counted() -> None:
-    cost = TABLE.cost(["my-model"], AT, Tokens(prompt=1000, completion=0, cached=400))
+    cost = TABLE.cost(["my-model"], AT, Usage(prompt_tokens=1000, completion_tokens=0, cached_tokens=400))
     # 600 uncached at $2/M + 400 cached at $0.50/M: each prompt token priced once.
     assert cost.usd == pytest.approx((600 * 2.0 + 400 * 0.5) / 1e6)
     assert cost.source is CostSource.COMPUTED and cost.ref == "config:my-model"
 
 
 def test_reasoning_tokens_priced_at_reasoning_rate_inside_completion() -> None:
-    cost = TABLE.cost(["my-model"], AT, Tokens(prompt=0, completion=500, reasoning=200))
+    cost = TABLE.cost(["my-model"], AT, Usage(prompt_tokens=0, completion_tokens=500, reasoning_tokens=200))
     assert cost.usd == pytest.approx((300 * 8.0 + 200 * 12.0) / 1e6)
 
 
 def test_absent_cached_and_reasoning_rates_fall_back_to_input_and_output() -> None:
-    tokens = Tokens(prompt=1000, completion=100, cached=500, reasoning=50)
+    tokens = Usage(prompt_tokens=1000, completion_tokens=100, cached_tokens=500, reasoning_tokens=50)
     assert token_cost(Price(input=1.0, output=3.0), tokens) == pytest.approx((1000 * 1.0 + 100 * 3.0) / 1e6)
 
 
 def test_provider_cost_wins_over_the_table() -> None:
-    cost = TABLE.cost(["my-model"], AT, Tokens(prompt=10, completion=10), provider_cost=0.0123)
+    cost = TABLE.cost(["my-model"], AT, Usage(prompt_tokens=10, completion_tokens=10), provider_cost=0.0123)
     assert (cost.usd, cost.source) == (0.0123, CostSource.PROVIDER)
 
 
 def test_unknown_price_is_null_never_zero() -> None:
-    cost = TABLE.cost(["nobody-prices-this"], AT, Tokens(prompt=10, completion=10))
+    cost = TABLE.cost(["nobody-prices-this"], AT, Usage(prompt_tokens=10, completion_tokens=10))
     assert cost.usd is None and cost.source is CostSource.UNKNOWN
 
 
 def test_missing_usage_is_unknown_when_billable_and_none_when_not() -> None:
-    assert TABLE.cost(["plain"], AT, Tokens(None, None)).source is CostSource.UNKNOWN
-    not_billed = TABLE.cost(["plain"], AT, Tokens(None, None), upstream_ok=False)
+    assert TABLE.cost(["plain"], AT, Usage()).source is CostSource.UNKNOWN
+    not_billed = TABLE.cost(["plain"], AT, Usage(), upstream_ok=False)
     assert not_billed.usd is None and not_billed.source is CostSource.NONE
 
 
@@ -73,12 +72,12 @@ def test_missing_usage_is_unknown_when_billable_and_none_when_not() -> None:
     ],
 )
 def test_effective_dates_pick_the_entry_in_force(when: datetime, expected_input: float, ref: str) -> None:
-    cost = TABLE.cost(["history"], when, Tokens(prompt=1_000_000, completion=0))
+    cost = TABLE.cost(["history"], when, Usage(prompt_tokens=1_000_000, completion_tokens=0))
     assert cost.usd == pytest.approx(expected_input) and cost.ref == ref
 
 
 def test_a_model_priced_only_in_the_future_is_unknown_before() -> None:
-    assert TABLE.cost(["future-only"], AT, Tokens(prompt=1, completion=1)).source is CostSource.UNKNOWN
+    assert TABLE.cost(["future-only"], AT, Usage(prompt_tokens=1, completion_tokens=1)).source is CostSource.UNKNOWN
 
 
 @pytest.mark.parametrize(
@@ -125,12 +124,8 @@ def test_bundled_o3_history() -> None:
 
 
 def test_apply_to_exchange_uses_usage_and_status() -> None:
-    usage = Usage(
-        prompt_tokens=100,
-        completion_tokens=50,
-        total_tokens=150,
-        prompt_tokens_details=PromptTokensDetails(cached_tokens=40),
-        completion_tokens_details=CompletionTokensDetails(reasoning_tokens=10),
+    usage = Usage.from_provider(
+        prompt_tokens=100, completion_tokens=50, total_tokens=150, cached_tokens=40, reasoning_tokens=10
     )
     ex = Exchange(started_at=AT, upstream_status=200, returned_model="my-model-2025-05-05", usage=usage)
     TABLE.apply(ex)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.apis.chat.wire import ChatCompletionChunk, ChunkChoice, Usage
+from proxy.apis.chat.wire import ChatCompletionChunk, ChatUsage, ChunkChoice
 
 
 class _ToolCall:
@@ -137,7 +137,7 @@ class Assembler:
         self.system_fingerprint: str | None = None
         self.service_tier: str | None = None
         self.provider: str | None = None
-        self.usage: Usage | None = None
+        self.usage: ChatUsage | None = None
         self.error: Any = None
         self.legacy_text = False
         self.chunks = 0
@@ -174,6 +174,11 @@ class Assembler:
         if not self._choices:
             return None
         return self._choices[min(self._choices)].finish_reason
+
+    @property
+    def all_finished(self) -> bool:
+        """True once every choice seen has its finish reason: the answer is whole (chat's end marker)."""
+        return bool(self._choices) and all(c.finish_reason is not None for c in self._choices.values())
 
     @property
     def has_output(self) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from proxy.apis.chat.wire import USAGE_PROBE_DECODER
+from proxy.apis.chat.wire import USAGE_PROBE_DECODER, RequestView
 from proxy.apis.codec import ANY_DECODER, DECODE_ERRORS, JSON_ENCODER
 from proxy.apis.sse import SSEParser
 
@@ -23,6 +23,24 @@ _LINE_END = re.compile(rb"\r\n|\r|\n")
 _NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
 _NULL_USAGE_STR = re.compile(_NULL_USAGE.pattern.decode())  # the same test on an event's decoded text
 _USAGE_OPTION = b',"stream_options":{"include_usage":true}}'
+# A refusal of the option is a small 4xx body that names it.
+REFUSAL_STATUSES = (400, 422)
+REFUSAL_MAX_BYTES = 64 << 10
+
+
+def wants_usage(view: RequestView | None) -> bool:
+    """The client itself asked for the usage chunk: it sees it, live or replayed."""
+    return bool(view and view.stream_options and view.stream_options.include_usage)
+
+
+def needs_option(view: RequestView | None, path: str) -> bool:
+    """A stream on a path that takes the option, whose client did not ask for usage: the proxy asks."""
+    return bool(view and view.stream) and path.endswith(USAGE_PATHS) and not wants_usage(view)
+
+
+def refuses_option(status: int, body: bytes) -> bool:
+    """An upstream answer that rejects the option the proxy added (not the client's request)."""
+    return status in REFUSAL_STATUSES and b"stream_options" in body
 
 
 def inject_usage(body: bytes) -> bytes | None:
@@ -99,6 +117,11 @@ class UsageChunkFilter:
             self._base += len(self._buf)
             self._buf.clear()
         return bytes(out)
+
+    @property
+    def held(self) -> int:
+        """Bytes fed but not yet passed on (an unfinished event)."""
+        return len(self._buf)
 
     def close(self) -> bytes:
         """Whatever is left (an incomplete last event) goes out as sent."""

@@ -14,6 +14,8 @@ from typing import Any
 
 import msgspec
 
+from proxy.record.exchange import Usage
+
 Number = int | float
 
 
@@ -29,7 +31,9 @@ class CompletionTokensDetails(msgspec.Struct):
     rejected_prediction_tokens: int | None = None
 
 
-class Usage(msgspec.Struct, omit_defaults=True):
+class ChatUsage(msgspec.Struct, omit_defaults=True):
+    """``usage`` as chat and completions responses carry it (OpenAI's shape, OpenRouter's ``cost`` beside)."""
+
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
@@ -88,7 +92,7 @@ class ChatCompletionChunk(msgspec.Struct):
     service_tier: str | None = None
     provider: str | None = None
     choices: list[ChunkChoice] | None = None
-    usage: Usage | None = None
+    usage: ChatUsage | None = None
     # OpenRouter reports a failure after HTTP 200 as an event carrying `error`.
     error: Any = None
 
@@ -103,7 +107,7 @@ class ResponseView(msgspec.Struct):
     id: str | None = None
     model: str | None = None
     choices: list[ResponseChoiceView] | None = None
-    usage: Usage | None = None
+    usage: ChatUsage | None = None
     error: Any = None
 
 
@@ -134,3 +138,16 @@ CHUNK_DECODER = msgspec.json.Decoder(ChatCompletionChunk)
 RESPONSE_DECODER = msgspec.json.Decoder(ResponseView)
 REQUEST_DECODER = msgspec.json.Decoder(RequestView)
 USAGE_PROBE_DECODER = msgspec.json.Decoder(UsageProbe)
+
+
+def record_usage(usage: ChatUsage | None) -> Usage:
+    """The record's token counts from a chat ``usage`` object (prompt counts include cached tokens)."""
+    if usage is None:
+        return Usage()
+    return Usage.from_provider(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        cached_tokens=usage.cached_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+    )
