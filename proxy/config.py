@@ -157,6 +157,11 @@ class Price(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cached_input: float | None = None
     # Reasoning tokens (part of completion tokens); absent = the output price.
     reasoning: float | None = None
+    # Prompt tokens written to the provider's cache (Anthropic: 1.25x input for the 5-minute lifetime);
+    # absent = the input price.
+    cache_write: float | None = None
+    # The same for a 1-hour cache lifetime (Anthropic: 2x input); absent = the cache_write price.
+    cache_write_1h: float | None = None
     # First UTC day this price applies; absent = always. Later entries win from their date on.
     effective_from: datetime.date | None = None
 
@@ -397,7 +402,7 @@ def check_prices(key: str, entries: Price | list[Price]) -> None:
     """Prices are non-negative and at most one entry starts on each date."""
     seen: set[datetime.date | None] = set()
     for price in entries if isinstance(entries, list) else [entries]:
-        for field in ("input", "output", "cached_input", "reasoning"):
+        for field in ("input", "output", "cached_input", "reasoning", "cache_write", "cache_write_1h"):
             value = getattr(price, field)
             if value is not None and value < 0:
                 raise ConfigError(f"{key}.{field}: must be >= 0")

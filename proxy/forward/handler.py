@@ -22,16 +22,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from proxy.apis.chat.usage_option import (
-    REFUSAL_MAX_BYTES,
-    UsageChunkFilter,
-    inject_usage,
-    needs_option,
-    refuses_option,
-    wants_usage,
-)
-from proxy.apis.chat.wire import REQUEST_DECODER, RequestView
-from proxy.apis.codec import DECODE_ERRORS
+from proxy.apis.families import family_for
+from proxy.apis.family import Family, RequestInfo
 from proxy.config import Upstream
 from proxy.errors import error_response
 from proxy.forward.routes import SESSION_ID, Route, resolve_route
@@ -46,6 +38,8 @@ from proxy.record.redact import api_key_of, fingerprint, redact_headers
 log = logging.getLogger("proxy.forward")
 # Non-streamed bodies up to this size are read whole and answered with one write.
 BUFFER_LIMIT = 8 << 20
+# An answer refusing the usage option is small; a larger one is never read to find out.
+REFUSAL_MAX_BYTES = 64 << 10
 
 
 class Rejected(Exception):
@@ -80,14 +74,16 @@ async def forward(request: web.Request) -> web.StreamResponse:
             body = await _read_body(request, st, ex)
         except Rejected as rejected:
             return rejected.respond(ex)
-        view = _read_request(ex, body)
+        family = family_for(ex.method, ex.path)
+        info = _read_request(family, ex, body)
         if st.playback is not None:
-            answered = await st.playback.answer(request, ex, wants_usage(view))
+            answered = await st.playback.answer(request, ex, family, info.wants_usage)
             if answered is not None:
                 return answered
         # Playback answers every request of a mode that does not forward, so only those reach here.
         assert upstream is not None
-        return await _forward_upstream(request, st, route, upstream, ex, _upstream_body(st, route, ex, view))
+        body = _upstream_body(st, route, family, ex, info)
+        return await _forward_upstream(request, st, route, upstream, family, ex, body)
     except asyncio.CancelledError:
         ex.finish(Ending.CLIENT_LEFT, "client disconnected")
         raise
@@ -134,24 +130,20 @@ async def _read_body(request: web.Request, st: ProxyState, ex: Exchange) -> byte
     return body
 
 
-def _read_request(ex: Exchange, body: bytes) -> RequestView | None:
-    """Model, user and stream flag from a JSON body; None for anything else (the upstream judges it)."""
-    if not body.lstrip().startswith(b"{"):
-        return None
-    try:
-        view = REQUEST_DECODER.decode(body)
-    except DECODE_ERRORS:
-        return None
-    ex.requested_model = view.model
-    ex.user = view.user
-    ex.stream = bool(view.stream)
-    return view
+def _read_request(family: Family, ex: Exchange, body: bytes) -> RequestInfo:
+    """What the family reads of the body; a body it cannot read is forwarded for the upstream to judge."""
+    ex.api = family.name
+    info = family.read_request(body)
+    if info is None:
+        return RequestInfo()
+    ex.requested_model, ex.user, ex.stream = info.model, info.user, info.stream
+    return info
 
 
-def _upstream_body(st: ProxyState, route: Route, ex: Exchange, view: RequestView | None) -> bytes:
-    """The body sent upstream: the client's, with the usage option added where the proxy asks for usage."""
-    if st.settings.inject_stream_usage and route.upstream not in st.no_usage_option and needs_option(view, ex.path):
-        injected = inject_usage(ex.request_body)
+def _upstream_body(st: ProxyState, route: Route, family: Family, ex: Exchange, info: RequestInfo) -> bytes:
+    """The body sent upstream: the client's, with the family's usage option where the proxy asks for usage."""
+    if st.settings.inject_stream_usage and route.upstream not in st.no_usage_option:
+        injected = family.usage_option(ex.request_body, info)
         if injected is not None:
             ex.usage_injected = True
             return injected
@@ -159,7 +151,7 @@ def _upstream_body(st: ProxyState, route: Route, ex: Exchange, view: RequestView
 
 
 async def _forward_upstream(
-    request: web.Request, st: ProxyState, route: Route, upstream: Upstream, ex: Exchange, body: bytes
+    request: web.Request, st: ProxyState, route: Route, upstream: Upstream, family: Family, ex: Exchange, body: bytes
 ) -> web.StreamResponse:
     headers = forward_request_headers(request.headers, st.request_drop)
     key = api_key_of(request.headers)
@@ -188,15 +180,15 @@ async def _forward_upstream(
 
     try:
         async with send(body) as up:
-            if not (ex.usage_injected and await _refuses_usage_option(up)):
-                return await _respond(request, up, ex, st)
+            if not (ex.usage_injected and await _refuses_usage_option(up, family)):
+                return await _respond(request, up, family, ex, st)
         # The upstream refused the option the proxy added, not the client's request: ask again exactly as
         # the client asked (the stream is then recorded without usage) and stop adding it on this mount.
         st.no_usage_option.add(route.upstream)
         log.warning("upstream %r refuses stream_options; usage is no longer requested from it", route.upstream)
         ex.usage_injected = False
         async with send(ex.request_body) as up:
-            return await _respond(request, up, ex, st)
+            return await _respond(request, up, family, ex, st)
     except TimeoutError:
         return _upstream_error(st, ex, 504, Ending.UPSTREAM_TIMEOUT, route.upstream, upstream, "timed out")
     except aiohttp.ClientError as exc:
@@ -215,7 +207,7 @@ def _proxy_headers(st: ProxyState, ex: Exchange) -> dict[str, str]:
 
 
 async def _respond(
-    request: web.Request, up: aiohttp.ClientResponse, ex: Exchange, st: ProxyState
+    request: web.Request, up: aiohttp.ClientResponse, family: Family, ex: Exchange, st: ProxyState
 ) -> web.StreamResponse:
     ex.status = ex.upstream_status = up.status
     ex.response_headers = redact_headers(up.headers, st.redact)
@@ -233,20 +225,20 @@ async def _respond(
     if up.content_length is not None:
         response.content_length = up.content_length
     await response.prepare(request)
-    usage_filter = UsageChunkFilter(st.settings.max_event_bytes) if ex.usage_injected and sse else None
+    usage_filter = family.hiding_filter(st.settings.max_event_bytes) if ex.usage_injected and sse else None
     await copy_body(request, up, response, ex, usage_filter)
     return response
 
 
-async def _refuses_usage_option(up: aiohttp.ClientResponse) -> bool:
+async def _refuses_usage_option(up: aiohttp.ClientResponse, family: Family) -> bool:
     """Whether the upstream refused the usage option; reads only a small body of a declared length.
 
     ``read`` keeps the body, so ``_respond`` can still pass it on when this was some other complaint.
     """
-    if up.content_length is None or up.content_length > REFUSAL_MAX_BYTES:
+    if up.status < 400 or up.content_length is None or up.content_length > REFUSAL_MAX_BYTES:
         return False
     try:
-        return refuses_option(up.status, await up.read())
+        return family.refuses_option(up.status, await up.read())
     except aiohttp.ClientError:
         return False
 

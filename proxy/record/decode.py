@@ -18,16 +18,13 @@ import gzip
 import zlib
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from typing import Any
 
-from proxy.apis.chat.assemble import Assembler
-from proxy.apis.chat.wire import CHUNK_DECODER, RESPONSE_DECODER, record_usage
-from proxy.apis.codec import DECODE_ERRORS, JSON_ENCODER
+from proxy.apis.errors import MAX_ERROR_CHARS
+from proxy.apis.families import family_for
+from proxy.apis.family import Event
 from proxy.apis.sse import SSEParser
 from proxy.record.exchange import Exchange
 from proxy.record.outcome import settle
-
-MAX_ERROR_CHARS = 500
 
 
 def decompress(body: bytes, encoding: str | None) -> bytes:
@@ -70,24 +67,34 @@ def split_reads(
         yield (tail_offset or 0.0), body[start:]
 
 
-def error_message(error: Any) -> str:
-    if isinstance(error, dict):
-        msg = error.get("message") or error.get("code") or error
-        return str(msg)[:MAX_ERROR_CHARS]
-    return str(error)[:MAX_ERROR_CHARS]
-
-
 def finalize(ex: Exchange) -> Exchange:
-    """Fill usage, model, finish reason, TTFT and the assembled response from the raw bytes; settle the outcome."""
+    """Fold the body with the exchange's API family into the derived fields; settle the outcome."""
+    family = family_for(ex.method, ex.path)
     try:
         if ex.stream and is_event_stream(ex.response_headers):
-            _finalize_stream(ex)
+            folded = family.fold_stream(events(ex))
         else:
-            _finalize_body(ex)
+            body = ex.response_body
+            encoding = ex.response_headers.get("content-encoding")
+            if encoding and body:
+                body = ex.decoded_body = decompress(body, encoding)
+            folded = family.fold_body(body)
+            folded.complete_at = len(ex.response_body)  # a body that arrived whole is whole
     except Exception as exc:  # noqa: BLE001 - the record must survive any upstream garbage
         ex.decode_errors += 1
         ex.error = ex.error or f"decode failed: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
         settle(ex, complete_at=len(ex.response_body))
+        return ex
+    ex.usage, ex.provider_cost = folded.usage, folded.provider_cost
+    ex.returned_model, ex.finish_reason, ex.ttft_ms = folded.model, folded.finish_reason, folded.ttft_ms
+    ex.assembled, ex.event_count, ex.decode_errors = folded.assembled, folded.events, folded.decode_errors
+    settle(
+        ex,
+        complete_at=folded.complete_at,
+        body_error=folded.error,
+        error_event=folded.error_event,
+        unfinished=f"stream ended without {family.end_marker}",
+    )
     return ex
 
 
@@ -117,77 +124,18 @@ def simple_events(body: bytes) -> list[tuple[int, bytes]] | None:
     return out
 
 
-def _events_with_offsets(ex: Exchange) -> Iterator[tuple[float, int, bytes | str]]:
-    """Each event's data with the offset (ms) of the read that completed it and its end in the body."""
+def events(ex: Exchange) -> Iterator[Event]:
+    """The stream's events, each with the offset (ms) of the read that completed it and its end in the body."""
     simple = simple_events(ex.response_body)
     if simple is None:
         parser = SSEParser()
         for offset, data in iter_reads(ex):
             for event in parser.feed(data):
-                yield offset, event.end, event.data
+                yield Event(offset, event.end, event.event, event.data)
         return
     ends = [end for _, end in ex.stream_chunks]
     offsets = [offset for offset, _ in ex.stream_chunks]
     for end, data in simple:
         # The event is complete at its last byte: in the first read that reaches ``end``.
         i = bisect_left(ends, end)
-        yield (offsets[i] if i < len(offsets) else (ex.duration_ms or 0.0)), end, data
-
-
-def _finalize_stream(ex: Exchange) -> None:
-    asm = Assembler()
-    complete_at: int | None = None  # the end of [DONE], or of the event that finished the last choice
-    for offset, end, data in _events_with_offsets(ex):
-        ex.event_count += 1
-        if data == "[DONE]" or data == b"[DONE]":
-            complete_at = end if complete_at is None else complete_at
-            continue
-        try:
-            chunk = CHUNK_DECODER.decode(data)
-        except DECODE_ERRORS:
-            ex.decode_errors += 1
-            continue
-        asm.add(chunk)
-        if ex.ttft_ms is None and asm.has_output:
-            ex.ttft_ms = offset
-        if complete_at is None and asm.all_finished:
-            complete_at = end
-    ex.usage = record_usage(asm.usage)
-    ex.provider_cost = asm.usage.cost if asm.usage is not None else None
-    ex.returned_model = asm.model
-    ex.finish_reason = asm.finish_reason
-    if asm.chunks:
-        ex.assembled = JSON_ENCODER.encode(asm.result())
-    settle(
-        ex,
-        complete_at=complete_at,
-        body_error=error_message(asm.error) if asm.error is not None else None,
-        error_event=asm.error is not None,
-        unfinished="stream ended without [DONE] or a finish_reason",
-    )
-
-
-def _finalize_body(ex: Exchange) -> None:
-    encoding = ex.response_headers.get("content-encoding")
-    body = ex.response_body
-    if encoding and body:
-        body = ex.decoded_body = decompress(body, encoding)
-    error = _read_body(ex, body)
-    settle(ex, complete_at=len(ex.response_body), body_error=error)
-
-
-def _read_body(ex: Exchange, body: bytes) -> str | None:
-    """Usage, model and finish reason of a JSON body; returns the error message it carries, if any."""
-    if not body.lstrip().startswith(b"{"):
-        return None
-    try:
-        view = RESPONSE_DECODER.decode(body)
-    except DECODE_ERRORS:
-        ex.decode_errors += 1
-        return None
-    ex.usage = record_usage(view.usage)
-    ex.provider_cost = view.usage.cost if view.usage is not None else None
-    ex.returned_model = view.model
-    if view.choices:
-        ex.finish_reason = view.choices[0].finish_reason
-    return error_message(view.error) if view.error is not None else None
+        yield Event(offsets[i] if i < len(offsets) else (ex.duration_ms or 0.0), end, "", data)

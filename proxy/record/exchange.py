@@ -60,7 +60,8 @@ class Usage(msgspec.Struct, kw_only=True):
     """Token counts in one shape for every API family, as the provider reported them; None = not reported.
 
     The families map their own wire fields onto these (``apis``): ``prompt_tokens`` counts every input
-    token (cached ones included), ``completion_tokens`` every output token (reasoning included).
+    token (cache reads and cache writes included), ``completion_tokens`` every output token (reasoning
+    included), so each token is counted, and priced, exactly once.
     """
 
     prompt_tokens: int | None = None
@@ -68,6 +69,8 @@ class Usage(msgspec.Struct, kw_only=True):
     total_tokens: int | None = None
     cached_tokens: int | None = None  # of prompt_tokens, read from the provider's cache
     reasoning_tokens: int | None = None  # of completion_tokens
+    cache_write_tokens: int | None = None  # of prompt_tokens, written to the cache (Anthropic)
+    cache_write_1h_tokens: int | None = None  # of cache_write_tokens, with a 1-hour lifetime
     source: UsageSource = UsageSource.MISSING
 
     @classmethod
@@ -125,6 +128,7 @@ class Exchange(msgspec.Struct, kw_only=True):
     t0: float = msgspec.field(default_factory=time.perf_counter)
 
     # request
+    api: str = "other"  # the API family that speaks on this endpoint (``apis.families``)
     method: str = "GET"
     path: str = ""
     query: str = ""

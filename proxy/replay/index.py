@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from proxy.apis.families import family_for
 from proxy.config import Exhausted, Replay
 from proxy.replay.matchkey import Difference, KeyRules, canonical_body, differences, match_key, request_object
 from proxy.store import recordings
@@ -145,12 +146,13 @@ class ReplayIndex:
     ) -> tuple[list[Closest], int]:
         """The recorded requests nearest to ``body`` (fewest differing fields), and how many were compared."""
         candidates = await recordings.recent_requests(self.engine, scope, method, path, upstream, CANDIDATES)
-        mine = request_object(body, self.rules)
+        ignored = family_for(method, path).ignored
+        mine = request_object(body, self.rules, ignored)
         ranked: dict[bytes, Closest] = {}  # one entry per distinct recorded request: the latest
         for c in candidates:
-            ranked.setdefault(canonical_body(c.body, self.rules), Closest(c.id, c.session_id, []))
-            ranked[canonical_body(c.body, self.rules)].copies += 1
+            canonical = canonical_body(c.body, self.rules, ignored)
+            ranked.setdefault(canonical, Closest(c.id, c.session_id, [])).copies += 1
         for canonical, closest in ranked.items():
-            closest.differences = differences(mine, request_object(canonical, self.rules))
+            closest.differences = differences(mine, request_object(canonical, self.rules, ignored))
         best = sorted(ranked.values(), key=lambda c: distance(c.differences))  # stable: latest first among equals
         return best[:limit], len(candidates)

@@ -7,12 +7,13 @@ Invariants:
 - Canonical body: the JSON parsed, ignored fields removed, object keys sorted, compact, and integral
   floats written as integers (``1.0`` and ``1`` ask the same thing). A body that is not JSON is hashed
   as sent.
-- Always ignored, because they do not change the answer: ``stream``, ``stream_options``, ``user``,
-  ``metadata``. Configured extras are top-level names or JSON Pointers (RFC 6901), where a ``*``
-  segment matches every array index or object key.
-- A key is 64 hex characters: the first 8 identify the rules it was made under (so keys made under
-  other ``ignore`` rules are recognised as stale and recomputed), the other 56 are a SHA-256 of the
-  canonical request.
+- Always ignored, because they do not change the answer: the request's API family names them
+  (``Family.ignored``; for chat ``stream``, ``stream_options``, ``user``, ``metadata``). Configured extras
+  are top-level names or JSON Pointers (RFC 6901), where a ``*`` segment matches every array index or
+  object key.
+- A key is 64 hex characters: the first 8 identify the rules it was made under (the configured ones and
+  every family's, so keys made under other rules are recognised as stale and recomputed), the other
+  56 are a SHA-256 of the canonical request.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from typing import Any
 import msgspec
 
 from proxy.apis.codec import DECODE_ERRORS
+from proxy.apis.families import ALL, family_for
 
-ALWAYS_IGNORED = ("stream", "stream_options", "user", "metadata")
 KEY_VERSION = "mk1"
+# What each family leaves out, in every rules id: changing a family's list makes old keys stale.
+_FAMILY_RULES = sorted((f.name, sorted(f.ignored)) for f in ALL)
 MAX_SHOWN = 80
 
 _DECODER = msgspec.json.Decoder()
@@ -58,10 +61,9 @@ class KeyRules:
     __slots__ = ("id", "ignore", "pointers")
 
     def __init__(self, ignore: Sequence[str] = ()) -> None:
-        names = [*ALWAYS_IGNORED, *(i for i in ignore if not i.startswith("/"))]
-        self.ignore = tuple(sorted(set(names)))
+        self.ignore = tuple(sorted({i for i in ignore if not i.startswith("/")}))
         self.pointers = tuple(sorted({parse_pointer(i) for i in ignore if i.startswith("/")}))
-        spec = msgspec.json.encode([KEY_VERSION, self.ignore, self.pointers])
+        spec = msgspec.json.encode([KEY_VERSION, _FAMILY_RULES, self.ignore, self.pointers])
         self.id = hashlib.sha256(spec).hexdigest()[:8]
 
     def owns(self, key: str | None) -> bool:
@@ -108,8 +110,11 @@ def _drop(node: Any, parts: tuple[str, ...]) -> None:
                 del node[i]
 
 
-def request_object(body: bytes, rules: KeyRules = DEFAULT_RULES) -> Any:
-    """The body as the key sees it: parsed, normalised, ignored fields removed; ``NOT_JSON`` otherwise."""
+def request_object(body: bytes, rules: KeyRules = DEFAULT_RULES, family_ignored: Sequence[str] = ()) -> Any:
+    """The body as the key sees it: parsed, normalised, ignored fields removed; ``NOT_JSON`` otherwise.
+
+    ``family_ignored``: the fields the request's API family always leaves out (``Family.ignored``).
+    """
     if not body.strip():
         return None
     try:
@@ -118,16 +123,16 @@ def request_object(body: bytes, rules: KeyRules = DEFAULT_RULES) -> Any:
         return NOT_JSON
     obj = _normalise(obj)
     if isinstance(obj, dict):
-        for name in rules.ignore:
+        for name in (*family_ignored, *rules.ignore):
             obj.pop(name, None)
     for parts in rules.pointers:
         _drop(obj, parts)
     return obj
 
 
-def canonical_body(body: bytes, rules: KeyRules = DEFAULT_RULES) -> bytes:
+def canonical_body(body: bytes, rules: KeyRules = DEFAULT_RULES, family_ignored: Sequence[str] = ()) -> bytes:
     """Sorted, compact JSON of ``request_object``; the bytes as sent when the body is not JSON."""
-    obj = request_object(body, rules)
+    obj = request_object(body, rules, family_ignored)
     if obj is NOT_JSON:
         return body
     return msgspec.json.encode(obj, order="sorted")
@@ -139,7 +144,7 @@ def match_key(method: str, path: str, body: bytes, rules: KeyRules = DEFAULT_RUL
     for part in (KEY_VERSION, upstream, method.upper(), path):
         digest.update(part.encode())
         digest.update(b"\n")
-    digest.update(canonical_body(body, rules))
+    digest.update(canonical_body(body, rules, family_for(method, path).ignored))
     return rules.id + digest.hexdigest()[:56]
 
 

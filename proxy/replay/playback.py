@@ -5,7 +5,7 @@ Invariants:
 - A recorded stream is played from its stored raw bytes, network read by network read, at the recorded
   offsets divided by the speed factor (``original``) or at once (``instant``). Comments, CRLFs and event
   framing are untouched, except that a usage-only chunk is held back from a client that did not ask for
-  usage, with the same ``UsageChunkFilter`` the live path uses.
+  usage, with the same filter of the API family the live path uses.
 - A streamed request answered by a non-streamed recording, or the reverse, is converted and says so in
   ``X-Proxy-Replay-Converted``. Every answer carries ``X-Proxy-Replay: hit`` or ``miss`` and, on a hit,
   ``X-Proxy-Exchange-Id`` names the recording played.
@@ -22,9 +22,8 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from proxy.apis.chat import convert
-from proxy.apis.chat.usage_option import UsageChunkFilter
 from proxy.apis.codec import JSON_ENCODER
+from proxy.apis.family import Family, StreamFilter
 from proxy.config import Mode, Replay, Timing
 from proxy.headers import CONVERTED_HEADER, EXCHANGE_ID_HEADER, HOP_BY_HOP, REPLAY_HEADER, TIMING_HEADER
 from proxy.record.decode import is_event_stream, split_reads
@@ -38,6 +37,8 @@ log = logging.getLogger("proxy.replay.playback")
 
 _NOT_REPLAYED = HOP_BY_HOP | {"content-length", "content-encoding", "date", "server"}
 _SHOWN_DIFFERENCES = 5
+# A recording's events are no larger than the live filter let through.
+MAX_EVENT_BYTES = 16 << 20
 
 
 class Pacer:
@@ -71,7 +72,9 @@ class Playback:
             speed = self.settings.speed
         return Pacer(t0, speed if speed > 0 else self.settings.speed)
 
-    async def answer(self, request: web.Request, ex: Exchange, wants_usage: bool) -> web.StreamResponse | None:
+    async def answer(
+        self, request: web.Request, ex: Exchange, family: Family, wants_usage: bool
+    ) -> web.StreamResponse | None:
         """The replayed (or missed) response; None only when the mode forwards a miss upstream (auto)."""
         body = ex.request_body
         key = ex.match_key = self.index.key(ex.method, ex.path, body, ex.upstream)
@@ -88,10 +91,17 @@ class Playback:
         ex.replayed = True
         if rec is None:
             return await self._miss(ex, body, key, scope, take)
-        return await self._play(request, ex, rec, wants_usage, self._pacer(request, ex.t0))
+        hide = None if wants_usage else family.hiding_filter(MAX_EVENT_BYTES)
+        return await self._play(request, ex, rec, family, hide, self._pacer(request, ex.t0))
 
     async def _play(
-        self, request: web.Request, ex: Exchange, rec: Recording, wants_usage: bool, pacer: Pacer
+        self,
+        request: web.Request,
+        ex: Exchange,
+        rec: Recording,
+        family: Family,
+        hide: StreamFilter | None,
+        pacer: Pacer,
     ) -> web.StreamResponse:
         headers = {k: v for k, v in rec.response_headers.items() if k not in _NOT_REPLAYED and v != REDACTED}
         headers[REPLAY_HEADER] = "hit"
@@ -100,19 +110,19 @@ class Playback:
         if is_event_stream(rec.response_headers):
             if ex.stream or not ok or rec.assembled is None:
                 reads = split_reads(rec.response_body, rec.stream_chunks, rec.duration_ms)
-                return await _stream(request, rec.status, headers, reads, pacer, wants_usage)
+                return await _stream(request, rec.status, headers, reads, pacer, hide)
             headers["content-type"] = "application/json"
             headers[CONVERTED_HEADER] = "stream-to-json"
             await pacer.at(rec.duration_ms)
             return web.Response(status=rec.status, headers=headers, body=rec.assembled.encode())
         if ex.stream and ok:
-            events = convert.completion_to_events(rec.response_body, wants_usage)
+            events = family.body_to_stream(rec.response_body, hide is None)
             if events is not None:
                 headers["content-type"] = "text/event-stream"
                 headers["cache-control"] = "no-cache"
                 headers[CONVERTED_HEADER] = "json-to-stream"
                 reads = [(rec.duration_ms or 0.0, b"".join(events))]
-                return await _stream(request, rec.status, headers, reads, pacer, wants_usage=True)
+                return await _stream(request, rec.status, headers, reads, pacer, None)
         await pacer.at(rec.duration_ms)
         return web.Response(status=rec.status, headers=headers, body=rec.response_body)
 
@@ -193,11 +203,10 @@ async def _stream(
     headers: dict[str, str],
     reads: Iterable[tuple[float, bytes]],
     pacer: Pacer,
-    wants_usage: bool,
+    usage_filter: StreamFilter | None,
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=status, headers=headers)
     await response.prepare(request)
-    usage_filter = None if wants_usage else UsageChunkFilter()
     try:
         for offset, data in reads:
             await pacer.at(offset)

@@ -6,9 +6,10 @@ Invariants:
   ``cost_usd = None`` and ``CostSource.UNKNOWN``; reports count those rows separately. An exchange that
   reported no usage and never got a 2xx from the upstream (rejected, unreachable, 4xx/5xx) is
   ``CostSource.NONE``, also with a NULL cost.
-- Cached prompt tokens are part of ``prompt_tokens`` and reasoning tokens part of ``completion_tokens``
-  (OpenAI's convention, which OpenRouter and vLLM follow): each token is priced exactly once, at the
-  cached or reasoning rate when that rate exists.
+- Cached prompt tokens (cache reads and cache writes) are part of ``prompt_tokens`` and reasoning tokens
+  part of ``completion_tokens`` (OpenAI's convention; the API families map other conventions onto it):
+  each token is priced exactly once, at the cache-read, cache-write or reasoning rate when that rate
+  exists.
 - Pure: the table is built from Settings once; pricing runs in the recorder's writer and in
   ``proxy usage --recompute-cost``, never on the request path.
 
@@ -65,12 +66,18 @@ def token_cost(price: Price, usage: Usage) -> float:
     prompt = usage.prompt_tokens or 0
     completion = usage.completion_tokens or 0
     cached = min(usage.cached_tokens or 0, prompt)
+    written = min(usage.cache_write_tokens or 0, prompt - cached)
+    written_1h = min(usage.cache_write_1h_tokens or 0, written)
     reasoning = min(usage.reasoning_tokens or 0, completion)
     cached_rate = price.input if price.cached_input is None else price.cached_input
+    write_rate = price.input if price.cache_write is None else price.cache_write
+    write_1h_rate = write_rate if price.cache_write_1h is None else price.cache_write_1h
     reasoning_rate = price.output if price.reasoning is None else price.reasoning
     total = (
-        (prompt - cached) * price.input
+        (prompt - cached - written) * price.input
         + cached * cached_rate
+        + (written - written_1h) * write_rate
+        + written_1h * write_1h_rate
         + (completion - reasoning) * price.output
         + reasoning * reasoning_rate
     )

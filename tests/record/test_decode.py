@@ -25,7 +25,7 @@ def sse(*objs: object, done: bool = True) -> bytes:
 
 
 def streamed(body: bytes, reads: int = 3) -> Exchange:
-    ex = Exchange(stream=True, response_headers=dict(SSE), status=200)
+    ex = Exchange(method="POST", path="/v1/chat/completions", stream=True, response_headers=dict(SSE), status=200)
     step = max(1, len(body) // reads)
     ex.stream_chunks = [(float(i), min(i + step, len(body))) for i in range(0, len(body), step)]
     ex.response_body = body
@@ -86,7 +86,7 @@ def test_ttft_is_the_read_with_the_first_content() -> None:
         {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}, done=False
     )
     first_content = sse({"choices": [{"index": 0, "delta": {"content": "x"}}]})
-    ex = Exchange(stream=True, response_headers=dict(SSE), status=200)
+    ex = Exchange(method="POST", path="/v1/chat/completions", stream=True, response_headers=dict(SSE), status=200)
     ex.response_body = body + first_content
     ex.stream_chunks = [(5.0, 13), (9.0, len(body)), (42.0, len(body) + len(first_content))]
     ex.finish()

@@ -141,3 +141,19 @@ def test_bad_prices_are_config_errors() -> None:
         PriceTable({"x": Price(input=-1.0)}, bundled=False)
     with pytest.raises(ConfigError, match="two entries"):
         PriceTable({"x": [Price(input=1.0), Price(input=2.0)]}, bundled=False)
+
+
+def test_cache_writes_priced_at_their_own_rates_each_token_once() -> None:
+    """Anthropic-style: 1,000 prompt tokens of which 300 read from cache and 500 written (200 for 1 hour)."""
+    price = Price(input=3.0, output=15.0, cached_input=0.30, cache_write=3.75, cache_write_1h=6.0)
+    usage = Usage(
+        prompt_tokens=1000, completion_tokens=100, cached_tokens=300, cache_write_tokens=500, cache_write_1h_tokens=200
+    )
+    expected = (200 * 3.0 + 300 * 0.30 + 300 * 3.75 + 200 * 6.0 + 100 * 15.0) / 1e6
+    assert token_cost(price, usage) == pytest.approx(expected)
+    assert round(expected, 6) == 0.004515
+    # Absent rates fall back: a 1-hour write at the 5-minute rate, a write at the input price.
+    assert token_cost(Price(input=3.0, output=15.0, cache_write=3.75), usage) == pytest.approx(
+        (200 * 3.0 + 300 * 3.0 + 300 * 3.75 + 200 * 3.75 + 100 * 15.0) / 1e6
+    )
+    assert token_cost(Price(input=3.0, output=15.0), usage) == pytest.approx((1000 * 3.0 + 100 * 15.0) / 1e6)

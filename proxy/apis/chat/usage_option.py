@@ -13,29 +13,15 @@ from __future__ import annotations
 
 import re
 
-from proxy.apis.chat.wire import USAGE_PROBE_DECODER, RequestView
+from proxy.apis.chat.wire import USAGE_PROBE_DECODER
 from proxy.apis.codec import ANY_DECODER, DECODE_ERRORS, JSON_ENCODER
 from proxy.apis.sse import SSEParser
 
-# Paths (below the mount) whose streams take stream_options.include_usage.
-USAGE_PATHS = ("/chat/completions", "/completions")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
 _NULL_USAGE_STR = re.compile(_NULL_USAGE.pattern.decode())  # the same test on an event's decoded text
 _USAGE_OPTION = b',"stream_options":{"include_usage":true}}'
-# A refusal of the option is a small 4xx body that names it.
 REFUSAL_STATUSES = (400, 422)
-REFUSAL_MAX_BYTES = 64 << 10
-
-
-def wants_usage(view: RequestView | None) -> bool:
-    """The client itself asked for the usage chunk: it sees it, live or replayed."""
-    return bool(view and view.stream_options and view.stream_options.include_usage)
-
-
-def needs_option(view: RequestView | None, path: str) -> bool:
-    """A stream on a path that takes the option, whose client did not ask for usage: the proxy asks."""
-    return bool(view and view.stream) and path.endswith(USAGE_PATHS) and not wants_usage(view)
 
 
 def refuses_option(status: int, body: bytes) -> bool:

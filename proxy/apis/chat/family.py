@@ -1,0 +1,114 @@
+"""The chat-completions family, and the families that share its wire format (legacy completions,
+embeddings): reading requests, the usage option, folding streams and bodies, conversion for replay.
+
+Invariants:
+- A stream is complete at ``[DONE]``, or at the event in which every choice got its finish reason,
+  whichever comes first; without either it is cut.
+- TTFT is the first event that carries output of any kind (text, refusal, reasoning, tool-call pieces).
+- Usage comes from whichever chunk carries it (a ``choices: []`` chunk, an empty-delta chunk, or the
+  last content chunk as OpenRouter sends it); ``prompt_tokens`` already counts cached tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from proxy.apis.chat import convert
+from proxy.apis.chat.assemble import Assembler
+from proxy.apis.chat.usage_option import UsageChunkFilter, inject_usage, refuses_option
+from proxy.apis.chat.wire import CHUNK_DECODER, REQUEST_DECODER, RESPONSE_DECODER, record_usage
+from proxy.apis.codec import DECODE_ERRORS, JSON_ENCODER
+from proxy.apis.errors import error_message
+from proxy.apis.family import COMMON_IGNORED, Event, Folded, RequestInfo, StreamFilter
+
+
+def read_request(body: bytes) -> RequestInfo | None:
+    if not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        view = REQUEST_DECODER.decode(body)
+    except DECODE_ERRORS:
+        return None  # not ours to judge: the upstream answers malformed JSON itself
+    wants = bool(view.stream_options and view.stream_options.include_usage)
+    return RequestInfo(model=view.model, stream=bool(view.stream), user=view.user, wants_usage=wants)
+
+
+def fold_body(body: bytes) -> Folded:
+    """A JSON response body with OpenAI's ``usage``: chat, completions, embeddings and many others."""
+    folded = Folded(complete_at=len(body))
+    if not body.lstrip().startswith(b"{"):
+        return folded
+    try:
+        view = RESPONSE_DECODER.decode(body)
+    except DECODE_ERRORS:
+        folded.decode_errors = 1
+        return folded
+    folded.usage = record_usage(view.usage)
+    folded.provider_cost = view.usage.cost if view.usage is not None else None
+    folded.model = view.model
+    if view.choices:
+        folded.finish_reason = view.choices[0].finish_reason
+    if view.error is not None:
+        folded.error = error_message(view.error)
+    return folded
+
+
+@dataclass(frozen=True)
+class ChatFamily:
+    """Chat completions (``name="chat"``) and legacy completions (``name="completions"``)."""
+
+    name: str = "chat"
+    ignored: tuple[str, ...] = (*COMMON_IGNORED, "stream_options")
+    end_marker: str = "[DONE] or a finish_reason"
+
+    def read_request(self, body: bytes) -> RequestInfo | None:
+        return read_request(body)
+
+    def usage_option(self, body: bytes, info: RequestInfo) -> bytes | None:
+        # Usage comes on a stream only when asked for (stream_options.include_usage): the proxy asks.
+        return inject_usage(body) if info.stream and not info.wants_usage else None
+
+    def refuses_option(self, status: int, body: bytes) -> bool:
+        return refuses_option(status, body)
+
+    def hiding_filter(self, max_event_bytes: int) -> StreamFilter | None:
+        return UsageChunkFilter(max_event_bytes)
+
+    def fold_stream(self, events: Iterable[Event]) -> Folded:
+        asm = Assembler()
+        folded = Folded()
+        for event in events:
+            folded.events += 1
+            if event.data in ("[DONE]", b"[DONE]"):
+                folded.complete_at = event.end if folded.complete_at is None else folded.complete_at
+                continue
+            try:
+                chunk = CHUNK_DECODER.decode(event.data)
+            except DECODE_ERRORS:
+                folded.decode_errors += 1
+                continue
+            asm.add(chunk)
+            if folded.ttft_ms is None and asm.has_output:
+                folded.ttft_ms = event.offset_ms
+            if folded.complete_at is None and asm.all_finished:
+                folded.complete_at = event.end
+        folded.usage = record_usage(asm.usage)
+        folded.provider_cost = asm.usage.cost if asm.usage is not None else None
+        folded.model = asm.model
+        folded.finish_reason = asm.finish_reason
+        if asm.chunks:
+            folded.assembled = JSON_ENCODER.encode(asm.result())
+        if asm.error is not None:
+            folded.error, folded.error_event = error_message(asm.error), True
+        return folded
+
+    def fold_body(self, body: bytes) -> Folded:
+        return fold_body(body)
+
+    def body_to_stream(self, body: bytes, wants_usage: bool) -> list[bytes] | None:
+        return convert.completion_to_events(body, wants_usage)
+
+
+CHAT = ChatFamily()
+COMPLETIONS = ChatFamily(name="completions")

@@ -1,0 +1,106 @@
+"""The interface every API family implements, and the shapes it hands to the rest of the proxy.
+
+An API family is the unit that knows one wire format (chat completions, Responses, Messages, ...). The
+live path asks it how to read a request and whether to add a usage option; the writer asks it to fold a
+body or a stream into the record's fields; replay asks it which fields leave the match key and how to
+play a non-streamed recording as a stream. Nothing outside ``apis`` knows any family's field names.
+
+Invariants:
+- Pure: no I/O, no clock, no aiohttp, no SQL. Bytes in, plain values out.
+- Never raises on what a client or upstream sent: an undecodable request is ``None``, an undecodable
+  event is counted in ``Folded.decode_errors`` and skipped.
+- ``Folded.complete_at`` is where the family's own end marker ended (``[DONE]`` for chat,
+  ``response.completed`` for Responses, ``message_stop`` for Messages); a stream without it is never
+  complete. Token counts are what the provider reported, mapped onto ``record.exchange.Usage``; never 0
+  for a count that was not reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple, Protocol
+
+import msgspec
+
+from proxy.record.exchange import Usage
+
+# Top-level request fields that never change an answer, for every family: not part of the match key.
+COMMON_IGNORED = ("stream", "user", "metadata")
+
+
+class RequestInfo(msgspec.Struct, kw_only=True):
+    """What the proxy reads of a request body."""
+
+    model: str | None = None
+    stream: bool = False
+    user: str | None = None
+    # The client itself asked for the usage data a family only sends on request (chat's include_usage).
+    wants_usage: bool = False
+
+
+class Event(NamedTuple):
+    """One server-sent event of a recorded stream."""
+
+    offset_ms: float  # when the network read that completed it arrived, after the request
+    end: int  # its end in the raw body (just past its blank line)
+    type: str  # the ``event:`` field; "" when absent
+    data: str | bytes
+
+
+class Folded(msgspec.Struct, kw_only=True):
+    """A response body or stream folded into the record's derived fields."""
+
+    usage: Usage = msgspec.field(default_factory=Usage)
+    provider_cost: float | None = None  # the charge the upstream reported itself
+    model: str | None = None
+    finish_reason: str | None = None
+    ttft_ms: float | None = None  # the first event carrying output of any kind
+    assembled: bytes | None = None  # a stream as the JSON a non-streamed call returns
+    complete_at: int | None = None  # where the end marker ended; None: never complete
+    error: str | None = None  # an error the body carried
+    error_event: bool = False  # ... as a failure event inside an HTTP 200 stream
+    events: int = 0
+    decode_errors: int = 0
+
+
+class StreamFilter(Protocol):
+    """Re-frames a stream on event boundaries to hold back what the proxy asked for and the client did not."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def close(self) -> bytes: ...
+
+    @property
+    def held(self) -> int: ...
+
+
+class Family(Protocol):
+    name: str  # stored in ``exchanges.api``
+    ignored: tuple[str, ...]  # top-level request fields left out of the match key
+    end_marker: str  # what completes its stream, in words, for the record of one that lacks it
+
+    def read_request(self, body: bytes) -> RequestInfo | None:
+        """Model, stream flag and user of a JSON request body; None for anything else."""
+        ...
+
+    def usage_option(self, body: bytes, info: RequestInfo) -> bytes | None:
+        """The body with the option that makes the upstream report usage, or None when none is needed."""
+        ...
+
+    def refuses_option(self, status: int, body: bytes) -> bool:
+        """Whether an upstream answer rejects the option ``usage_option`` added."""
+        ...
+
+    def hiding_filter(self, max_event_bytes: int) -> StreamFilter | None:
+        """The filter that hides, from a client that did not ask, what the usage option added."""
+        ...
+
+    def fold_stream(self, events: Iterable[Event]) -> Folded: ...
+
+    def fold_body(self, body: bytes) -> Folded:
+        """A non-streamed response body (already content-decoded)."""
+        ...
+
+    def body_to_stream(self, body: bytes, wants_usage: bool) -> list[bytes] | None:
+        """A recorded non-streamed body as the events a streamed request expects; None: not convertible."""
+        ...

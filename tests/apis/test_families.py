@@ -1,0 +1,59 @@
+"""Which family speaks on which endpoint, and what every family promises (no I/O, nothing raised)."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.apis.families import ALL, family_for
+from proxy.apis.family import Event
+from proxy.record.decode import finalize
+from proxy.record.exchange import Exchange, Outcome
+
+SSE = {"content-type": "text/event-stream"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "name"),
+    [
+        ("POST", "/v1/chat/completions", "chat"),
+        ("post", "/v1/chat/completions/", "chat"),
+        ("POST", "/v1/completions", "completions"),
+        ("POST", "/v1/embeddings", "embeddings"),
+        ("GET", "/v1/chat/completions", "other"),
+        ("GET", "/v1/models", "other"),
+        ("POST", "/v1/audio/speech", "other"),
+    ],
+)
+def test_endpoints(method: str, path: str, name: str) -> None:
+    assert family_for(method, path).name == name
+
+
+@pytest.mark.parametrize("family", ALL, ids=lambda f: f.name)
+@pytest.mark.parametrize(
+    "body", [b"", b"\xff\xfe not utf-8", b"[1, 2]", b'{"model": 3, "stream": "yes"}', b"{" * 1000, b"null"]
+)
+def test_every_family_takes_any_bytes(family: object, body: bytes) -> None:
+    family.read_request(body)  # type: ignore[attr-defined]
+    folded = family.fold_body(body)  # type: ignore[attr-defined]
+    assert folded.complete_at == len(body) or folded.complete_at is None
+    events = [Event(1.0, len(body), "", body), Event(2.0, len(body), "x", body.decode("latin-1"))]
+    family.fold_stream(events)  # type: ignore[attr-defined]
+    family.body_to_stream(body, False)  # type: ignore[attr-defined]
+
+
+def test_a_stream_of_an_unknown_family_is_complete_when_its_body_ends() -> None:
+    body = b'event: progress\ndata: {"a": 1}\n\ndata: {"b": 2}\n\n'
+    ex = Exchange(method="POST", path="/v1/audio/speech", stream=True, response_headers=SSE, upstream_status=200)
+    ex.response_body, ex.stream_chunks = body, [(3.0, len(body))]
+    ex.finish()
+    finalize(ex)
+    assert ex.outcome is Outcome.COMPLETE and ex.event_count == 2 and ex.error is None
+
+
+def test_a_chat_stream_without_its_end_marker_says_which_marker() -> None:
+    body = b'data: {"choices": [{"index": 0, "delta": {"content": "a"}}]}\n\n'
+    ex = Exchange(method="POST", path="/v1/chat/completions", stream=True, response_headers=SSE, upstream_status=200)
+    ex.response_body, ex.stream_chunks = body, [(3.0, len(body))]
+    ex.finish()
+    finalize(ex)
+    assert ex.outcome is Outcome.UPSTREAM_CUT and ex.error == "stream ended without [DONE] or a finish_reason"
