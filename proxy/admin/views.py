@@ -15,6 +15,7 @@ import msgspec
 
 from proxy.apis.codec import decode_json
 from proxy.store.queries import Filters, QueryError
+from proxy.store.stored import Stored, StoredBody
 from proxy.timespec import parse_time
 
 ENCODER = msgspec.json.Encoder()
@@ -31,56 +32,49 @@ def _body(data: bytes | None) -> Any:
     return decoded if decoded is not None else data.decode("utf-8", "replace")
 
 
-def exchange_detail(row: dict[str, Any], *, raw: bool = False) -> dict[str, Any]:
-    """The full record of one exchange (``queries.get_exchange`` output) as a JSON-ready document."""
-    body = row.get("body") or {}
-    stream = bool(row["stream"])
-    response_body = body.get("response_body")
+def exchange_detail(stored: Stored, *, raw: bool = False) -> dict[str, Any]:
+    """The full record of one exchange (``queries.get_exchange``) as a JSON-ready document."""
+    body = stored.body or StoredBody()
+    response_body = body.response_body
     doc: dict[str, Any] = {
-        "id": row["id"],
-        "session": row["session_id"],
-        "started_at": row["started_at"],
-        "finished_at": row["finished_at"],
-        "upstream": row["upstream"],
-        "method": row["method"],
-        "path": row["path"],
-        "status": row["status"],
-        "upstream_status": row["upstream_status"],
-        "outcome": row["outcome"],
-        "error": row["error"],
-        "stream": stream,
-        "finish_reason": row["finish_reason"],
-        "model_requested": row["model_requested"],
-        "model": row["model"],
-        "key_fingerprint": row["key_fingerprint"],
-        "user": row["end_user"],
-        "usage": {
-            "prompt_tokens": row["prompt_tokens"],
-            "completion_tokens": row["completion_tokens"],
-            "total_tokens": row["total_tokens"],
-            "cached_tokens": row["cached_tokens"],
-            "reasoning_tokens": row["reasoning_tokens"],
-            "source": row["usage_source"],
-        },
-        "cost": {"usd": row["cost_usd"], "source": row["cost_source"], "price_ref": row["price_ref"]},
-        "timing": {"duration_ms": row["duration_ms"], "ttft_ms": row["ttft_ms"]},
-        "request": {"headers": body.get("request_headers"), "body": _body(body.get("request_body"))},
+        "id": stored.id,
+        "session": stored.session_id,
+        "started_at": stored.started_at,
+        "finished_at": stored.finished_at,
+        "api": stored.api,
+        "upstream": stored.upstream,
+        "method": stored.method,
+        "path": stored.path,
+        "status": stored.status,
+        "upstream_status": stored.upstream_status,
+        "outcome": stored.outcome,
+        "error": stored.error,
+        "stream": stored.stream,
+        "finish_reason": stored.finish_reason,
+        "model_requested": stored.model_requested,
+        "model": stored.model,
+        "key_fingerprint": stored.key_fingerprint,
+        "user": stored.end_user,
+        "usage": msgspec.structs.asdict(stored.usage),
+        "cost": {"usd": stored.cost_usd, "source": stored.cost_source, "price_ref": stored.price_ref},
+        "timing": {"duration_ms": stored.duration_ms, "ttft_ms": stored.ttft_ms},
+        "request": {"headers": body.request_headers, "body": _body(body.request_body)},
         "response": {
-            "headers": body.get("response_headers"),
+            "headers": body.response_headers,
             # A stream's body is SSE bytes: show the folded completion, keep the bytes for --raw.
-            "body": None if stream else _body(response_body),
-            "assembled": decode_json(body["assembled"].encode()) if body.get("assembled") else None,
+            "body": None if stored.stream else _body(response_body),
+            "assembled": decode_json(body.assembled.encode()) if body.assembled else None,
         },
         "stream_info": {
-            "event_count": body.get("event_count"),
-            "decode_errors": body.get("decode_errors"),
-            "usage_injected": body.get("usage_injected"),
-            "reads": len(body.get("stream_chunks") or []),
+            "event_count": body.event_count,
+            "decode_errors": body.decode_errors,
+            "usage_injected": body.usage_injected,
+            "reads": len(body.stream_chunks),
         },
     }
     if raw:
         doc["raw"] = response_body.decode("utf-8", "replace") if response_body is not None else None
-        doc["stream_chunks"] = body.get("stream_chunks")
+        doc["stream_chunks"] = [list(c) for c in body.stream_chunks] or None
     return doc
 
 

@@ -68,7 +68,7 @@ async def resend_session(settings: Settings, engine: AsyncEngine, args: ResendOp
     new_session = args.new_session or f"{args.session}-resend-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     if len(new_session) > SESSION_MAX:
         raise ConfigError(f"--new-session: longer than {SESSION_MAX} characters")
-    rows = [r for r in await recordings.session_rows(engine, args.session) if r["request_body"] is not None]
+    rows = [r for r in await recordings.session_exchanges(engine, args.session) if r.body and r.body.request_body]
     if not rows:
         raise ConfigError(f"SESSION: no exchanges with stored requests in session {args.session!r}")
     if await recordings.session_exists(engine, new_session):
@@ -92,7 +92,7 @@ async def resend_session(settings: Settings, engine: AsyncEngine, args: ResendOp
         )
     finally:
         await runner.cleanup()  # drains the recorder: every new exchange is written
-    new_rows = await recordings.rows_by_id(engine, [s.new_id for s in sent if s.new_id])
+    new_rows = await recordings.exchanges_by_id(engine, [s.new_id for s in sent if s.new_id])
     entries = [
         reports.compare(i, row, new_rows.get(s.new_id or ""), s.error)
         for i, (row, s) in enumerate(zip(rows, sent, strict=True), 1)

@@ -26,10 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.apis.codec import DECODE_ERRORS
 from proxy.record.decode import split_reads
-from proxy.record.exchange import new_exchange_id, utcnow
+from proxy.record.exchange import Usage, new_exchange_id, utcnow
 from proxy.record.redact import REDACTED, SECRET_HEADERS
 from proxy.replay.matchkey import KeyRules, match_key
 from proxy.store import recordings
+from proxy.store.stored import Stored, StoredBody, rows
 from proxy.store.writes import insert_rows
 
 FORMAT = "llm-recording-proxy/exchanges"
@@ -67,15 +68,6 @@ class Message(msgspec.Struct, kw_only=True):
     body: Body | None = None
 
 
-class Usage(msgspec.Struct, kw_only=True):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    total_tokens: int | None = None
-    cached_tokens: int | None = None
-    reasoning_tokens: int | None = None
-    source: str = "missing"
-
-
 class Record(msgspec.Struct, kw_only=True):
     id: str
     session_id: str | None = None
@@ -84,6 +76,7 @@ class Record(msgspec.Struct, kw_only=True):
     duration_ms: float | None = None
     ttft_ms: float | None = None
     upstream: str = "default"
+    api: str = "other"
     method: str
     path: str
     model_requested: str | None = None
@@ -105,12 +98,11 @@ class Record(msgspec.Struct, kw_only=True):
     usage_injected: bool = False
     event_count: int = 0
     decode_errors: int = 0
+    delivered_bytes: int | None = None  # of the response, what the client got when it left early
 
 
-# Record fields that are exchange columns of the same name and meaning.
-_NOT_COLUMNS = ("usage", "request", "response", "assembled", "usage_injected", "event_count", "decode_errors")
-PLAIN_COLUMNS = tuple(name for name in Record.__struct_fields__ if name not in _NOT_COLUMNS)
-TOKEN_COLUMNS = tuple(name for name in Usage.__struct_fields__ if name != "source")
+# Record fields that are ``Stored`` fields of the same name and meaning (the rest is its body).
+SHARED = tuple(name for name in Record.__struct_fields__ if name in Stored.__struct_fields__)
 _HEADER_DECODER = msgspec.json.Decoder(Header)
 _RECORD_DECODER = msgspec.json.Decoder(Record)
 
@@ -165,35 +157,26 @@ def _stream_body(data: bytes, chunks: Iterable[Any], tail: float | None) -> Body
         return Body(reads_base64=[(o, base64.b64encode(part).decode()) for o, part in reads])
 
 
-def to_record(row: dict[str, Any]) -> Record:
-    """One exchange row (with its body columns) as an export record."""
-    is_stream = bool(row.get("stream_chunks")) and row.get("response_body") is not None
-    response_body = (
-        _stream_body(bytes(row["response_body"]), row["stream_chunks"], row["duration_ms"])
-        if is_stream
-        else _body(_bytes(row.get("response_body")))
-    )
+def to_record(stored: Stored) -> Record:
+    """One stored exchange (with its bodies) as an export record."""
+    body = stored.body or StoredBody()
+    response = body.response_body
+    is_stream = bool(body.stream_chunks) and response is not None
+    response_body = _stream_body(response, body.stream_chunks, stored.duration_ms) if is_stream else _body(response)
     return Record(
-        **{name: row[name] for name in PLAIN_COLUMNS},
-        usage=Usage(**{name: row[name] for name in TOKEN_COLUMNS}, source=row["usage_source"]),
-        request=Message(
-            headers=_public_headers(row.get("request_headers")),
-            body=_body(_bytes(row.get("request_body")), canonical=True),
-        ),
-        response=Message(headers=_public_headers(row.get("response_headers")), body=response_body),
-        assembled=msgspec.Raw(row["assembled"].encode()) if row.get("assembled") else msgspec.Raw(b"null"),
-        usage_injected=bool(row.get("usage_injected")),
-        event_count=row.get("event_count") or 0,
-        decode_errors=row.get("decode_errors") or 0,
+        **{name: getattr(stored, name) for name in SHARED},
+        request=Message(headers=_public_headers(body.request_headers), body=_body(body.request_body, canonical=True)),
+        response=Message(headers=_public_headers(body.response_headers), body=response_body),
+        assembled=msgspec.Raw(body.assembled.encode()) if body.assembled else msgspec.Raw(b"null"),
+        usage_injected=body.usage_injected,
+        event_count=body.event_count,
+        decode_errors=body.decode_errors,
+        delivered_bytes=body.delivered_bytes,
     )
-
-
-def _bytes(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
 
 
 async def session_records(engine: AsyncEngine, session_id: str) -> list[Record]:
-    return [to_record(r) for r in await recordings.session_rows(engine, session_id)]
+    return [to_record(r) for r in await recordings.session_exchanges(engine, session_id)]
 
 
 def jsonl(session_id: str, records: list[Record]) -> bytes:
@@ -248,33 +231,32 @@ def restore_body(body: Body | None) -> tuple[bytes | None, list[list[float]] | N
     return b"", None
 
 
-def to_rows(record: Record, rules: KeyRules, session: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def to_stored(record: Record, rules: KeyRules, session: str | None) -> Stored:
+    """An export record as the exchange it was, keyed for replay under ``rules``."""
     request_body, _ = restore_body(record.request.body)
     response_body, chunks = restore_body(record.response.body)
-    exchange = {
-        **{name: getattr(record, name) for name in PLAIN_COLUMNS},
-        **{name: getattr(record.usage, name) for name in TOKEN_COLUMNS},
-        "session_id": session if session is not None else record.session_id,
-        "usage_source": record.usage.source,
-        "key_fingerprint": None,
-        "match_key": match_key(record.method, record.path, request_body or b"", rules, record.upstream)
-        if request_body is not None
-        else None,
-    }
     assembled = bytes(record.assembled)
-    body = {
-        "exchange_id": record.id,
-        "request_headers": record.request.headers,
-        "request_body": request_body,
-        "response_headers": record.response.headers,
-        "response_body": response_body,
-        "assembled": assembled.decode() if assembled and assembled != b"null" else None,
-        "stream_chunks": chunks,
-        "event_count": record.event_count,
-        "decode_errors": record.decode_errors,
-        "usage_injected": record.usage_injected,
-    }
-    return exchange, body
+    key = None if request_body is None else match_key(record.method, record.path, request_body, rules, record.upstream)
+    stored = Stored(
+        **{name: getattr(record, name) for name in SHARED},
+        key_fingerprint=None,
+        match_key=key,
+        body=StoredBody(
+            request_headers=record.request.headers,
+            request_body=request_body,
+            response_headers=record.response.headers,
+            response_body=response_body,
+            assembled=assembled.decode() if assembled and assembled != b"null" else None,
+            stream_chunks=[(float(o), int(e)) for o, e in chunks or ()],
+            event_count=record.event_count,
+            decode_errors=record.decode_errors,
+            usage_injected=record.usage_injected,
+            delivered_bytes=record.delivered_bytes,
+        ),
+    )
+    if session is not None:
+        stored.session_id = session
+    return stored
 
 
 async def import_records(
@@ -285,7 +267,7 @@ async def import_records(
     for record in records:
         if session is not None:
             record = msgspec.structs.replace(record, id=new_exchange_id())
-        pairs.append(to_rows(record, rules, session))
+        pairs.append(rows(to_stored(record, rules, session)))
     if not pairs:
         return 0, 0
     existing = await recordings.existing_ids(engine, [e["id"] for e, _ in pairs])
@@ -293,5 +275,5 @@ async def import_records(
     async with engine.begin() as conn:
         for start in range(0, len(fresh), 500):
             batch = fresh[start : start + 500]
-            await insert_rows(conn, [e for e, _ in batch], [b for _, b in batch])
+            await insert_rows(conn, [e for e, _ in batch], [b for _, b in batch if b is not None])
     return len(fresh), len(pairs) - len(fresh)

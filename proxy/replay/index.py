@@ -28,7 +28,7 @@ from proxy.apis.families import family_for
 from proxy.config import Exhausted, Replay
 from proxy.replay.matchkey import Difference, KeyRules, canonical_body, differences, match_key, request_object
 from proxy.store import recordings
-from proxy.store.recordings import Recording
+from proxy.store.stored import Stored
 
 log = logging.getLogger("proxy.replay.index")
 
@@ -138,7 +138,7 @@ class ReplayIndex:
         if (task.cancelled() or task.exception() is not None) and self._ids.get(slot) is task:
             del self._ids[slot]
 
-    async def recording(self, exchange_id: str) -> Recording | None:
+    async def recording(self, exchange_id: str) -> Stored | None:
         return await recordings.load_recording(self.engine, exchange_id)
 
     async def closest(

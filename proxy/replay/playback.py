@@ -31,7 +31,7 @@ from proxy.record.exchange import Exchange
 from proxy.record.redact import REDACTED
 from proxy.replay.index import Closest, ReplayIndex, Scope, Take, describe_scope
 from proxy.replay.matchkey import MISSING
-from proxy.store.recordings import Recording
+from proxy.store.stored import Stored, StoredBody
 
 log = logging.getLogger("proxy.replay.playback")
 
@@ -98,33 +98,36 @@ class Playback:
         self,
         request: web.Request,
         ex: Exchange,
-        rec: Recording,
+        rec: Stored,
         family: Family,
         hide: StreamFilter | None,
         pacer: Pacer,
     ) -> web.StreamResponse:
-        headers = {k: v for k, v in rec.response_headers.items() if k not in _NOT_REPLAYED and v != REDACTED}
+        body = rec.body or StoredBody()
+        recorded = body.response_body or b""
+        status = rec.status if rec.status is not None else 500  # the index offers only recordings with one
+        headers = {k: v for k, v in body.response_headers.items() if k not in _NOT_REPLAYED and v != REDACTED}
         headers[REPLAY_HEADER] = "hit"
         headers[EXCHANGE_ID_HEADER] = rec.id
-        ok = 200 <= rec.status < 300
-        if is_event_stream(rec.response_headers):
-            if ex.stream or not ok or rec.assembled is None:
-                reads = split_reads(rec.response_body, rec.stream_chunks, rec.duration_ms)
-                return await _stream(request, rec.status, headers, reads, pacer, hide)
+        ok = 200 <= status < 300
+        if is_event_stream(body.response_headers):
+            if ex.stream or not ok or body.assembled is None:
+                reads = split_reads(recorded, body.stream_chunks, rec.duration_ms)
+                return await _stream(request, status, headers, reads, pacer, hide)
             headers["content-type"] = "application/json"
             headers[CONVERTED_HEADER] = "stream-to-json"
             await pacer.at(rec.duration_ms)
-            return web.Response(status=rec.status, headers=headers, body=rec.assembled.encode())
+            return web.Response(status=status, headers=headers, body=body.assembled.encode())
         if ex.stream and ok:
-            events = family.body_to_stream(rec.response_body, hide is None)
+            events = family.body_to_stream(recorded, hide is None)
             if events is not None:
                 headers["content-type"] = "text/event-stream"
                 headers["cache-control"] = "no-cache"
                 headers[CONVERTED_HEADER] = "json-to-stream"
                 reads = [(rec.duration_ms or 0.0, b"".join(events))]
-                return await _stream(request, rec.status, headers, reads, pacer, None)
+                return await _stream(request, status, headers, reads, pacer, None)
         await pacer.at(rec.duration_ms)
-        return web.Response(status=rec.status, headers=headers, body=rec.response_body)
+        return web.Response(status=status, headers=headers, body=recorded)
 
     async def _miss(self, ex: Exchange, body: bytes, key: str, scope: Scope, take: Take) -> web.Response:
         where = describe_scope(scope)

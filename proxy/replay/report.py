@@ -1,7 +1,7 @@
 """Comparing a re-sent session with the original: per request and in total, as JSON and Markdown. Pure.
 
 Invariants:
-- Inputs are exchange rows (with body columns) as the store returns them; nothing here does I/O.
+- Inputs are stored exchanges with their bodies (``store.stored.Stored``); nothing here does I/O.
 - ``id``, ``created`` and ``system_fingerprint`` never count as differences: they change on every call.
 - Content is compared per choice: exactly, with whitespace normalised, and as a similarity score in
   [0, 1] (difflib ratio). Tool calls are compared by position: name, then arguments field by field.
@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from proxy.replay.matchkey import differences
+from proxy.store.stored import Stored, StoredBody
 
 NOISE = ("id", "created", "system_fingerprint")
 _ANY = msgspec.json.Decoder()
@@ -38,8 +39,9 @@ class View(msgspec.Struct, kw_only=True):
     other: dict[str, Any]
 
 
-def view_of(row: dict[str, Any]) -> View:
-    raw = row.get("assembled") if row.get("stream") and row.get("assembled") else row.get("response_body")
+def view_of(stored: Stored) -> View:
+    body = stored.body or StoredBody()
+    raw = body.assembled if stored.stream and body.assembled else body.response_body
     obj: Any = None
     if raw is not None:
         try:
@@ -50,21 +52,21 @@ def view_of(row: dict[str, Any]) -> View:
     choices = [c for c in obj.get("choices") or () if isinstance(c, dict)]
     messages = [c.get("message") or {} for c in choices]
     usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
-    cost = row.get("cost_usd")
+    cost = stored.cost_usd
     if cost is None and isinstance(usage.get("cost"), int | float):
         cost = float(usage["cost"])
     return View(
-        status=row.get("status"),
-        error=row.get("error"),
+        status=stored.status,
+        error=stored.error,
         finish=[c.get("finish_reason") for c in choices],
         contents=[
             m.get("content") if "message" in c else c.get("text") for c, m in zip(choices, messages, strict=True)
         ],
         tool_calls=[list(m.get("tool_calls") or ()) for m in messages],
-        usage={k: row.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+        usage={k: getattr(stored.usage, k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
         cost=cost,
-        ttft_ms=row.get("ttft_ms"),
-        duration_ms=row.get("duration_ms"),
+        ttft_ms=stored.ttft_ms,
+        duration_ms=stored.duration_ms,
         other={k: v for k, v in obj.items() if k not in (*NOISE, "choices", "usage", "object")},
     )
 
@@ -123,15 +125,15 @@ def _argument_differences(fa: dict[str, Any], fb: dict[str, Any]) -> list[str]:
     return [d.describe().replace("(recorded ", "(was ") for d in differences(parsed_b, parsed_a)]
 
 
-def compare(index: int, original: dict[str, Any], new: dict[str, Any] | None, send_error: str | None) -> dict[str, Any]:
+def compare(index: int, original: Stored, new: Stored | None, send_error: str | None) -> dict[str, Any]:
     """One request's comparison; ``new`` is None when the re-send failed before a record was made."""
     a = view_of(original)
     entry: dict[str, Any] = {
         "index": index,
-        "original_id": original["id"],
-        "new_id": new["id"] if new else None,
-        "path": original["path"],
-        "model": {"original": original.get("model"), "new": new.get("model") if new else None},
+        "original_id": original.id,
+        "new_id": new.id if new else None,
+        "path": original.path,
+        "model": {"original": original.model, "new": new.model if new else None},
     }
     if new is None:
         entry.update(changed=True, error=send_error or "no response")

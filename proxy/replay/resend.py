@@ -11,13 +11,13 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import aiohttp
 import msgspec
 
 from proxy.headers import EXCHANGE_ID_HEADER, HOP_BY_HOP
 from proxy.record.redact import REDACTED, SECRET_HEADERS
+from proxy.store.stored import Stored
 
 _DROP = HOP_BY_HOP | SECRET_HEADERS | {"host", "content-length", "accept-encoding"}
 _ANY = msgspec.json.Decoder()
@@ -31,8 +31,9 @@ class Sent(msgspec.Struct):
     error: str | None = None
 
 
-def request_body(row: dict[str, Any], model: str | None) -> bytes:
-    body = bytes(row["request_body"] or b"")
+def request_body(stored: Stored, model: str | None) -> bytes:
+    body = stored.body.request_body if stored.body is not None else None
+    body = body or b""
     if model is None:
         return body
     try:
@@ -45,9 +46,10 @@ def request_body(row: dict[str, Any], model: str | None) -> bytes:
     return body
 
 
-def request_headers(row: dict[str, Any], session_header: str, session: str, api_key: str | None) -> dict[str, str]:
+def request_headers(stored: Stored, session_header: str, session: str, api_key: str | None) -> dict[str, str]:
     drop = _DROP | {session_header.lower()}
-    headers = {k: v for k, v in (row.get("request_headers") or {}).items() if k not in drop and v != REDACTED}
+    recorded = stored.body.request_headers if stored.body is not None else {}
+    headers = {k: v for k, v in recorded.items() if k not in drop and v != REDACTED}
     headers[session_header] = session
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -55,7 +57,7 @@ def request_headers(row: dict[str, Any], session_header: str, session: str, api_
 
 
 async def resend(
-    rows: Sequence[dict[str, Any]],
+    rows: Sequence[Stored],
     base_url: str,
     *,
     session: str,
@@ -72,7 +74,7 @@ async def resend(
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as http:
 
-        async def one(row: dict[str, Any]) -> Sent:
+        async def one(row: Stored) -> Sent:
             async with gate:
                 sent = await _send(http, row, base_url, session, session_header, api_key, model)
             progress(sent)
@@ -83,22 +85,22 @@ async def resend(
 
 async def _send(
     http: aiohttp.ClientSession,
-    row: dict[str, Any],
+    row: Stored,
     base_url: str,
     session: str,
     session_header: str,
     api_key: str | None,
     model: str | None,
 ) -> Sent:
-    url = base_url.rstrip("/") + row["path"]
+    url = base_url.rstrip("/") + row.path
     try:
         async with http.request(
-            row["method"],
+            row.method,
             url,
             data=request_body(row, model) or None,
             headers=request_headers(row, session_header, session, api_key),
         ) as resp:
             await resp.read()
-            return Sent(row["id"], resp.headers.get(EXCHANGE_ID_HEADER), resp.status)
+            return Sent(row.id, resp.headers.get(EXCHANGE_ID_HEADER), resp.status)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return Sent(row["id"], error=f"{type(exc).__name__}: {exc}"[:300])
+        return Sent(row.id, error=f"{type(exc).__name__}: {exc}"[:300])

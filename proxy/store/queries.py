@@ -28,10 +28,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from proxy.record.exchange import CostSource, Outcome
 from proxy.store import rollup
 from proxy.store.rollup import Acc
+from proxy.store.stored import Stored, read
 from proxy.store.tables import exchange_bodies, exchanges, usage_daily, usage_hourly
 
 X = exchanges.c
-DIMENSIONS = ("model", "day", "hour", "key", "session", "upstream", "status", "user")
+DIMENSIONS = ("model", "day", "hour", "api", "key", "session", "upstream", "status", "user")
 LATENCY_PERCENTILES = (50, 95, 99)
 TTFT_PERCENTILES = (50, 95)
 MAX_PAGE = 500
@@ -63,7 +64,7 @@ class Page:
 
 
 COUNTS = ("requests", "errors", "unknown_cost", "missing_usage")
-TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens")
+TOKENS = rollup.TOKENS
 
 
 def _clean_totals(data: dict[str, Any]) -> None:
@@ -105,6 +106,7 @@ def _dimension(conn: AsyncConnection, name: str) -> ColumnElement[Any]:
         return _bucket(conn, name)
     column = {
         "model": func.coalesce(X.model, X.model_requested),
+        "api": X.api,
         "key": X.key_fingerprint,
         "session": X.session_id,
         "upstream": X.upstream,
@@ -162,13 +164,14 @@ def _totals() -> list[ColumnElement[Any]]:
         func.sum(X.cached_tokens).label("cached_tokens"),
         func.sum(X.reasoning_tokens).label("reasoning_tokens"),
         func.sum(X.total_tokens).label("total_tokens"),
+        func.sum(X.cache_write_tokens).label("cache_write_tokens"),
         func.sum(X.cost_usd).label("cost_usd"),
         _count_if(X.cost_source == str(CostSource.UNKNOWN)).label("unknown_cost"),
         _count_if(X.usage_source == "missing").label("missing_usage"),
     ]
 
 
-ROLLUP_DIMENSIONS = frozenset({"model", "day", "hour", "key", "upstream", "status"})
+ROLLUP_DIMENSIONS = frozenset({"model", "day", "hour", "api", "key", "upstream", "status"})
 Groups = dict[tuple[Any, ...], Acc]
 
 
@@ -178,6 +181,7 @@ def _rollup_dimension(conn: AsyncConnection, table: Table, name: str) -> ColumnE
         return _bucket(conn, name, c.period)
     return {
         "model": case((c.model != "", c.model), else_=func.nullif(c.model_requested, "")),
+        "api": c.api,
         "key": func.nullif(c.key_fingerprint, ""),
         "upstream": c.upstream,
         "status": func.nullif(c.status, 0),
@@ -230,16 +234,16 @@ async def _fold_raw(conn: AsyncConnection, dims: list[str], f: Filters, groups: 
     """Aggregate exchanges in SQL: sums in one pass, then one pass per histogram."""
     where = where_clauses(conn, f)
     exprs = [_dimension(conn, d) for d in dims]
-    sums = [
-        func.count(),
-        _count_if(IS_ERROR),
-        _count_if(X.usage_source != "missing"),
-        *[func.sum(X[name]) for name in TOKENS],
-        func.count(X.cost_usd),
-        _count_if(X.cost_source == str(CostSource.UNKNOWN)),
-        _count_if(X.usage_source == "missing"),
-        func.sum(X.cost_usd),
-    ]
+    by_name = {
+        "requests": func.count(),
+        "errors": _count_if(IS_ERROR),
+        "usage_reported": _count_if(X.usage_source != "missing"),
+        **{name: func.sum(X[name]) for name in TOKENS},
+        "cost_known": func.count(X.cost_usd),
+        "unknown_cost": _count_if(X.cost_source == str(CostSource.UNKNOWN)),
+        "missing_usage": _count_if(X.usage_source == "missing"),
+    }
+    sums = [*(by_name[name] for name in rollup.SUMS), func.sum(X.cost_usd)]  # the order Acc.add_sums reads
     stmt = select(*exprs, *sums).where(*where)
     if exprs:
         stmt = stmt.group_by(*exprs)
@@ -369,6 +373,7 @@ async def sessions(conn: AsyncConnection, filters: Filters | None = None, limit:
 LIST_COLUMNS = (
     X.id,
     X.started_at,
+    X.api,
     X.session_id,
     X.upstream,
     X.method,
@@ -387,6 +392,7 @@ LIST_COLUMNS = (
     X.cached_tokens,
     X.reasoning_tokens,
     X.total_tokens,
+    X.cache_write_tokens,
     X.usage_source,
     X.cost_usd,
     X.cost_source,
@@ -435,16 +441,13 @@ def _row(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-async def get_exchange(conn: AsyncConnection, exchange_id: str) -> dict[str, Any] | None:
-    """One exchange with its body row (``body`` is None when bodies were not stored)."""
-    result = await conn.execute(select(exchanges).where(X.id == exchange_id))
-    row = result.first()
-    if row is None:
-        return None
-    data = _row(row._asdict())
-    body = (await conn.execute(select(exchange_bodies).where(exchange_bodies.c.exchange_id == exchange_id))).first()
-    data["body"] = body._asdict() if body is not None else None
-    return data
+async def get_exchange(conn: AsyncConnection, exchange_id: str) -> Stored | None:
+    """One exchange with its bodies (``body`` is None when bodies were not stored)."""
+    joined = exchanges.outerjoin(exchange_bodies, exchange_bodies.c.exchange_id == X.id)
+    row = (
+        await conn.execute(select(exchanges, exchange_bodies).select_from(joined).where(X.id == exchange_id))
+    ).first()
+    return read(row._mapping) if row is not None else None
 
 
 async def session_exchange_ids(conn: AsyncConnection, session_id: str) -> list[str]:

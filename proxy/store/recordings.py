@@ -18,28 +18,12 @@ import msgspec
 from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from proxy.store.stored import Stored, read
 from proxy.store.tables import exchange_bodies, exchange_links, exchanges, session_links
 
 # Outcomes whose response is what the upstream meant to send (an error event is a complete answer).
 COMPLETE_OUTCOMES = ("complete", "upstream_error_event")
 REKEY_BATCH = 500
-
-
-class Recording(msgspec.Struct, kw_only=True):
-    """One recorded exchange, as playback needs it."""
-
-    id: str
-    session_id: str | None
-    status: int
-    stream: bool
-    outcome: str
-    duration_ms: float | None
-    ttft_ms: float | None
-    response_headers: dict[str, str]
-    response_body: bytes
-    stream_chunks: list[tuple[float, int]]
-    assembled: str | None
-    usage_injected: bool
 
 
 def _scoped(query: Select[Any], sessions: Sequence[str] | None) -> Select[Any]:
@@ -71,39 +55,14 @@ async def ids_for_key(
     return [r.id for r in rows if wanted is None or r.session_id in wanted]
 
 
-async def load_recording(engine: AsyncEngine, exchange_id: str) -> Recording | None:
-    query = _joined(
-        exchanges.c.id,
-        exchanges.c.session_id,
-        exchanges.c.status,
-        exchanges.c.stream,
-        exchanges.c.outcome,
-        exchanges.c.duration_ms,
-        exchanges.c.ttft_ms,
-        exchange_bodies.c.response_headers,
-        exchange_bodies.c.response_body,
-        exchange_bodies.c.stream_chunks,
-        exchange_bodies.c.assembled,
-        exchange_bodies.c.usage_injected,
-    ).where(exchanges.c.id == exchange_id)
+async def load_recording(engine: AsyncEngine, exchange_id: str) -> Stored | None:
+    """One recording with its bodies; None when it is gone or has no stored response."""
+    query = _joined(exchanges, exchange_bodies).where(exchanges.c.id == exchange_id)
     async with engine.connect() as conn:
         row = (await conn.execute(query)).first()
     if row is None or row.response_body is None:
         return None
-    return Recording(
-        id=row.id,
-        session_id=row.session_id,
-        status=row.status,
-        stream=row.stream,
-        outcome=row.outcome,
-        duration_ms=row.duration_ms,
-        ttft_ms=row.ttft_ms,
-        response_headers=dict(row.response_headers or {}),
-        response_body=bytes(row.response_body),
-        stream_chunks=[(float(o), int(e)) for o, e in row.stream_chunks or ()],
-        assembled=row.assembled,
-        usage_injected=row.usage_injected,
-    )
+    return read(row._mapping)
 
 
 class Keyable(msgspec.Struct):
@@ -179,27 +138,24 @@ async def count_recordings(engine: AsyncEngine, sessions: Sequence[str] | None) 
         return int(await conn.scalar(query) or 0)
 
 
-async def session_rows(engine: AsyncEngine, session_id: str) -> list[dict[str, Any]]:
+def _with_bodies() -> Select[Any]:
+    return select(exchanges, exchange_bodies).select_from(
+        exchanges.outerjoin(exchange_bodies, exchange_bodies.c.exchange_id == exchanges.c.id)
+    )
+
+
+async def session_exchanges(engine: AsyncEngine, session_id: str) -> list[Stored]:
     """Every exchange of a session with its bodies, in recorded order (export and re-send)."""
-    query = (
-        select(exchanges, exchange_bodies)
-        .select_from(exchanges.outerjoin(exchange_bodies, exchange_bodies.c.exchange_id == exchanges.c.id))
-        .where(exchanges.c.session_id == session_id)
-        .order_by(exchanges.c.started_at, exchanges.c.id)
-    )
+    query = _with_bodies().where(exchanges.c.session_id == session_id).order_by(exchanges.c.started_at, exchanges.c.id)
     async with engine.connect() as conn:
-        return [dict(r._mapping) for r in await conn.execute(query)]
+        return [read(r._mapping) for r in await conn.execute(query)]
 
 
-async def rows_by_id(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+async def exchanges_by_id(engine: AsyncEngine, ids: Sequence[str]) -> dict[str, Stored]:
     """Exchanges with their bodies, by id."""
-    query = (
-        select(exchanges, exchange_bodies)
-        .select_from(exchanges.outerjoin(exchange_bodies, exchange_bodies.c.exchange_id == exchanges.c.id))
-        .where(exchanges.c.id.in_(list(ids)))
-    )
+    query = _with_bodies().where(exchanges.c.id.in_(list(ids)))
     async with engine.connect() as conn:
-        return {r.id: dict(r._mapping) for r in await conn.execute(query)}
+        return {r.id: read(r._mapping) for r in await conn.execute(query)}
 
 
 async def existing_ids(engine: AsyncEngine, ids: Sequence[str]) -> set[str]:

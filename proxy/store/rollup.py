@@ -1,8 +1,8 @@
 """The usage rollups the writer maintains, and the accumulator shared by every usage report.
 
 Invariants:
-- ``usage_hourly`` and ``usage_daily`` hold, per UTC hour or day x (reported model, requested model,
-  upstream, key fingerprint, status), the counts and sums of the exchanges inserted for it, plus latency
+- ``usage_hourly`` and ``usage_daily`` hold, per UTC hour or day x (API family, reported model, requested
+  model, upstream, key fingerprint, status), the counts and sums of the exchanges inserted for it, plus latency
   and TTFT histograms. Both are updated in the transaction that inserts the exchanges, only for rows that
   insert actually added
   (``ON CONFLICT DO NOTHING ... RETURNING id``), so a spool replay never counts twice. Updates are atomic
@@ -34,9 +34,18 @@ from proxy.store.tables import ROLLUP_SUMS as SUMS
 from proxy.store.tables import usage_daily, usage_hourly
 
 STEPS_PER_DOUBLING = 4
-KEY = ("period", "model", "model_requested", "upstream", "key_fingerprint", "status")
+KEY = ("period", "api", "model", "model_requested", "upstream", "key_fingerprint", "status")
 LATENCY = tuple(f"lat_{i:02d}" for i in range(BUCKETS))
 TTFT = tuple(f"ttft_{i:02d}" for i in range(BUCKETS))
+# Token columns summed over the exchanges that reported usage.
+TOKENS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "cache_write_tokens",
+)
 # Every column a rollup row adds up, in one order for building and reading rows.
 ADDITIVE = (*SUMS, "cost_usd", *LATENCY, *TTFT)
 
@@ -109,7 +118,7 @@ class Acc:
             s["missing_usage"] += 1
         else:
             s["usage_reported"] += 1
-            for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens"):
+            for name in TOKENS:
                 s[name] += row[name] or 0
         if row["cost_usd"] is not None:
             s["cost_known"] += 1
@@ -149,6 +158,7 @@ class Acc:
 def rollup_key(row: Mapping[str, Any], unit: str = "hour") -> tuple[Any, ...]:
     return (
         period_of(row["started_at"], unit),
+        row["api"] or "",
         row["model"] or "",
         row["model_requested"] or "",
         row["upstream"] or "",

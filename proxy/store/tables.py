@@ -69,6 +69,8 @@ class ExchangeRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp())
     duration_ms: Mapped[float | None] = mapped_column(Float)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
+    # The API family of the endpoint: chat, responses, messages, completions, embeddings, other.
+    api: Mapped[str] = mapped_column(String(32), server_default="other")
     method: Mapped[str] = mapped_column(String(16))
     path: Mapped[str] = mapped_column(String(1024))
     upstream: Mapped[str] = mapped_column(String(64))
@@ -85,6 +87,9 @@ class ExchangeRow(Base):
     total_tokens: Mapped[int | None]
     cached_tokens: Mapped[int | None]
     reasoning_tokens: Mapped[int | None]
+    # Prompt tokens written to the provider's cache, and how many of them with a 1-hour lifetime.
+    cache_write_tokens: Mapped[int | None]
+    cache_write_1h_tokens: Mapped[int | None]
     usage_source: Mapped[str] = mapped_column(String(16))
     cost_usd: Mapped[float | None] = mapped_column(Float)
     cost_source: Mapped[str | None] = mapped_column(String(16))
@@ -120,6 +125,8 @@ class ExchangeBodyRow(Base):
     event_count: Mapped[int]
     decode_errors: Mapped[int]
     usage_injected: Mapped[bool]
+    # Bytes of the raw response body the client got, when it left early; NULL: all of them.
+    delivered_bytes: Mapped[int | None]
 
 
 # --- replay (issue 3) ---
@@ -186,15 +193,17 @@ ROLLUP_SUMS = (
     "cost_known",
     "unknown_cost",
     "missing_usage",
+    "cache_write_tokens",
 )
 
 
 def _rollup_table(name: str) -> Table:
-    """Per UTC period (hour or day) x model x requested model x upstream x key x status: sums and histograms."""
+    """Per UTC period (hour or day) x API x model x requested model x upstream x key x status: sums, histograms."""
     return Table(
         name,
         Base.metadata,
         Column("period", Timestamp, primary_key=True),
+        Column("api", String(32), primary_key=True),
         Column("model", String(256), primary_key=True),
         Column("model_requested", String(256), primary_key=True),
         Column("upstream", String(64), primary_key=True),

@@ -1,4 +1,4 @@
-"""Turning finished Exchanges into rows, and writing batches of them.
+"""Writing batches of exchanges (their rows come from ``store.stored``), idempotently, with the rollups.
 
 Invariants:
 - Inserts are idempotent (``ON CONFLICT DO NOTHING`` on the exchange id), so a batch re-sent from the
@@ -23,59 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.record.exchange import Exchange
 from proxy.store import rollup
+from proxy.store.stored import body_row, exchange_row
 from proxy.store.tables import exchange_bodies, exchanges
-
-
-def exchange_row(ex: Exchange) -> dict[str, Any]:
-    usage = ex.usage
-    return {
-        "id": ex.id,
-        "session_id": ex.session_id,
-        "started_at": ex.started_at,
-        "finished_at": ex.finished_at,
-        "duration_ms": ex.duration_ms,
-        "ttft_ms": ex.ttft_ms,
-        "method": ex.method,
-        "path": ex.path,
-        "upstream": ex.upstream,
-        "model_requested": ex.requested_model,
-        "model": ex.returned_model,
-        "status": ex.status,
-        "upstream_status": ex.upstream_status,
-        "stream": ex.stream,
-        "outcome": str(ex.outcome),
-        "finish_reason": ex.finish_reason,
-        "error": ex.error,
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "usage_source": str(usage.source),
-        "cost_usd": ex.cost_usd,
-        "cost_source": str(ex.cost_source) if ex.cost_source is not None else None,
-        "price_ref": ex.price_ref,
-        "key_fingerprint": ex.key_fingerprint,
-        "end_user": ex.user,
-        "match_key": ex.match_key,
-    }
-
-
-def body_row(ex: Exchange) -> dict[str, Any]:
-    keep = ex.store_bodies
-    response_headers, response_body = ex.stored_response()
-    return {
-        "exchange_id": ex.id,
-        "request_headers": ex.request_headers,
-        "request_body": ex.request_body if keep else None,
-        "response_headers": response_headers,
-        "response_body": response_body if keep else None,
-        "assembled": ex.assembled.decode("utf-8", "replace") if keep and ex.assembled else None,
-        "stream_chunks": [list(c) for c in ex.stream_chunks] if ex.stream_chunks else None,
-        "event_count": ex.event_count,
-        "decode_errors": ex.decode_errors,
-        "usage_injected": ex.usage_injected,
-    }
 
 
 @cache

@@ -6,7 +6,6 @@ import importlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -53,8 +52,8 @@ def old_rows() -> list[dict[str, Any]]:
                 "started_at": start + timedelta(minutes=37 * i),
                 "duration_ms": durations[i % len(durations)],
                 "ttft_ms": None if i % 3 else durations[(i + 2) % len(durations)],
-                "method": "POST",
-                "path": "/v1/chat/completions",
+                "method": "GET" if i % 9 == 4 else "POST",
+                "path": "/v1/models" if i % 9 == 4 else "/v1/embeddings" if i % 9 == 5 else "/v1/chat/completions",
                 "upstream": "default",
                 "model_requested": None if i % 7 == 0 else f"m{i % 3}",
                 "model": None if i % 4 == 0 else f"m{i % 3}-2026",
@@ -75,24 +74,49 @@ def old_rows() -> list[dict[str, Any]]:
     return rows
 
 
-async def test_upgrade_from_0001_backfills_rollups_as_the_writer_would(database: Database) -> None:
-    """A database made at revision 0001 with rows in it upgrades to head; 0002's frozen SQL backfill equals
-    what the writer's rollup code computes for the same rows."""
+async def rollup_rows(database: Database, name: str) -> list[dict[str, Any]]:
+    async with database.engine.connect() as conn:
+        result = await conn.exec_driver_sql(f"SELECT * FROM {name}")
+        return [dict(r._mapping) for r in result]
+
+
+def comparable(rows: list[dict[str, Any]], columns: list[str]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Rollup rows keyed by their group (period as an aware UTC time on both backends), costs rounded."""
+    out = {}
+    for r in rows:
+        period = r["period"]
+        if isinstance(period, str):
+            period = datetime.fromisoformat(period).replace(tzinfo=UTC)
+        key = (period.astimezone(UTC), *(r[c] for c in ("model", "model_requested", "upstream", "key_fingerprint")))
+        key = (*key, r["status"], r.get("api"))
+        out[key] = {c: (round(r[c], 9) if c == "cost_usd" else r[c]) for c in columns}
+    return out
+
+
+async def test_upgrades_backfill_rollups_as_the_writer_would(database: Database) -> None:
+    """A database made at revision 0001, holding rows, upgrades step by step: 0002's frozen SQL backfill
+    equals what the writer's rollup code computes, and 0004 (rollups by API family) again."""
     await migrate.downgrade(database.engine, "0001_initial")
     rows = old_rows()
     table = sa.table("exchanges", *[sa.column(name) for name in COLUMNS_0001])
     async with database.engine.begin() as conn:
-        await conn.execute(table.insert(), [{**r, "started_at": r["started_at"]} for r in rows])
+        await conn.execute(table.insert(), rows)
+    await migrate.upgrade(database.engine, "0003_replay_links")
+    frozen = importlib.import_module("proxy.migrations.versions.0002_usage_rollups")
+    old_columns = [*frozen.SUMS, "cost_usd", *rollup.LATENCY, *rollup.TTFT]
+    for (_, name), (_, expected) in zip(
+        rollup.TABLES, rollup.deltas([{**r, "api": None, "cache_write_tokens": None} for r in rows]), strict=True
+    ):
+        want = comparable([{**e, "api": None} for e in expected], old_columns)
+        assert comparable(await rollup_rows(database, name), old_columns) == want and len(want) > 3
+
     await migrate.upgrade(database.engine)
     assert await migrate.current_revision(database.engine) == migrate.head_revision()
-    frozen = importlib.import_module("proxy.migrations.versions.0002_usage_rollups")
-    columns = [*rollup.KEY, *frozen.SUMS, "cost_usd", *rollup.LATENCY, *rollup.TTFT]
-    for table_, expected in rollup.deltas(rows):
-        async with database.engine.connect() as conn:
-            got = [
-                dict(r._mapping) for r in await conn.execute(sa.select(table_).order_by(*table_.c[: len(rollup.KEY)]))
-            ]
-        assert len(got) == len(expected) > 3
-        for g, e in zip(got, expected, strict=True):
-            assert {c: g[c] for c in columns if c != "cost_usd"} == {c: e[c] for c in columns if c != "cost_usd"}
-            assert g["cost_usd"] == pytest.approx(e["cost_usd"])
+    stored = await database.rows()
+    assert {(r["path"], r["api"]) for r in stored} == {
+        ("/v1/chat/completions", "chat"), ("/v1/embeddings", "embeddings"), ("/v1/models", "other")
+    }  # fmt: skip
+    columns = [*rollup.SUMS, "cost_usd", *rollup.LATENCY, *rollup.TTFT]
+    for (_, name), (_, expected) in zip(rollup.TABLES, rollup.deltas(stored), strict=True):
+        want = comparable(expected, columns)
+        assert comparable(await rollup_rows(database, name), columns) == want and len(want) > 3

@@ -38,6 +38,7 @@ def fixture_set() -> list[Exchange]:
             requested_model=requested,
             key_fingerprint=[None, "fp_one", "fp_two"][i % 3 if i % 7 else 0],
             user=["alice", None][i % 2],
+            api=["chat", "chat", "messages", "responses", "embeddings"][i % 5],
             method="POST",
             path="/v1/chat/completions",
             stream=bool(i % 2),
@@ -61,6 +62,8 @@ def fixture_set() -> list[Exchange]:
                 total_tokens=prompt + completion,
                 cached_tokens=prompt // 3 if i % 3 else None,
                 reasoning_tokens=completion // 4,
+                cache_write_tokens=prompt // 5 if ex.api == "messages" else None,
+                cache_write_1h_tokens=prompt // 7 if ex.api == "messages" and i % 2 else None,
             )
             ex.provider_cost = 0.0042 if ex.upstream == "openrouter" else None
             ex.returned_model = returned
@@ -74,6 +77,7 @@ def group_value(ex: Exchange, dim: str) -> Any:
         "model": ex.returned_model or ex.requested_model,
         "day": ex.started_at.strftime("%Y-%m-%d"),
         "hour": ex.started_at.strftime("%Y-%m-%dT%H:00:00Z"),
+        "api": ex.api,
         "key": ex.key_fingerprint,
         "session": ex.session_id,
         "upstream": ex.upstream,
@@ -109,6 +113,7 @@ def expected(exs: list[Exchange], dims: list[str]) -> dict[tuple[Any, ...], dict
             "cached_tokens": total("cached_tokens"),
             "reasoning_tokens": total("reasoning_tokens"),
             "total_tokens": total("total_tokens"),
+            "cache_write_tokens": total("cache_write_tokens"),
             "cost_usd": sum(known) if known else None,
             "unknown_cost": sum(e.cost_source == "unknown" for e in members),
             "missing_usage": len(members) - len(reported),
@@ -222,7 +227,10 @@ async def test_sessions_and_listing(database: Database, recorded: list[Exchange]
     newest = sorted(by_session["suite-b"], key=lambda e: e.started_at, reverse=True)
     assert [r["id"] for r in page.rows + page2.rows] == [e.id for e in newest[:10]]
     assert page.has_more
-    assert detail is not None and detail["id"] == recorded[0].id and detail["body"] is not None
+    assert detail is not None and detail.id == recorded[0].id and detail.body is not None
+    # The one stored shape reads back what the writer stored, usage included.
+    first = recorded[0]
+    assert (detail.api, detail.usage, detail.cost_usd) == (first.api, first.usage, first.cost_usd)
 
 
 def test_plan_covers_the_window_exactly() -> None:
