@@ -329,3 +329,75 @@ async def test_twenty_series_at_most_with_stable_distinct_colours(proxy: Proxy, 
         )
         assert len(swatches) == 25
     assert errors == []
+
+
+def costs_as_strings(value: Any) -> Any:
+    """Every ``cost_usd``/``usd`` number as an exact decimal string, the other form the API may send."""
+    if isinstance(value, list):
+        return [costs_as_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {
+            k: f"{v:.10f}" if k in ("cost_usd", "usd") and isinstance(v, float) else costs_as_strings(v)
+            for k, v in value.items()
+        }
+    return value
+
+
+async def test_costs_as_decimal_strings_read_the_same(proxy: Proxy, database: Database) -> None:
+    await record_traffic(proxy)
+    base = proxy.url + "/_proxy/dashboard"
+    openrouter = next(r["id"] for r in await database.rows() if r["model_requested"] == "fake-openrouter")
+    errors: list[str] = []
+    shown: list[dict[str, Any]] = []
+    async with browser_page(errors) as page:
+        for rewrite in (False, True):
+            if rewrite:
+
+                async def as_strings(route: Any) -> None:
+                    response = await route.fetch()
+                    body = costs_as_strings(json.loads(await response.body()))
+                    await route.fulfill(response=response, body=json.dumps(body))
+
+                await page.route(re.compile(r"/_proxy/(usage|exchanges|sessions)"), as_strings)
+            await goto(page, base + f"?exchange={openrouter}")
+            shown.append(
+                {
+                    "total": await page.inner_text("#total-cost"),
+                    "models": await page.inner_text("#models"),
+                    "recent": await page.inner_text("#recent"),
+                    "panel": await page.inner_text("#drawer table.usage"),
+                    "chart": await page.evaluate("Chart.getChart('chart-cost').data.datasets[0].data"),
+                }
+            )
+        formats = await page.evaluate(
+            """async () => {
+                const { fmtCost } = await import('/_proxy/static/format.js');
+                return [5.1e-6, "0.0000051000", 2e-8, "0.0000000200", 0, "0", 0.0123, 1234.5, "1234.5", null, "x"]
+                    .map(fmtCost);
+            }"""
+        )
+    assert shown[0] == shown[1] and shown[0]["total"] == "$0.000008"
+    assert formats == [
+        "$0.0000051", "$0.0000051", "$0.00000002", "$0.00000002", "$0", "$0", "$0.0123", "$1,234.50", "$1,234.50",
+        "\N{EN DASH}", "\N{EN DASH}",
+    ]  # fmt: skip
+    assert errors == []
+
+
+async def test_the_admin_token_from_the_box_or_the_fragment(start_proxy: Any) -> None:
+    proxy = await start_proxy(admin_token="dash-token-123")
+    await record_traffic(proxy)
+    base = proxy.url + "/_proxy/dashboard"
+    errors: list[str] = []
+    async with browser_page(errors) as page:
+        await goto(page, base)
+        assert await page.is_visible("#token-box") and "admin token" in await page.inner_text("#error")
+        await page.fill("#token-input", "dash-token-123")
+        await settle(page, page.click("#token-save"))
+        assert await page.get_attribute("#total-requests", "data-value") == "5"
+        assert not await page.is_visible("#error")
+    async with browser_page(errors) as page:
+        await goto(page, base + "?since=24h#token=dash-token-123")
+        assert await page.get_attribute("#total-requests", "data-value") == "5"
+        assert page.url.endswith("?since=24h"), "the token leaves the address bar"
+    assert [e for e in errors if "401" not in e] == []

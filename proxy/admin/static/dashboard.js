@@ -118,7 +118,11 @@ async function loadOverview(s) {
 
 async function loadExchanges(s) {
   const page = await api("exchanges?" + query(s, { limit: "50", before: s.before, after: s.after }));
-  if (s.after && !page.newer) history.replaceState(null, "", nav.href({ after: null })); // back on the first page
+  if (s.after && !page.newer) {
+    // "Newer" reached the newest rows: this is the first page, so say so in the URL.
+    history.replaceState(null, "", nav.href({ after: null }));
+    loaded.page = query(s) + s.before;
+  }
   renderExchanges(page, readState(), nav, colourOf);
 }
 
