@@ -4,15 +4,14 @@ reachable through the /v1/ forwarder."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from proxy.admin.api import keyset_json
 from proxy.admin.views import encode
-from proxy.store import browse, recordings
+from proxy.store import browse
 from tests.support import API_KEY, Database, Proxy, ProxyFactory
-from tests.support.traffic import admin_get, cli_stdout, mixed_traffic
+from tests.support.traffic import admin_get, cli_stdout, link_resend, mixed_traffic
 
 TOKEN = "admin-secret-token-123"
 
@@ -93,16 +92,7 @@ async def test_browse_routes_match_the_query_layer(proxy: Proxy, database: Datab
     await proxy.recorder.flush()
     rows = {r["session_id"]: r for r in await database.rows()}
     summary = {"requests": 1, "changed": 1, "failed": 0}
-    await recordings.save_links(
-        database.engine,
-        session_id="suite-1-b",
-        source_session_id="suite-1",
-        created_at=datetime.now(UTC),
-        target="http://127.0.0.1:9/v1",
-        model=None,
-        summary=summary,
-        pairs=[(rows["suite-1-b"]["id"], rows["suite-1"]["id"])],
-    )
+    await link_resend(database, "suite-1-b", "suite-1", [(rows["suite-1-b"]["id"], rows["suite-1"]["id"])], summary)
 
     async def same(path: str, expected: Any) -> Any:
         status, body, _ = await admin_get(proxy, path)

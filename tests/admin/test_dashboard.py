@@ -22,10 +22,9 @@ import pytest
 
 from proxy.apis.chat.wire import Usage
 from proxy.record.exchange import Exchange, UsageSource
-from proxy.store import recordings
 from proxy.store.writes import insert_exchanges
 from tests.support import Database, Proxy
-from tests.support.traffic import TOOLS
+from tests.support.traffic import TOOLS, link_resend
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -252,16 +251,7 @@ async def test_sessions_resends_and_the_exchange_view(proxy: Proxy, database: Da
     by_model = {r["model_requested"]: r for r in rows if r["session_id"] == "browser"}
     copy = next(r for r in rows if r["session_id"] == "browser-b")
     summary = {"requests": 1, "answered": 1, "failed": 0, "changed": 1, "content_changed": 1, "tool_calls_changed": 0}
-    await recordings.save_links(
-        database.engine,
-        session_id="browser-b",
-        source_session_id="browser",
-        created_at=datetime.now(UTC),
-        target="http://127.0.0.1:9/v1",
-        model=None,
-        summary=summary,
-        pairs=[(copy["id"], by_model["fake-model"]["id"])],
-    )
+    await link_resend(database, "browser-b", "browser", [(copy["id"], by_model["fake-model"]["id"])], summary)
     base = proxy.url + "/_proxy/dashboard"
     errors: list[str] = []
     async with browser_page(errors) as page:
