@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from proxy.apis.chat.wire import Usage
-from proxy.record.exchange import Exchange, UsageSource
+from proxy.record.exchange import Exchange, Usage
 from proxy.store.writes import insert_exchanges
 from tests.support import Database, Proxy
 from tests.support.traffic import TOOLS, link_resend
@@ -73,8 +72,7 @@ async def seed_history(database: Database, n: int, models: list[str], *, days: f
             requested_model=models[i % len(models)],
             duration_ms=50.0 + 7 * i,
         )
-        ex.usage = Usage(prompt_tokens=10 + i, completion_tokens=5, total_tokens=15 + i)
-        ex.usage_source = UsageSource.PROVIDER
+        ex.usage = Usage.from_provider(prompt_tokens=10 + i, completion_tokens=5, total_tokens=15 + i)
         batch.append(ex)
     async with database.engine.begin() as conn:
         await insert_exchanges(conn, batch)
