@@ -26,7 +26,7 @@ from proxy.admin.views import encode, exchange_detail, filters_from
 from proxy.config import Settings
 from proxy.errors import error_response
 from proxy.record.recorder import Recorder
-from proxy.store import db, queries
+from proxy.store import browse, db, queries
 from proxy.usage.metrics import CONTENT_TYPE, Metrics
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -127,16 +127,44 @@ async def usage(request: web.Request) -> web.Response:
 async def sessions(request: web.Request) -> web.Response:
     filters = filters_from(request.query)
     async with request.app[ADMIN].engine.connect() as conn:
-        return _json(await queries.sessions(conn, filters, limit=_int(request, "limit", 100)))
+        return _json(await browse.sessions(conn, filters, limit=_int(request, "limit", 100)))
+
+
+async def session(request: web.Request) -> web.Response:
+    async with request.app[ADMIN].engine.connect() as conn:
+        detail = await browse.session_detail(conn, request.match_info["id"])
+    if detail is None:
+        return error_response(404, "no session with that id", "invalid_request_error", "session_not_found")
+    return _json(detail)
 
 
 async def exchanges(request: web.Request) -> web.Response:
+    """Keyset pages (``before``/``after`` a cursor from ``older``/``newer``); ``offset`` still works."""
     filters = filters_from(request.query)
+    limit = _int(request, "limit", 50)
     async with request.app[ADMIN].engine.connect() as conn:
-        page = await queries.list_exchanges(
-            conn, filters, limit=_int(request, "limit", 50), offset=_int(request, "offset", 0)
+        if "offset" in request.query:
+            page = await queries.list_exchanges(conn, filters, limit=limit, offset=_int(request, "offset", 0))
+            return _json({"data": page.rows, "limit": page.limit, "offset": page.offset, "has_more": page.has_more})
+        keyset = await browse.page_exchanges(
+            conn, filters, limit=limit, before=request.query.get("before"), after=request.query.get("after")
         )
-    return _json({"data": page.rows, "limit": page.limit, "offset": page.offset, "has_more": page.has_more})
+    return _json(keyset_json(keyset))
+
+
+def keyset_json(page: browse.KeysetPage) -> dict[str, object]:
+    return {
+        "data": page.rows,
+        "limit": page.limit,
+        "has_more": page.older is not None,
+        "older": page.older,
+        "newer": page.newer,
+    }
+
+
+async def models(request: web.Request) -> web.Response:
+    async with request.app[ADMIN].engine.connect() as conn:
+        return _json(await browse.models(conn))
 
 
 async def exchange(request: web.Request) -> web.Response:
@@ -174,6 +202,8 @@ def register(app: web.Application) -> None:
     add("/_proxy/health", health)
     add("/_proxy/usage", guarded(usage))
     add("/_proxy/sessions", guarded(sessions))
+    add("/_proxy/sessions/{id:.+}", guarded(session))  # header-given ids may hold a slash
+    add("/_proxy/models", guarded(models))
     add("/_proxy/exchanges", guarded(exchanges))
     add("/_proxy/exchanges/{id}", guarded(exchange))
     add("/_proxy/metrics", guarded(metrics))

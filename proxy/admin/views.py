@@ -8,6 +8,7 @@ Invariants:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -102,9 +103,24 @@ def filters_from(params: Mapping[str, Any]) -> Filters:
         until=until,
         model=text("model"),
         session=text("session"),
-        key=text("key"),
+        key=fingerprint_filter(text("key")),
         upstream=text("upstream"),
         user=text("user"),
         status=int(status) if status is not None else None,
         errors_only=errors is True or str(errors).lower() in ("1", "true", "yes"),
+    )
+
+
+# --- dashboard (issue 13): the key filter ---
+FINGERPRINT = re.compile(r"fp_[0-9a-f]{1,64}")
+
+
+def fingerprint_filter(value: str | None) -> str | None:
+    """The key filter is a fingerprint as the reports show it (``fp_`` + hex); anything else matches nothing.
+    The message shows only the start of a bad value: it may be a pasted API key."""
+    if value is None or FINGERPRINT.fullmatch(value):
+        return value
+    shown = repr(value) if len(value) <= 8 else repr(value[:6] + "...")
+    raise QueryError(
+        f"key must be an API key fingerprint: fp_ and hex digits, as 'proxy usage --by key' shows (got {shown})"
     )

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.record.exchange import new_exchange_id
-from proxy.store import db, migrate, queries, rollup
+from proxy.store import browse, db, migrate, queries, rollup
 from proxy.store.tables import exchanges, usage_daily, usage_hourly
 
 MODELS = [
@@ -209,8 +209,46 @@ async def main_async(args: argparse.Namespace) -> None:
         async with engine.connect() as conn:
             rows = await queries.usage(conn, ["model", "hour"], queries.Filters(since=since))
         print(f"usage --by model,hour --since 24h   {len(rows):>4} rows  {time.perf_counter() - t:.3f} s")
+        await time_browsing(engine, args.repeat)
     finally:
         await engine.dispose()
+
+
+async def _median(engine: AsyncEngine, repeat: int, fn: Any) -> tuple[Any, float]:
+    timings, result = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        async with engine.connect() as conn:
+            result = await fn(conn)
+        timings.append(time.perf_counter() - t)
+    return result, statistics.median(timings)
+
+
+async def time_browsing(engine: AsyncEngine, repeat: int) -> None:
+    """The dashboard's reads beyond the reports: keyset pages (first, from the middle, errors only), the
+    model catalogue, one session."""
+    async with engine.connect() as conn:
+        total = int(await conn.scalar(select(func.count()).select_from(exchanges)) or 0)
+        middle = (
+            await conn.execute(
+                select(exchanges.c.started_at, exchanges.c.id)
+                .order_by(exchanges.c.started_at.desc(), exchanges.c.id.desc())
+                .offset(total // 2)
+                .limit(1)
+            )
+        ).first()
+        session = await conn.scalar(select(exchanges.c.session_id).where(exchanges.c.session_id.is_not(None)).limit(1))
+    cursor = browse.Cursor(middle.started_at, middle.id).encode() if middle else None
+    cases = [
+        ("page of 50, newest", lambda c: browse.page_exchanges(c, limit=50)),
+        ("page of 50, mid-table", lambda c: browse.page_exchanges(c, limit=50, before=cursor)),
+        ("page of 50, errors only", lambda c: browse.page_exchanges(c, queries.Filters(errors_only=True))),
+        ("model catalogue", browse.models),
+        ("one session", lambda c: browse.session_detail(c, session or "")),
+    ]
+    for label, fn in cases:
+        _, seconds = await _median(engine, repeat, fn)
+        print(f"dashboard: {label:<24} median {seconds:.3f} s")
 
 
 def main() -> None:

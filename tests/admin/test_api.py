@@ -7,8 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from proxy.admin.api import keyset_json
+from proxy.admin.views import encode
+from proxy.store import browse
 from tests.support import API_KEY, Database, Proxy, ProxyFactory
-from tests.support.traffic import admin_get, cli_stdout, mixed_traffic
+from tests.support.traffic import admin_get, cli_stdout, link_resend, mixed_traffic
 
 TOKEN = "admin-secret-token-123"
 
@@ -78,3 +81,60 @@ async def test_api_matches_queries_and_cli(proxy: Proxy, database: Database, tmp
         ]
         table = cli_stdout("usage", "--by", "model,day", "--db", database.url)
         assert table.splitlines()[0].split()[:3] == ["model", "day", "requests"]
+
+
+async def test_browse_routes_match_the_query_layer(proxy: Proxy, database: Database) -> None:
+    """Keyset pages, a session with its re-send link, the session list and the model catalogue: each route's
+    JSON equals the query layer's answer, on both databases."""
+    await mixed_traffic(proxy)
+    resent = proxy.client("/s/suite-1-b/v1")
+    await resent.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "again"}])
+    await proxy.recorder.flush()
+    rows = {r["session_id"]: r for r in await database.rows()}
+    summary = {"requests": 1, "changed": 1, "failed": 0}
+    await link_resend(database, "suite-1-b", "suite-1", [(rows["suite-1-b"]["id"], rows["suite-1"]["id"])], summary)
+
+    async def same(path: str, expected: Any) -> Any:
+        status, body, _ = await admin_get(proxy, path)
+        assert status == 200, (path, body)
+        assert body == json.loads(encode(expected)), path
+        return body
+
+    async with database.engine.connect() as conn:
+        await same("/_proxy/models", await browse.models(conn))
+        await same("/_proxy/sessions", await browse.sessions(conn))
+        detail = await same("/_proxy/sessions/suite-1", await browse.session_detail(conn, "suite-1"))
+        pages, cursor = [], None
+        while True:
+            path = "/_proxy/exchanges?limit=2" + (f"&before={cursor}" if cursor else "")
+            pages.append(await same(path, keyset_json(await browse.page_exchanges(conn, limit=2, before=cursor))))
+            if not (cursor := pages[-1]["older"]):
+                break
+        newer = pages[-1]["newer"]
+        await same(
+            f"/_proxy/exchanges?limit=2&after={newer}",
+            keyset_json(await browse.page_exchanges(conn, limit=2, after=newer)),
+        )
+    assert [len(p["data"]) for p in pages] == [2, 2, 1] and not pages[-1]["has_more"]
+    ordered = sorted((r["started_at"], r["id"]) for r in await database.rows())
+    assert pages[-1]["data"][-1]["id"] == ordered[0][1], "paging reaches the oldest exchange"
+    assert [(r["session_id"], r["summary"]) for r in detail["resends"]] == [("suite-1-b", summary)]
+    assert [e["model_requested"] for e in detail["exchanges"]] == [
+        "fake-model",
+        "fake-openrouter",
+        "fake-reasoning",
+        "fake-error-429",
+    ]
+    status, body, _ = await admin_get(proxy, "/_proxy/sessions/nope")
+    assert status == 404 and body["error"]["code"] == "session_not_found"
+    status, body, _ = await admin_get(proxy, "/_proxy/exchanges?before=garbage")
+    assert status == 400 and "cursor" in body["error"]["message"]
+
+
+async def test_a_malformed_key_filter_is_a_clear_error(proxy: Proxy) -> None:
+    for route in ("usage", "exchanges", "sessions"):
+        status, body, _ = await admin_get(proxy, f"/_proxy/{route}?key={API_KEY}")
+        assert status == 400 and "fingerprint" in body["error"]["message"], route
+        assert API_KEY not in body["error"]["message"], "a pasted key is not echoed back"
+        status, body, _ = await admin_get(proxy, f"/_proxy/{route}?key=fp_0123abcd")
+        assert status == 200, route

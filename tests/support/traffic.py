@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from proxy.record.exchange import Exchange
+from proxy.store import recordings
 from proxy.store.writes import insert_exchanges
 from tests.support import API_KEY, Database, Proxy
 
@@ -88,3 +89,19 @@ async def seed_aged(database: Database) -> list[Exchange]:
     async with database.engine.begin() as conn:
         await insert_exchanges(conn, batch)
     return batch
+
+
+async def link_resend(
+    database: Database, session: str, source: str, pairs: list[tuple[str, str]], summary: dict[str, Any]
+) -> None:
+    """Mark ``session`` as a re-send of ``source`` (as ``proxy replay`` does), with (new, original) id pairs."""
+    await recordings.save_links(
+        database.engine,
+        session_id=session,
+        source_session_id=source,
+        created_at=datetime.now(UTC),
+        target="http://127.0.0.1:9/v1",
+        model=None,
+        summary=summary,
+        pairs=pairs,
+    )
