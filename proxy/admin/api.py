@@ -27,6 +27,7 @@ from proxy.config import Settings
 from proxy.errors import error_response
 from proxy.record.recorder import Recorder
 from proxy.store import browse, db, queries
+from proxy.store.filters import QueryError
 from proxy.usage.metrics import CONTENT_TYPE, Metrics
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -82,7 +83,7 @@ def guarded(handler: Handler, *, page: bool = False) -> Handler:
             return refusal
         try:
             return await handler(request)
-        except queries.QueryError as exc:
+        except QueryError as exc:
             return error_response(400, str(exc), "invalid_request_error", "invalid_parameter")
 
     return wrapper
@@ -93,7 +94,7 @@ def _int(request: web.Request, name: str, default: int) -> int:
     if not value:
         return default
     if not value.isdigit():
-        raise queries.QueryError(f"{name} must be a non-negative integer, got {value!r}")
+        raise QueryError(f"{name} must be a non-negative integer, got {value!r}")
     return int(value)
 
 
@@ -144,7 +145,7 @@ async def exchanges(request: web.Request) -> web.Response:
     limit = _int(request, "limit", 50)
     async with request.app[ADMIN].engine.connect() as conn:
         if "offset" in request.query:
-            page = await queries.list_exchanges(conn, filters, limit=limit, offset=_int(request, "offset", 0))
+            page = await browse.list_exchanges(conn, filters, limit=limit, offset=_int(request, "offset", 0))
             return _json({"data": page.rows, "limit": page.limit, "offset": page.offset, "has_more": page.has_more})
         keyset = await browse.page_exchanges(
             conn, filters, limit=limit, before=request.query.get("before"), after=request.query.get("after")
@@ -169,7 +170,7 @@ async def models(request: web.Request) -> web.Response:
 
 async def exchange(request: web.Request) -> web.Response:
     async with request.app[ADMIN].engine.connect() as conn:
-        row = await queries.get_exchange(conn, request.match_info["id"])
+        row = await browse.get_exchange(conn, request.match_info["id"])
     if row is None:
         return error_response(404, "no exchange with that id", "invalid_request_error", "exchange_not_found")
     return _json(exchange_detail(row, raw=request.query.get("raw") in ("1", "true")))

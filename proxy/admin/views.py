@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from proxy.apis.codec import decode_json
-from proxy.store.queries import Filters, QueryError
+from proxy.store.filters import Filters, QueryError
 from proxy.store.stored import Stored, StoredBody
 from proxy.timespec import parse_time
 
@@ -34,7 +34,7 @@ def _body(data: bytes | None) -> Any:
 
 
 def exchange_detail(stored: Stored, *, raw: bool = False) -> dict[str, Any]:
-    """The full record of one exchange (``queries.get_exchange``) as a JSON-ready document."""
+    """The full record of one exchange (``browse.get_exchange``) as a JSON-ready document."""
     body = stored.body or StoredBody()
     response_body = body.response_body
     doc: dict[str, Any] = {

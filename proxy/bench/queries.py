@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.record.exchange import new_exchange_id
 from proxy.store import browse, db, migrate, queries, rollup
+from proxy.store.filters import Filters
 from proxy.store.tables import exchanges, usage_daily, usage_hourly
 
 MODELS = [
@@ -207,7 +208,7 @@ async def main_async(args: argparse.Namespace) -> None:
         since = datetime.now(UTC) - timedelta(days=1)
         t = time.perf_counter()
         async with engine.connect() as conn:
-            rows = await queries.usage(conn, ["model", "hour"], queries.Filters(since=since))
+            rows = await queries.usage(conn, ["model", "hour"], Filters(since=since))
         print(f"usage --by model,hour --since 24h   {len(rows):>4} rows  {time.perf_counter() - t:.3f} s")
         await time_browsing(engine, args.repeat)
     finally:
@@ -242,7 +243,7 @@ async def time_browsing(engine: AsyncEngine, repeat: int) -> None:
     cases = [
         ("page of 50, newest", lambda c: browse.page_exchanges(c, limit=50)),
         ("page of 50, mid-table", lambda c: browse.page_exchanges(c, limit=50, before=cursor)),
-        ("page of 50, errors only", lambda c: browse.page_exchanges(c, queries.Filters(errors_only=True))),
+        ("page of 50, errors only", lambda c: browse.page_exchanges(c, Filters(errors_only=True))),
         ("model catalogue", browse.models),
         ("one session", lambda c: browse.session_detail(c, session or "")),
     ]

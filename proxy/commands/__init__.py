@@ -168,7 +168,7 @@ def _csv_cell(value: Any) -> Any:
 def parsed_filters(args: argparse.Namespace, command: str) -> Any:
     """The report filters given on the command line; a bad value exits with one line naming it."""
     from proxy.admin.views import filters_from
-    from proxy.store.queries import QueryError
+    from proxy.store.filters import QueryError
 
     try:
         return filters_from(filter_params(args))

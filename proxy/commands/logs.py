@@ -30,10 +30,10 @@ COLUMNS = (
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from proxy.store import queries
+    from proxy.store import browse
 
     filters = parsed_filters(args, "logs")
-    page = with_connection(settings_from(args), lambda conn: queries.list_exchanges(conn, filters, limit=args.count))
+    page = with_connection(settings_from(args), lambda conn: browse.list_exchanges(conn, filters, limit=args.count))
     rows = page.rows[::-1]  # oldest of the page first, like a log
     for row in rows:
         row["model"] = row["model"] or row["model_requested"]

@@ -18,10 +18,10 @@ COLUMNS = ("session", "first_at", "last_at", "requests", "errors", "total_tokens
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    from proxy.store import queries
+    from proxy.store import browse
 
     filters = parsed_filters(args, "sessions")
-    rows = with_connection(settings_from(args), lambda conn: queries.sessions(conn, filters, limit=args.limit))
+    rows = with_connection(settings_from(args), lambda conn: browse.sessions(conn, filters, limit=args.limit))
     print_rows(rows, args.format, COLUMNS if args.format == "table" else None)
     return 0
 

@@ -11,7 +11,7 @@ from proxy.commands import Subparsers, add_common, open_engine, run, settings_fr
 
 def cmd_show(args: argparse.Namespace) -> int:
     from proxy.admin.views import encode, exchange_detail
-    from proxy.store import queries
+    from proxy.store import browse
 
     if bool(args.exchange_id) == bool(args.session):
         raise SystemExit("proxy show: error: give an exchange id or --session, not both")
@@ -19,8 +19,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     async def fetch() -> list[dict[str, Any]]:
         async with open_engine(settings) as engine, engine.connect() as conn:
-            ids = [args.exchange_id] if args.exchange_id else await queries.session_exchange_ids(conn, args.session)
-            rows = [await queries.get_exchange(conn, i) for i in ids]
+            ids = [args.exchange_id] if args.exchange_id else await browse.session_exchange_ids(conn, args.session)
+            rows = [await browse.get_exchange(conn, i) for i in ids]
         return [exchange_detail(r, raw=args.raw) for r in rows if r is not None]
 
     docs = run(fetch)

@@ -14,7 +14,8 @@ from proxy.commands import (
     run,
     settings_from,
 )
-from proxy.store.queries import DIMENSIONS, QueryError, parse_dimensions
+from proxy.store.filters import QueryError
+from proxy.store.queries import DIMENSIONS, parse_dimensions
 
 COLUMNS = (
     "requests",

@@ -1,5 +1,6 @@
-"""Browsing recorded traffic: keyset pages of exchanges, one session with its exchanges and re-sends, and the
-catalogue of models ever recorded. The dashboard's reads beyond the usage reports in ``queries``.
+"""Browsing recorded traffic: exchanges page by page (keyset or offset), one exchange with its bodies,
+sessions with their totals and re-sends, and the catalogue of models ever recorded: every read of the
+CLI, the admin API and the dashboard beyond the usage reports in ``queries``.
 
 Invariants:
 - Pages are keyset pages over (``started_at``, ``id``), newest first: a cursor names the last row a page
@@ -12,7 +13,8 @@ Invariants:
 - The model catalogue ignores every filter and reads the daily rollup (one row per day x model x ...), so
   it is cheap at any table size and the same whatever a report is filtered to: the dashboard derives
   model colours and its model list from it.
-- Results are plain dicts and lists, JSON-ready through ``admin.views.encode``, the same for every caller.
+- Listing rows are plain dicts and lists, JSON-ready through ``admin.views.encode``, the same for every
+  caller; one exchange with its bodies is the one stored shape, ``store.stored.Stored``.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proxy.store import queries
-from proxy.store.queries import LIST_COLUMNS, Filters, QueryError, where_clauses
-from proxy.store.tables import exchange_links, exchanges, session_links, usage_daily
+from proxy.record.exchange import CostSource
+from proxy.store import queries, rollup
+from proxy.store.filters import IS_ERROR, Filters, QueryError, count_if, page_limit, utc, utc_row, where_clauses
+from proxy.store.stored import Stored, read
+from proxy.store.tables import exchange_bodies, exchange_links, exchanges, session_links, usage_daily
 
 X = exchanges.c
 SESSION_EXCHANGES_MAX = 1000
@@ -82,7 +86,7 @@ async def _rows(
 ) -> list[dict[str, Any]]:
     order = (X.started_at.desc(), X.id.desc()) if newest_first else (X.started_at.asc(), X.id.asc())
     result = await conn.execute(select(*LIST_COLUMNS).where(*where).order_by(*order).limit(limit))
-    return [queries._row(r._asdict()) for r in result]
+    return [utc_row(r._asdict()) for r in result]
 
 
 async def _exists(conn: AsyncConnection, where: list[ColumnElement[bool]]) -> bool:
@@ -100,7 +104,7 @@ async def page_exchanges(
     """One page of exchanges, newest first: the newest ones, those ``before`` a cursor, or ``after`` it."""
     if before and after:
         raise QueryError("give before or after, not both")
-    limit = queries._limit(limit)
+    limit = page_limit(limit)
     where = where_clauses(conn, filters or Filters())
     page = KeysetPage(limit=limit)
     if after:
@@ -127,10 +131,10 @@ def _link(row: Any) -> dict[str, Any]:
 async def session_detail(
     conn: AsyncConnection, session_id: str, *, limit: int = SESSION_EXCHANGES_MAX
 ) -> dict[str, Any] | None:
-    """A session's totals (as in ``queries.sessions``), its exchanges in recorded order (each with the id of
+    """A session's totals (as in ``sessions``), its exchanges in recorded order (each with the id of
     the exchange it repeats, when it was re-sent), the session it was re-sent from and its own re-sends,
     each with its comparison summary. None when nothing was recorded under that id."""
-    found = await queries.sessions(conn, Filters(session=session_id), limit=1)
+    found = await _session_totals(conn, Filters(session=session_id), limit=1)
     source = (await conn.execute(select(session_links).where(session_links.c.session_id == session_id))).first()
     resends = await conn.execute(
         select(session_links)
@@ -160,9 +164,9 @@ async def session_detail(
 
 
 async def sessions(conn: AsyncConnection, filters: Filters | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    """``queries.sessions`` with each session's link: ``resent_from`` (its source, or None) and ``resends``
-    (how many sessions were re-sent from it)."""
-    rows = await queries.sessions(conn, filters, limit)
+    """Recorded sessions, most recently active first, with totals, the models used, and each session's
+    link: ``resent_from`` (its source, or None) and ``resends`` (how many sessions were re-sent from it)."""
+    rows = await _session_totals(conn, filters, limit)
     names = [r["session"] for r in rows]
     if not names:
         return rows
@@ -191,7 +195,7 @@ async def models(conn: AsyncConnection) -> list[dict[str, Any]]:
     """Every model ever recorded (reported, else requested), first seen first: the UTC day it was first and
     last seen and its request count. Unfiltered by design (see the module invariants)."""
     c = usage_daily.c
-    name = queries._rollup_dimension(conn, usage_daily, "model")
+    name = queries.rollup_dimension(conn, usage_daily, "model")
     stmt = (
         select(name.label("model"), func.min(c.period), func.max(c.period), func.sum(c.requests))
         .group_by(name)
@@ -203,6 +207,147 @@ async def models(conn: AsyncConnection) -> list[dict[str, Any]]:
     ]
     for row in rows:
         for key in ("first_day", "last_day"):
-            row[key] = queries._utc(row[key]).date().isoformat() if row[key] is not None else None
+            row[key] = utc(row[key]).date().isoformat() if row[key] is not None else None
     rows.sort(key=lambda r: (r["first_day"] or "", r["model"]))
     return rows
+
+
+@dataclass
+class Page:
+    limit: int = 50
+    offset: int = 0
+    has_more: bool = False
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+COUNTS = ("requests", "errors", "unknown_cost", "missing_usage")
+TOKENS = rollup.TOKENS
+
+
+def _clean_totals(data: dict[str, Any]) -> None:
+    """Driver-neutral numbers: ints for counts and tokens (PostgreSQL sums are Decimal), floats for cost."""
+    for name in COUNTS:
+        data[name] = int(data[name] or 0)
+    for name in TOKENS:
+        data[name] = int(data[name]) if data[name] is not None else None
+    data["cost_usd"] = round(float(data["cost_usd"]), 9) if data["cost_usd"] is not None else None
+
+
+def _totals() -> list[ColumnElement[Any]]:
+    return [
+        func.count().label("requests"),
+        count_if(IS_ERROR).label("errors"),
+        func.sum(X.prompt_tokens).label("prompt_tokens"),
+        func.sum(X.completion_tokens).label("completion_tokens"),
+        func.sum(X.cached_tokens).label("cached_tokens"),
+        func.sum(X.reasoning_tokens).label("reasoning_tokens"),
+        func.sum(X.total_tokens).label("total_tokens"),
+        func.sum(X.cache_write_tokens).label("cache_write_tokens"),
+        func.sum(X.cost_usd).label("cost_usd"),
+        count_if(X.cost_source == str(CostSource.UNKNOWN)).label("unknown_cost"),
+        count_if(X.usage_source == "missing").label("missing_usage"),
+    ]
+
+
+async def _session_totals(
+    conn: AsyncConnection, filters: Filters | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Recorded sessions, most recently active first, with totals and the models used."""
+    where = [*where_clauses(conn, filters or Filters()), X.session_id.is_not(None)]
+    stmt = (
+        select(
+            X.session_id.label("session"),
+            func.min(X.started_at).label("first_at"),
+            func.max(X.started_at).label("last_at"),
+            *_totals(),
+        )
+        .where(*where)
+        .group_by(X.session_id)
+        .order_by(func.max(X.started_at).desc())
+        .limit(page_limit(limit))
+    )
+    rows = [r._asdict() for r in await conn.execute(stmt)]
+    if not rows:
+        return []
+    model = func.coalesce(X.model, X.model_requested)
+    names = [r["session"] for r in rows]
+    pairs = await conn.execute(
+        select(X.session_id, model).where(*where, X.session_id.in_(names)).group_by(X.session_id, model)
+    )
+    models: dict[str, list[str]] = {}
+    for session_id, name in pairs:
+        if name is not None:
+            models.setdefault(session_id, []).append(name)
+    for r in rows:
+        r["models"] = sorted(models.get(r["session"], []))
+        r["first_at"], r["last_at"] = utc(r["first_at"]), utc(r["last_at"])
+        _clean_totals(r)
+    return rows
+
+
+LIST_COLUMNS = (
+    X.id,
+    X.started_at,
+    X.api,
+    X.session_id,
+    X.upstream,
+    X.method,
+    X.path,
+    X.model_requested,
+    X.model,
+    X.status,
+    X.stream,
+    X.outcome,
+    X.finish_reason,
+    X.error,
+    X.duration_ms,
+    X.ttft_ms,
+    X.prompt_tokens,
+    X.completion_tokens,
+    X.cached_tokens,
+    X.reasoning_tokens,
+    X.total_tokens,
+    X.cache_write_tokens,
+    X.usage_source,
+    X.cost_usd,
+    X.cost_source,
+    X.price_ref,
+    X.key_fingerprint,
+    X.end_user,
+)
+
+
+async def list_exchanges(
+    conn: AsyncConnection,
+    filters: Filters | None = None,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    oldest_first: bool = False,
+) -> Page:
+    """Exchanges newest first (or oldest first), ``limit`` per page from ``offset``."""
+    limit = page_limit(limit)
+    order = (X.started_at.asc(), X.id.asc()) if oldest_first else (X.started_at.desc(), X.id.desc())
+    stmt = (
+        select(*LIST_COLUMNS)
+        .where(*where_clauses(conn, filters or Filters()))
+        .order_by(*order)
+        .limit(limit + 1)
+        .offset(max(0, offset))
+    )
+    rows = [utc_row(r._asdict()) for r in await conn.execute(stmt)]
+    return Page(limit=limit, offset=offset, has_more=len(rows) > limit, rows=rows[:limit])
+
+
+async def get_exchange(conn: AsyncConnection, exchange_id: str) -> Stored | None:
+    """One exchange with its bodies (``body`` is None when bodies were not stored)."""
+    joined = exchanges.outerjoin(exchange_bodies, exchange_bodies.c.exchange_id == X.id)
+    row = (
+        await conn.execute(select(exchanges, exchange_bodies).select_from(joined).where(X.id == exchange_id))
+    ).first()
+    return read(row._mapping) if row is not None else None
+
+
+async def session_exchange_ids(conn: AsyncConnection, session_id: str) -> list[str]:
+    result = await conn.execute(select(X.id).where(X.session_id == session_id).order_by(X.started_at.asc(), X.id.asc()))
+    return [r[0] for r in result]

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.record.exchange import CostSource
 from proxy.store import rollup
-from proxy.store.queries import Filters, bind_time, where_clauses
+from proxy.store.filters import Filters, bind_time, where_clauses
 from proxy.store.stored import Stored, read
 from proxy.store.tables import exchanges, usage_daily, usage_hourly
 

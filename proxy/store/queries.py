@@ -1,5 +1,5 @@
-"""Usage reports, sessions and exchange listings: the one query layer behind the CLI, the admin API and
-the dashboard.
+"""Usage reports: the one query layer behind ``proxy usage``, the admin API's usage and the dashboard's
+charts (listings of exchanges and sessions are in ``store.browse``, shared filters in ``store.filters``).
 
 Invariants:
 - Portable SQL (SQLite and PostgreSQL); the only dialect-specific pieces are the hour/day bucket
@@ -18,62 +18,27 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, case, func, or_, select
+from sqlalchemy import ColumnElement, Table, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proxy.record.exchange import CostSource, Outcome
+from proxy.record.exchange import CostSource
 from proxy.store import rollup
+from proxy.store.filters import IS_ERROR, Filters, QueryError, count_if, shared_clauses, where_clauses
 from proxy.store.rollup import Acc
-from proxy.store.stored import Stored, read
-from proxy.store.tables import exchange_bodies, exchanges, usage_daily, usage_hourly
+from proxy.store.tables import exchanges, usage_daily, usage_hourly
 
 X = exchanges.c
 DIMENSIONS = ("model", "day", "hour", "api", "key", "session", "upstream", "status", "user")
 LATENCY_PERCENTILES = (50, 95, 99)
 TTFT_PERCENTILES = (50, 95)
-MAX_PAGE = 500
-
-
-class QueryError(ValueError):
-    """A bad report parameter; the message is fit to show the user."""
-
-
-@dataclass
-class Filters:
-    since: datetime | None = None
-    until: datetime | None = None
-    model: str | None = None
-    session: str | None = None
-    key: str | None = None
-    upstream: str | None = None
-    user: str | None = None
-    status: int | None = None
-    errors_only: bool = False
-
-
-@dataclass
-class Page:
-    limit: int = 50
-    offset: int = 0
-    has_more: bool = False
-    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 COUNTS = ("requests", "errors", "unknown_cost", "missing_usage")
 TOKENS = rollup.TOKENS
-
-
-def _clean_totals(data: dict[str, Any]) -> None:
-    """Driver-neutral numbers: ints for counts and tokens (PostgreSQL sums are Decimal), floats for cost."""
-    for name in COUNTS:
-        data[name] = int(data[name] or 0)
-    for name in TOKENS:
-        data[name] = int(data[name]) if data[name] is not None else None
-    data["cost_usd"] = round(float(data["cost_usd"]), 9) if data["cost_usd"] is not None else None
 
 
 def parse_dimensions(spec: str | Sequence[str] | None) -> list[str]:
@@ -87,11 +52,6 @@ def parse_dimensions(spec: str | Sequence[str] | None) -> list[str]:
     if len(set(names)) != len(names):
         raise QueryError("each grouping may appear once")
     return names
-
-
-def bind_time(conn: AsyncConnection, value: datetime) -> datetime:
-    value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    return value.replace(tzinfo=None) if conn.dialect.name == "sqlite" else value
 
 
 def _bucket(conn: AsyncConnection, unit: str, column: Any = X.started_at) -> ColumnElement[Any]:
@@ -116,66 +76,11 @@ def _dimension(conn: AsyncConnection, name: str) -> ColumnElement[Any]:
     return column
 
 
-def _shared_clauses(
-    conn: AsyncConnection, c: Any, time: Any, f: Filters, since: datetime | None, until: datetime | None
-) -> list[ColumnElement[bool]]:
-    """The filters ``exchanges`` and the rollup tables both answer (same column names), on ``time``."""
-    clauses: list[ColumnElement[bool]] = []
-    if since is not None:
-        clauses.append(time >= bind_time(conn, since))
-    if until is not None:
-        clauses.append(time < bind_time(conn, until))
-    if f.model:
-        clauses.append(or_(c.model == f.model, c.model_requested == f.model))
-    if f.key:
-        clauses.append(c.key_fingerprint == f.key)
-    if f.upstream:
-        clauses.append(c.upstream == f.upstream)
-    if f.status is not None:
-        clauses.append(c.status == f.status)
-    return clauses
-
-
-def where_clauses(conn: AsyncConnection, f: Filters) -> list[ColumnElement[bool]]:
-    clauses = _shared_clauses(conn, X, X.started_at, f, f.since, f.until)
-    if f.session:
-        clauses.append(X.session_id == f.session)
-    if f.user:
-        clauses.append(X.end_user == f.user)
-    if f.errors_only:
-        clauses.append(IS_ERROR)
-    return clauses
-
-
-# An error: the client got a 4xx/5xx (499 = it left) or the exchange did not complete normally.
-IS_ERROR = or_(X.status >= 400, X.outcome != str(Outcome.COMPLETE))
-
-
-def _count_if(condition: ColumnElement[bool]) -> ColumnElement[Any]:
-    return func.sum(case((condition, 1), else_=0))
-
-
-def _totals() -> list[ColumnElement[Any]]:
-    return [
-        func.count().label("requests"),
-        _count_if(IS_ERROR).label("errors"),
-        func.sum(X.prompt_tokens).label("prompt_tokens"),
-        func.sum(X.completion_tokens).label("completion_tokens"),
-        func.sum(X.cached_tokens).label("cached_tokens"),
-        func.sum(X.reasoning_tokens).label("reasoning_tokens"),
-        func.sum(X.total_tokens).label("total_tokens"),
-        func.sum(X.cache_write_tokens).label("cache_write_tokens"),
-        func.sum(X.cost_usd).label("cost_usd"),
-        _count_if(X.cost_source == str(CostSource.UNKNOWN)).label("unknown_cost"),
-        _count_if(X.usage_source == "missing").label("missing_usage"),
-    ]
-
-
 ROLLUP_DIMENSIONS = frozenset({"model", "day", "hour", "api", "key", "upstream", "status"})
 Groups = dict[tuple[Any, ...], Acc]
 
 
-def _rollup_dimension(conn: AsyncConnection, table: Table, name: str) -> ColumnElement[Any]:
+def rollup_dimension(conn: AsyncConnection, table: Table, name: str) -> ColumnElement[Any]:
     c = table.c
     if name in ("day", "hour"):
         return _bucket(conn, name, c.period)
@@ -236,12 +141,12 @@ async def _fold_raw(conn: AsyncConnection, dims: list[str], f: Filters, groups: 
     exprs = [_dimension(conn, d) for d in dims]
     by_name = {
         "requests": func.count(),
-        "errors": _count_if(IS_ERROR),
-        "usage_reported": _count_if(X.usage_source != "missing"),
+        "errors": count_if(IS_ERROR),
+        "usage_reported": count_if(X.usage_source != "missing"),
         **{name: func.sum(X[name]) for name in TOKENS},
         "cost_known": func.count(X.cost_usd),
-        "unknown_cost": _count_if(X.cost_source == str(CostSource.UNKNOWN)),
-        "missing_usage": _count_if(X.usage_source == "missing"),
+        "unknown_cost": count_if(X.cost_source == str(CostSource.UNKNOWN)),
+        "missing_usage": count_if(X.usage_source == "missing"),
     }
     sums = [*(by_name[name] for name in rollup.SUMS), func.sum(X.cost_usd)]  # the order Acc.add_sums reads
     stmt = select(*exprs, *sums).where(*where)
@@ -271,8 +176,8 @@ async def _fold_rollup(
     groups: Groups,
 ) -> None:
     c = table.c
-    where = _shared_clauses(conn, c, c.period, f, since, until)
-    exprs = [_rollup_dimension(conn, table, d) for d in dims]
+    where = shared_clauses(conn, c, c.period, f, since, until)
+    exprs = [rollup_dimension(conn, table, d) for d in dims]
     stmt = select(*exprs, *[func.sum(c[name]) for name in rollup.ADDITIVE]).where(*where)
     if exprs:
         stmt = stmt.group_by(*exprs)
@@ -334,122 +239,3 @@ def _sort_key(values: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def _ms(value: float | None) -> float | None:
     return round(float(value), 3) if value is not None else None
-
-
-async def sessions(conn: AsyncConnection, filters: Filters | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    """Recorded sessions, most recently active first, with totals and the models used."""
-    where = [*where_clauses(conn, filters or Filters()), X.session_id.is_not(None)]
-    stmt = (
-        select(
-            X.session_id.label("session"),
-            func.min(X.started_at).label("first_at"),
-            func.max(X.started_at).label("last_at"),
-            *_totals(),
-        )
-        .where(*where)
-        .group_by(X.session_id)
-        .order_by(func.max(X.started_at).desc())
-        .limit(_limit(limit))
-    )
-    rows = [r._asdict() for r in await conn.execute(stmt)]
-    if not rows:
-        return []
-    model = func.coalesce(X.model, X.model_requested)
-    names = [r["session"] for r in rows]
-    pairs = await conn.execute(
-        select(X.session_id, model).where(*where, X.session_id.in_(names)).group_by(X.session_id, model)
-    )
-    models: dict[str, list[str]] = {}
-    for session_id, name in pairs:
-        if name is not None:
-            models.setdefault(session_id, []).append(name)
-    for r in rows:
-        r["models"] = sorted(models.get(r["session"], []))
-        r["first_at"], r["last_at"] = _utc(r["first_at"]), _utc(r["last_at"])
-        _clean_totals(r)
-    return rows
-
-
-LIST_COLUMNS = (
-    X.id,
-    X.started_at,
-    X.api,
-    X.session_id,
-    X.upstream,
-    X.method,
-    X.path,
-    X.model_requested,
-    X.model,
-    X.status,
-    X.stream,
-    X.outcome,
-    X.finish_reason,
-    X.error,
-    X.duration_ms,
-    X.ttft_ms,
-    X.prompt_tokens,
-    X.completion_tokens,
-    X.cached_tokens,
-    X.reasoning_tokens,
-    X.total_tokens,
-    X.cache_write_tokens,
-    X.usage_source,
-    X.cost_usd,
-    X.cost_source,
-    X.price_ref,
-    X.key_fingerprint,
-    X.end_user,
-)
-
-
-def _limit(limit: int) -> int:
-    return max(1, min(int(limit), MAX_PAGE))
-
-
-async def list_exchanges(
-    conn: AsyncConnection,
-    filters: Filters | None = None,
-    *,
-    limit: int = 50,
-    offset: int = 0,
-    oldest_first: bool = False,
-) -> Page:
-    """Exchanges newest first (or oldest first), ``limit`` per page from ``offset``."""
-    limit = _limit(limit)
-    order = (X.started_at.asc(), X.id.asc()) if oldest_first else (X.started_at.desc(), X.id.desc())
-    stmt = (
-        select(*LIST_COLUMNS)
-        .where(*where_clauses(conn, filters or Filters()))
-        .order_by(*order)
-        .limit(limit + 1)
-        .offset(max(0, offset))
-    )
-    rows = [_row(r._asdict()) for r in await conn.execute(stmt)]
-    return Page(limit=limit, offset=offset, has_more=len(rows) > limit, rows=rows[:limit])
-
-
-def _utc(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)  # SQLite hands back naive UTC
-    return value
-
-
-def _row(data: dict[str, Any]) -> dict[str, Any]:
-    for name in ("started_at", "finished_at"):
-        if name in data:
-            data[name] = _utc(data[name])
-    return data
-
-
-async def get_exchange(conn: AsyncConnection, exchange_id: str) -> Stored | None:
-    """One exchange with its bodies (``body`` is None when bodies were not stored)."""
-    joined = exchanges.outerjoin(exchange_bodies, exchange_bodies.c.exchange_id == X.id)
-    row = (
-        await conn.execute(select(exchanges, exchange_bodies).select_from(joined).where(X.id == exchange_id))
-    ).first()
-    return read(row._mapping) if row is not None else None
-
-
-async def session_exchange_ids(conn: AsyncConnection, session_id: str) -> list[str]:
-    result = await conn.execute(select(X.id).where(X.session_id == session_id).order_by(X.started_at.asc(), X.id.asc()))
-    return [r[0] for r in result]

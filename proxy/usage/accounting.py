@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.store import costs, rollup
-from proxy.store.queries import Filters
+from proxy.store.filters import Filters
 from proxy.store.stored import Stored
 from proxy.usage.pricing import PriceTable
 

@@ -3,13 +3,14 @@ written through the recorder's write path."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from proxy.record.exchange import Exchange
 from proxy.store import browse, recordings
-from proxy.store.queries import Filters, QueryError
+from proxy.store.filters import Filters, QueryError
 from proxy.store.writes import insert_exchanges
 from tests.support import Database
 
@@ -138,3 +139,32 @@ async def test_model_catalogue_ignores_filters_and_lists_first_seen_first(databa
     assert [r["model"] for r in rows] == ["zz-early", "model-0", "model-1", "model-2"]
     assert rows[0] == {"model": "zz-early", "first_day": "2026-02-26", "last_day": "2026-02-26", "requests": 1}
     assert rows[1]["requests"] == 2 and rows[1]["first_day"] == "2026-03-01"
+
+
+async def test_sessions_and_listing(database: Database, recorded: list[Exchange]) -> None:
+    async with database.engine.connect() as conn:
+        sessions = await browse.sessions(conn)
+        page = await browse.list_exchanges(conn, Filters(session="suite-b"), limit=5)
+        page2 = await browse.list_exchanges(conn, Filters(session="suite-b"), limit=5, offset=5)
+        detail = await browse.get_exchange(conn, recorded[0].id)
+    by_session = defaultdict(list)
+    for e in recorded:
+        if e.session_id:
+            by_session[e.session_id].append(e)
+
+    def last_active(name: str) -> float:
+        return max(e.started_at.timestamp() for e in by_session[name])
+
+    assert [s["session"] for s in sessions] == sorted(by_session, key=last_active, reverse=True)
+    for s in sessions:
+        members = by_session[s["session"]]
+        assert s["requests"] == len(members)
+        assert s["first_at"] == min(e.started_at for e in members)
+        assert s["models"] == sorted({e.returned_model or e.requested_model for e in members})
+    newest = sorted(by_session["suite-b"], key=lambda e: e.started_at, reverse=True)
+    assert [r["id"] for r in page.rows + page2.rows] == [e.id for e in newest[:10]]
+    assert page.has_more
+    assert detail is not None and detail.id == recorded[0].id and detail.body is not None
+    # The one stored shape reads back what the writer stored, usage included.
+    first = recorded[0]
+    assert (detail.api, detail.usage, detail.cost_usd) == (first.api, first.usage, first.cost_usd)

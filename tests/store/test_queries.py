@@ -1,75 +1,21 @@
-"""Every usage grouping and filter on both databases, against expectations computed from a fixture set of
-exchanges written through the recorder's write path (which also keeps the rollups)."""
+"""Every usage grouping and filter on both databases, against expectations computed from the ``recorded``
+fixture set of exchanges (tests/store/conftest.py), written through the write path that keeps the rollups."""
 
 from __future__ import annotations
 
 import itertools
-import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from proxy.config import Price
-from proxy.record.exchange import Exchange, Outcome, Usage, UsageSource
+from proxy.record.exchange import Exchange, Outcome, UsageSource
 from proxy.store import queries, rollup
-from proxy.store.queries import Filters
-from proxy.store.writes import insert_exchanges
-from proxy.usage.pricing import PriceTable
+from proxy.store.filters import Filters
 from tests.support import Database
 
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
-PRICES = PriceTable({"gpt-x": Price(input=2.0, cached_input=0.5, output=8.0)}, bundled=False)
-
-
-def fixture_set() -> list[Exchange]:
-    rng = random.Random(42)
-    out = []
-    models = [("gpt-x", "gpt-x-2026-01-01"), ("gpt-x", None), ("openai/gpt-x", "openai/gpt-x"), ("local", "local")]
-    for i in range(60):
-        requested, returned = models[i % 4]
-        status = [200, 200, 200, 200, 200, 429, 499, 502][i % 8]
-        started = BASE + timedelta(hours=rng.randrange(0, 72), minutes=rng.randrange(60), seconds=rng.random())
-        ex = Exchange(
-            started_at=started,
-            session_id=[None, "suite-a", "suite-b"][i % 3],
-            upstream="default" if i % 5 else "openrouter",
-            requested_model=requested,
-            key_fingerprint=[None, "fp_one", "fp_two"][i % 3 if i % 7 else 0],
-            user=["alice", None][i % 2],
-            api=["chat", "chat", "messages", "responses", "embeddings"][i % 5],
-            method="POST",
-            path="/v1/chat/completions",
-            stream=bool(i % 2),
-            status=status,
-            upstream_status=200 if status == 499 else status,
-            duration_ms=rng.uniform(5, 5000),
-            ttft_ms=rng.uniform(1, 800) if i % 2 and status in (200, 499) else None,
-        )
-        ex.finished_at = started + timedelta(milliseconds=ex.duration_ms or 0)
-        if status == 499:
-            ex.outcome = Outcome.CLIENT_DISCONNECTED
-        elif status == 502:
-            ex.outcome = Outcome.UPSTREAM_UNREACHABLE
-        elif i % 11 == 0:
-            ex.outcome = Outcome.UPSTREAM_CUT  # a 200 that was cut: an error with status 200
-        if status == 200 and i % 13 != 0:  # some successes report no usage at all
-            prompt, completion = rng.randint(10, 900), rng.randint(1, 300)
-            ex.usage = Usage.from_provider(
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                total_tokens=prompt + completion,
-                cached_tokens=prompt // 3 if i % 3 else None,
-                reasoning_tokens=completion // 4,
-                cache_write_tokens=prompt // 5 if ex.api == "messages" else None,
-                cache_write_1h_tokens=prompt // 7 if ex.api == "messages" and i % 2 else None,
-            )
-            ex.provider_cost = 0.0042 if ex.upstream == "openrouter" else None
-            ex.returned_model = returned
-        PRICES.apply(ex)
-        out.append(ex)
-    return out
 
 
 def group_value(ex: Exchange, dim: str) -> Any:
@@ -143,16 +89,6 @@ def check(rows: list[dict[str, Any]], exs: list[Exchange], dims: list[str]) -> N
     assert keys == sorted(keys, key=lambda k: tuple((v is not None, v) for v in k))
 
 
-@pytest.fixture
-async def recorded(database: Database) -> list[Exchange]:
-    exs = fixture_set()
-    async with database.engine.begin() as conn:
-        await insert_exchanges(conn, exs[:30])
-    async with database.engine.begin() as conn:
-        await insert_exchanges(conn, exs[20:])  # overlaps: a spool replay must not count twice
-    return exs
-
-
 GROUPINGS = [[], *[[d] for d in queries.DIMENSIONS], ["model", "day"], ["status", "upstream"], ["session", "model"],
              ["hour", "key"], ["user", "day"]]  # fmt: skip
 
@@ -202,35 +138,6 @@ async def test_filters(database: Database, recorded: list[Exchange]) -> None:
         async with database.engine.connect() as conn:
             rows = await queries.usage(conn, ["model"], filters)
         check(rows, [e for e in recorded if keep(e)], ["model"])
-
-
-async def test_sessions_and_listing(database: Database, recorded: list[Exchange]) -> None:
-    async with database.engine.connect() as conn:
-        sessions = await queries.sessions(conn)
-        page = await queries.list_exchanges(conn, Filters(session="suite-b"), limit=5)
-        page2 = await queries.list_exchanges(conn, Filters(session="suite-b"), limit=5, offset=5)
-        detail = await queries.get_exchange(conn, recorded[0].id)
-    by_session = defaultdict(list)
-    for e in recorded:
-        if e.session_id:
-            by_session[e.session_id].append(e)
-
-    def last_active(name: str) -> float:
-        return max(e.started_at.timestamp() for e in by_session[name])
-
-    assert [s["session"] for s in sessions] == sorted(by_session, key=last_active, reverse=True)
-    for s in sessions:
-        members = by_session[s["session"]]
-        assert s["requests"] == len(members)
-        assert s["first_at"] == min(e.started_at for e in members)
-        assert s["models"] == sorted({e.returned_model or e.requested_model for e in members})
-    newest = sorted(by_session["suite-b"], key=lambda e: e.started_at, reverse=True)
-    assert [r["id"] for r in page.rows + page2.rows] == [e.id for e in newest[:10]]
-    assert page.has_more
-    assert detail is not None and detail.id == recorded[0].id and detail.body is not None
-    # The one stored shape reads back what the writer stored, usage included.
-    first = recorded[0]
-    assert (detail.api, detail.usage, detail.cost_usd) == (first.api, first.usage, first.cost_usd)
 
 
 def test_plan_covers_the_window_exactly() -> None:
