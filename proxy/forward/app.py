@@ -30,6 +30,34 @@ from proxy.usage.metrics import Metrics
 from proxy.usage.pricing import PriceTable
 
 
+def _recorder(settings: Settings, engine: AsyncEngine, key_rules: KeyRules, metrics: Metrics) -> Recorder:
+    rec = settings.recorder
+    recorder = Recorder(
+        engine,
+        queue_size=rec.queue_size,
+        batch_size=rec.batch_size,
+        spool_dir=rec.spool_dir,
+        spool_max_bytes=rec.spool_max_bytes,
+        retry_interval=rec.retry_interval,
+        redactor=BodyRedactor(settings.redact_body_patterns),
+        key_rules=key_rules,
+        on_written=metrics.observe_batch,
+        pricing=PriceTable.from_settings(settings),
+        batch_delay=rec.batch_delay,
+    )
+    metrics.bind(recorder)
+    return recorder
+
+
+async def _playback(settings: Settings, engine: AsyncEngine, key_rules: KeyRules) -> Playback | None:
+    """The replay side, in modes that answer from recordings; recordings keyed under other rules re-keyed."""
+    if not settings.mode.replays:
+        return None
+    index = ReplayIndex(engine, settings.replay, key_rules)
+    await index.prepare()
+    return Playback(index, settings.mode, settings.replay)
+
+
 def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[no-untyped-def]
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         own_engine = engine is None
@@ -38,29 +66,11 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             dbs.url, connect_timeout=dbs.connect_timeout, command_timeout=dbs.command_timeout
         )
         secret = await db.fingerprint_secret(eng, settings.fingerprint_secret)
-        rec = settings.recorder
         metrics = Metrics()
         key_rules = KeyRules(settings.replay.ignore)  # the one set of rules, for recording and replay
-        recorder = Recorder(
-            eng,
-            queue_size=rec.queue_size,
-            batch_size=rec.batch_size,
-            spool_dir=rec.spool_dir,
-            spool_max_bytes=rec.spool_max_bytes,
-            retry_interval=rec.retry_interval,
-            redactor=BodyRedactor(settings.redact_body_patterns),
-            key_rules=key_rules,
-            on_written=metrics.observe_batch,
-            pricing=PriceTable.from_settings(settings),
-            batch_delay=rec.batch_delay,
-        )
-        metrics.bind(recorder)
+        recorder = _recorder(settings, eng, key_rules, metrics)
         await recorder.start()
-        playback = None
-        if settings.mode.replays:
-            index = ReplayIndex(eng, settings.replay, key_rules)
-            await index.prepare()
-            playback = Playback(index, settings.mode, settings.replay)
+        playback = await _playback(settings, eng, key_rules)
         session = make_session(settings.upstream.max_connections)
         app[STATE] = ProxyState(
             settings=settings,
