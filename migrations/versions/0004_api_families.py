@@ -7,6 +7,8 @@ Create Date: 2026-12-02
 
 from __future__ import annotations
 
+import importlib
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -15,21 +17,11 @@ down_revision = "0003_replay_links"
 branch_labels = None
 depends_on = None
 
-# Frozen copies of the shapes at this revision (a later change to the app must not change this step).
-BUCKETS = 86
-SUMS_0002 = (
-    "requests",
-    "errors",
-    "usage_reported",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "total_tokens",
-    "cost_known",
-    "unknown_cost",
-    "missing_usage",
-)
+# The rollups keep 0002's periods, histogram buckets and sums (revisions are frozen, so reusing its
+# definitions cannot change this step); this revision adds the API family to the key and one sum.
+_0002 = importlib.import_module("proxy.migrations.versions.0002_usage_rollups")
+BUCKETS = _0002.BUCKETS
+SUMS_0002 = _0002.SUMS
 SUMS = (*SUMS_0002, "cache_write_tokens")
 TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens")
 # The API family of each endpoint, as this revision knows them; everything else is "other".
@@ -107,29 +99,6 @@ def _create(name: str, *, with_api: bool) -> None:
     )
 
 
-def _period(column: sa.ColumnElement, unit: str, dialect: str) -> sa.ColumnElement:
-    """The start of the UTC hour or day, in the form each backend stores a timestamp."""
-    if dialect == "postgresql":
-        return sa.func.timezone("UTC", sa.func.date_trunc(unit, sa.func.timezone("UTC", column)))
-    # SQLite holds naive UTC text as SQLAlchemy writes it: 'YYYY-MM-DD HH:MM:SS.ffffff'.
-    fmt = "%Y-%m-%d %H:00:00.000000" if unit == "hour" else "%Y-%m-%d 00:00:00.000000"
-    return sa.func.strftime(fmt, column)
-
-
-def _histogram(column: sa.ColumnElement) -> list[sa.ColumnElement]:
-    """One count per bucket: bucket 0 under 1 ms, bucket i in [2^((i-1)/4), 2^(i/4)) ms, the last open."""
-    edges = [None, *(2 ** ((i - 1) / 4) for i in range(1, BUCKETS)), None]
-    out = []
-    for i in range(BUCKETS):
-        test = column.isnot(None)
-        if edges[i] is not None:
-            test = sa.and_(test, column >= edges[i])
-        if edges[i + 1] is not None:
-            test = sa.and_(test, column < edges[i + 1])
-        out.append(sa.func.sum(sa.case((test, 1), else_=0)))
-    return out
-
-
 def _backfill(*, with_api: bool) -> None:
     """Fold every recorded exchange into the rollups: one INSERT ... SELECT per table, in SQL."""
     bind = op.get_bind()
@@ -162,7 +131,7 @@ def _backfill(*, with_api: bool) -> None:
     sum_names = SUMS if with_api else SUMS_0002
     for unit, name in (("hour", "usage_hourly"), ("day", "usage_daily")):
         key = {
-            "period": _period(ex.c.started_at, unit, bind.dialect.name),
+            "period": _0002._period(ex.c.started_at, unit, bind.dialect.name),
             "api": ex.c.api,
             **{c: sa.func.coalesce(ex.c[c], "") for c in ("model", "model_requested", "upstream", "key_fingerprint")},
             "status": sa.func.coalesce(ex.c.status, 0),
@@ -172,8 +141,8 @@ def _backfill(*, with_api: bool) -> None:
             *key_exprs,
             *(sums[n] for n in sum_names),
             sa.func.coalesce(sa.func.sum(ex.c.cost_usd), 0.0),
-            *_histogram(ex.c.duration_ms),
-            *_histogram(ex.c.ttft_ms),
+            *_0002._histogram(ex.c.duration_ms, _0002._bucket_edges()),
+            *_0002._histogram(ex.c.ttft_ms, _0002._bucket_edges()),
         ]
         columns = [
             *_key_columns(with_api),

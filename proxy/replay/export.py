@@ -26,11 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.apis.codec import DECODE_ERRORS
 from proxy.record.decode import split_reads
-from proxy.record.exchange import Usage, new_exchange_id, utcnow
+from proxy.record.exchange import new_exchange_id, utcnow
 from proxy.record.redact import REDACTED, SECRET_HEADERS
 from proxy.replay.matchkey import KeyRules, match_key
 from proxy.store import recordings
-from proxy.store.stored import Stored, StoredBody, rows
+from proxy.store.stored import ExchangeFields, Stored, StoredBody, rows
 from proxy.store.writes import insert_rows
 
 FORMAT = "llm-recording-proxy/exchanges"
@@ -68,30 +68,9 @@ class Message(msgspec.Struct, kw_only=True):
     body: Body | None = None
 
 
-class Record(msgspec.Struct, kw_only=True):
-    id: str
-    session_id: str | None = None
-    started_at: datetime
-    finished_at: datetime | None = None
-    duration_ms: float | None = None
-    ttft_ms: float | None = None
-    upstream: str = "default"
-    api: str = "other"
-    method: str
-    path: str
-    model_requested: str | None = None
-    model: str | None = None
-    status: int | None = None
-    upstream_status: int | None = None
-    stream: bool = False
-    outcome: str = "complete"
-    finish_reason: str | None = None
-    error: str | None = None
-    usage: Usage = msgspec.field(default_factory=Usage)
-    cost_usd: float | None = None
-    cost_source: str | None = None
-    price_ref: str | None = None
-    end_user: str | None = None
+class Record(ExchangeFields, kw_only=True):
+    """One exported exchange: its columns (less the key fingerprint and match key) and its bodies as text."""
+
     request: Message = msgspec.field(default_factory=Message)
     response: Message = msgspec.field(default_factory=Message)
     assembled: msgspec.Raw = msgspec.Raw(b"null")
@@ -101,8 +80,7 @@ class Record(msgspec.Struct, kw_only=True):
     delivered_bytes: int | None = None  # of the response, what the client got when it left early
 
 
-# Record fields that are ``Stored`` fields of the same name and meaning (the rest is its body).
-SHARED = tuple(name for name in Record.__struct_fields__ if name in Stored.__struct_fields__)
+SHARED = ExchangeFields.__struct_fields__
 _HEADER_DECODER = msgspec.json.Decoder(Header)
 _RECORD_DECODER = msgspec.json.Decoder(Record)
 

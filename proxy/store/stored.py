@@ -36,7 +36,9 @@ class StoredBody(msgspec.Struct, kw_only=True):
     delivered_bytes: int | None = None  # of the raw response body, what the client got; None: all of it
 
 
-class Stored(msgspec.Struct, kw_only=True):
+class ExchangeFields(msgspec.Struct, kw_only=True):
+    """The columns of an exchange that may leave the database (an export carries these and its bodies)."""
+
     id: str
     session_id: str | None = None
     started_at: datetime
@@ -59,8 +61,13 @@ class Stored(msgspec.Struct, kw_only=True):
     cost_usd: float | None = None
     cost_source: str | None = None
     price_ref: str | None = None
-    key_fingerprint: str | None = None
     end_user: str | None = None
+
+
+class Stored(ExchangeFields, kw_only=True):
+    """One stored exchange as read back: every column, and its bodies when they were loaded."""
+
+    key_fingerprint: str | None = None
     match_key: str | None = None
     body: StoredBody | None = None  # None when the bodies were not loaded (or never stored)
 

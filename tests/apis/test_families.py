@@ -41,19 +41,19 @@ def test_every_family_takes_any_bytes(family: object, body: bytes) -> None:
     family.body_to_stream(body, False)  # type: ignore[attr-defined]
 
 
-def test_a_stream_of_an_unknown_family_is_complete_when_its_body_ends() -> None:
-    body = b'event: progress\ndata: {"a": 1}\n\ndata: {"b": 2}\n\n'
-    ex = Exchange(method="POST", path="/v1/audio/speech", stream=True, response_headers=SSE, upstream_status=200)
+def finished_stream(path: str, body: bytes) -> Exchange:
+    """A stream that arrived in one read and ended normally, decoded as the writer would."""
+    ex = Exchange(method="POST", path=path, stream=True, response_headers=SSE, upstream_status=200)
     ex.response_body, ex.stream_chunks = body, [(3.0, len(body))]
     ex.finish()
-    finalize(ex)
+    return finalize(ex)
+
+
+def test_a_stream_of_an_unknown_family_is_complete_when_its_body_ends() -> None:
+    ex = finished_stream("/v1/audio/speech", b'event: progress\ndata: {"a": 1}\n\ndata: {"b": 2}\n\n')
     assert ex.outcome is Outcome.COMPLETE and ex.event_count == 2 and ex.error is None
 
 
 def test_a_chat_stream_without_its_end_marker_says_which_marker() -> None:
-    body = b'data: {"choices": [{"index": 0, "delta": {"content": "a"}}]}\n\n'
-    ex = Exchange(method="POST", path="/v1/chat/completions", stream=True, response_headers=SSE, upstream_status=200)
-    ex.response_body, ex.stream_chunks = body, [(3.0, len(body))]
-    ex.finish()
-    finalize(ex)
+    ex = finished_stream("/v1/chat/completions", b'data: {"choices": [{"index": 0, "delta": {"content": "a"}}]}\n\n')
     assert ex.outcome is Outcome.UPSTREAM_CUT and ex.error == "stream ended without [DONE] or a finish_reason"
