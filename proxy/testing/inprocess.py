@@ -191,6 +191,8 @@ def proxy_settings(
 
     Replay answers from every session in the cassette (``sessions``), so tests sharing a cassette share
     its recordings, while each test keeps its own place in them (the cursor is per requesting session).
+    It also plays recordings that did not complete (``include_partial``): a cassette gives back what
+    happened, so a test that left a stream early, or met a cut stream, meets the same again.
     """
     if "sessions" in replay:
         raise ConfigError("llm_cassette: 'sessions' is not a marker option (a test replays its whole cassette)")
@@ -199,7 +201,7 @@ def proxy_settings(
         "mode": mode.value,
         "database": {"url": f"sqlite+aiosqlite:///{workdir / 'proxy.db'}"},
         "recorder": {"spool_dir": str(workdir / "spool"), "batch_delay": 0},
-        "replay": {"timing": options.timing.value, **replay, "sessions": sessions},
+        "replay": {"timing": options.timing.value, "include_partial": True, **replay, "sessions": sessions},
     }
     if mode is not Mode.REPLAY:
         if not options.upstream:

@@ -135,6 +135,10 @@ class ActiveTest:
                 for d in closest.get("differences") or []:
                     mine, theirs = show_pair(d.get("request"), d.get("recorded"))
                     lines.append(f"      {d.get('path') or '/'}: {mine} (recorded {theirs})")
+                if not closest.get("differences"):
+                    lines.append(
+                        "      the same request, but not replayable (no body stored, or partial and not included)"
+                    )
         if len(misses) > SHOWN_MISSES:
             lines.append(f"... and {len(misses) - SHOWN_MISSES} more")
         lines += [
