@@ -30,7 +30,7 @@ import msgspec
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from proxy.config import ConfigError, Mode, Settings, validate
+from proxy.config import ConfigError, Mode, Settings, settings_from_tree
 from proxy.forward.app import create_app
 from proxy.forward.state import STATE
 from proxy.headers import REPLAY_HEADER
@@ -211,12 +211,7 @@ def proxy_settings(
             )
         tree["upstream"] = {"url": options.upstream}
         tree["upstreams"] = {ANTHROPIC_MOUNT: {"url": options.anthropic_upstream}}
-    try:
-        settings = msgspec.convert(tree, Settings, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"llm_cassette: {exc}") from None
-    validate(settings, require_upstream=False)
-    return settings
+    return settings_from_tree(tree)
 
 
 async def _make_template(path: Path) -> None:

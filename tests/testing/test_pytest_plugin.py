@@ -507,13 +507,35 @@ def test_replayed_streams_are_faithful_and_instant_unless_asked(
     assert instant[-1][0] < span / 2, "instant by default"
 
 
-def test_recording_without_an_upstream_says_what_to_pass(pytester: pytest.Pytester, out: Path) -> None:
+BAD_MARKERS = """
+import pytest
+
+
+@pytest.mark.llm_cassette(on_exhausted="sometimes")
+def test_bad_option():
+    pass
+
+
+@pytest.mark.llm_cassette(sessions=["other"])
+def test_sessions():
+    pass
+"""
+
+
+def test_setup_errors_say_what_to_fix(pytester: pytest.Pytester, out: Path) -> None:
     pytester.makepyfile(test_grow=module(GROWING, extra=None))
     result = pytester.runpytest("--llm-record-mode=once")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*llm_proxy: --llm-record-mode=once records, and needs --llm-upstream URL*"])
     (pytester.path / "cassettes/test_grow").mkdir(parents=True)
     (pytester.path / "cassettes/test_grow/test_chat.jsonl").write_text('{"format": "something else"}\n')
+    pytester.makepyfile(test_markers=BAD_MARKERS)
     result = pytester.runpytest()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*llm_proxy: cassette *test_chat.jsonl: line 1: format 'something else'*"])
+    result.assert_outcomes(errors=3)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*llm_proxy: cassette *test_chat.jsonl: line 1: format 'something else'*",
+            "*llm_proxy: config: replay.on_exhausted: Invalid enum value 'sometimes'*",
+            "*llm_proxy: llm_cassette: 'sessions' is not a marker option*",
+        ]
+    )
