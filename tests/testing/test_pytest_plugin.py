@@ -391,7 +391,7 @@ def test_own(llm_proxy, n):
 
 def test_two_xdist_workers(pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path) -> None:
     pytester.makepyfile(test_x=XDIST)
-    args = ("-n", "2", "-p", "xdist")
+    args = ("-n", "2")
     result = pytester.runpytest_subprocess("--llm-record-mode=once", f"--llm-upstream={live_upstream.url}", *args)
     result.assert_outcomes(passed=8)
     assert set(kept(out, "worker")) == {"gw0", "gw1"}, "both workers wrote the shared cassette"
