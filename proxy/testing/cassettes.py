@@ -136,7 +136,10 @@ class Cassette:
             if merge is Merge.APPEND and not fresh:
                 return len(kept)
             merged = sorted([*kept, *fresh], key=lambda r: (r.started_at, r.id))
-            self._replace(jsonl(self.name, merged))
+            try:
+                self._replace(jsonl(self.name, merged))
+            except OSError as exc:
+                raise CassetteError(f"cassette {self.path}: cannot write it: {exc.strerror or exc}") from None
             return len(merged)
 
     def _replace(self, data: bytes) -> None:

@@ -61,6 +61,10 @@ def test_merge_rules(tmp_path: Path) -> None:
     cassette.write([record("a3", "A", 4)], Merge.REWRITE, "A")
     assert [r.id for r in cassette.records()] == ["a3"]
     assert sorted(p.name for p in cassette.path.parent.iterdir()) == ["x.jsonl"], "no temporary file left"
+    blocked = Cassette(tmp_path / "file/x.jsonl", "x", shared=False)
+    (tmp_path / "file").write_text("a file where the folder should be")
+    with pytest.raises(CassetteError, match=r"file/x\.jsonl: cannot write it"):
+        blocked.write([], Merge.REWRITE, "A")
     cassette.path.write_text('{"format": "llm-recording-proxy/exchanges", "version": 1}\nnot json\n')
     with pytest.raises(CassetteError, match=r"x\.jsonl: line 2"):
         cassette.records()
