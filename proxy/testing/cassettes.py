@@ -156,18 +156,26 @@ class Cassette:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[Path]:
-        try:
-            from filelock import FileLock
-        except ImportError:
-            raise CassetteError(
-                "llm_proxy needs the 'filelock' package: pip install 'llm-recording-proxy[pytest]'"
-            ) from None
-        base = _lock_dir() / _digest(str(self.path.resolve()), 32)
-        with FileLock(str(base.with_suffix(".lock")), timeout=LOCK_TIMEOUT):
+        base = scratch_dir() / _digest(str(self.path.resolve()), 32)
+        with exclusive(base):
             yield base
 
 
-def _lock_dir() -> Path:
+@contextlib.contextmanager
+def exclusive(base: Path) -> Iterator[None]:
+    """Hold ``base``.lock against every other process (xdist workers, other runs) of this user."""
+    try:
+        from filelock import FileLock
+    except ImportError:
+        raise CassetteError(
+            "llm_proxy needs the 'filelock' package: pip install 'llm-recording-proxy[pytest]'"
+        ) from None
+    with FileLock(str(base.with_suffix(".lock")), timeout=LOCK_TIMEOUT):
+        yield
+
+
+def scratch_dir() -> Path:
+    """The plugin's own folder in the temp directory, one per user: locks, run stamps, the template database."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no user name (some containers): fall back to the uid

@@ -4,7 +4,8 @@ Invariants:
 - Every proxy runs on the runtime's one background event loop, so sync tests, async tests (on a loop of
   their own) and the threads they start all reach it the same way: HTTP on a free loopback port.
 - A proxy keeps its recordings in its own SQLite file in a temporary directory, copied from a template
-  migrated once per process (a migration takes about a second; a copy, a millisecond).
+  migrated once per schema revision and kept in the plugin's scratch folder (a migration takes about a
+  second; a copy, a millisecond).
 - A proxy in ``Mode.REPLAY`` is given no upstream URL at all, so it cannot open an upstream connection.
 - A middleware files each request under the session of the test running now: the nth identical request
   of a test gets the nth recording, every test starts at the first, and a test's recordings are
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -37,7 +39,7 @@ from proxy.headers import REPLAY_HEADER
 from proxy.replay.export import Record, import_records, session_records
 from proxy.replay.matchkey import KeyRules
 from proxy.store import db, migrate
-from proxy.testing.cassettes import Cassette, Merge
+from proxy.testing.cassettes import Cassette, Merge, exclusive, scratch_dir
 from proxy.testing.modes import Options, RecordMode, proxy_mode
 
 log = logging.getLogger("proxy.testing")
@@ -223,6 +225,26 @@ async def _make_template(path: Path) -> None:
         await engine.dispose()
 
 
+def migrated_template(loop: LoopThread) -> Path:
+    """An empty migrated database to copy, made once per schema revision and reused by later processes.
+
+    Migrating takes about a second; every pytest process (each xdist worker) would pay it otherwise. The
+    file is complete or absent: it is written beside its final name, then renamed, under a lock.
+    """
+    template = scratch_dir() / f"template-{migrate.head_revision()}.db"
+    if not template.is_file():
+        with exclusive(template):
+            if not template.is_file():
+                partial = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+                try:
+                    loop.call(_make_template(partial))
+                    os.replace(partial, template)
+                finally:
+                    for leftover in partial.parent.glob(partial.name + "*"):
+                        leftover.unlink(missing_ok=True)
+    return template
+
+
 class Runtime:
     """The plugin's machinery for one pytest process: the loop thread, the template, the shared proxies."""
 
@@ -230,8 +252,7 @@ class Runtime:
         self.options = options
         self._root = Path(tempfile.mkdtemp(prefix="llm-proxy-"))
         self._loop = LoopThread()
-        self._template = self._root / "template.db"
-        self._loop.call(_make_template(self._template))
+        self._template = migrated_template(self._loop)
         self._shared: dict[tuple[Path, bytes], InProcessProxy] = {}
 
     def open(self, cassette: Cassette, replay: dict[str, Any]) -> InProcessProxy:

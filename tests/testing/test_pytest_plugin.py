@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,6 +187,10 @@ async def test_async(llm_proxy):
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     keep("async", [reply.model_dump(), text])
     assert text == reply.choices[0].message.content == f"Echo: {PROMPT} "
+
+
+def test_zz_environment_restored():
+    assert "OPENAI_BASE_URL" not in os.environ and "ANTHROPIC_BASE_URL" not in os.environ
 """
 )
 
@@ -212,8 +215,17 @@ def cassette(pytester: pytest.Pytester, name: str) -> list[Any]:
         return list(read_records(fh))
 
 
+# Plugins the generated tests do not use, left out of their runs for speed (hypothesis alone imports for seconds).
+UNUSED_PLUGINS = ("-p", "no:hypothesispytest", "-p", "no:aiohttp", "-p", "no:anyio")
+
+
+def pytest_in(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """pytest in a process of its own: an inline run would re-import (and so duplicate) the SDK's modules."""
+    return pytester.runpytest_subprocess(*UNUSED_PLUGINS, *args, timeout=600)
+
+
 def record(pytester: pytest.Pytester, upstream: LiveUpstream, *args: str, passed: int) -> pytest.RunResult:
-    result = pytester.runpytest("--llm-record-mode=once", f"--llm-upstream={upstream.url}", *args)
+    result = pytest_in(pytester, "--llm-record-mode=once", f"--llm-upstream={upstream.url}", *args)
     result.assert_outcomes(passed=passed)
     return result
 
@@ -226,7 +238,7 @@ def test_record_once_then_replay_offline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pytester.makepyfile(test_llm=module(SUITE, prompt="Say hello"))
-    record(pytester, live_upstream, passed=6)
+    record(pytester, live_upstream, passed=7)
     assert sorted(p.name for p in (pytester.path / "cassettes" / "test_llm").iterdir()) == [
         f"test_{n}.jsonl" for n in ("asked_twice", "async", "left_early", "plain", "stream", "tool_call")
     ], "one cassette per test, next to the test file"
@@ -244,11 +256,10 @@ def test_record_once_then_replay_offline(
     live_upstream.stop()
     monkeypatch.delenv("OPENAI_API_KEY")  # CI has no key: the plugin gives the SDK a placeholder
 
-    pytester.runpytest(f"--llm-upstream={tripwire.url}").assert_outcomes(passed=6)
+    pytest_in(pytester, f"--llm-upstream={tripwire.url}").assert_outcomes(passed=7)
     assert {name: kept(out, name) for name in NAMES} == recorded, "replayed exactly as recorded"
-    pytester.runpytest("--llm-record-mode=once", f"--llm-upstream={tripwire.url}").assert_outcomes(passed=6)
+    pytest_in(pytester, "--llm-record-mode=once", f"--llm-upstream={tripwire.url}").assert_outcomes(passed=7)
     assert tripwire.connections == 0, "replay never contacts an upstream"
-    assert os.environ.get("OPENAI_BASE_URL") is None, "the environment is restored after each test"
 
 
 MISSES = (
@@ -275,7 +286,7 @@ def test_a_changed_prompt_fails_with_the_explained_miss(
     pytester.makepyfile(test_miss=module(MISSES, prompt="What is the capital of France?"))
     record(pytester, live_upstream, passed=2)
     pytester.makepyfile(test_miss=module(MISSES, prompt="What is the capital of Spain?"))
-    result = pytester.runpytest(f"--llm-upstream={tripwire.url}")
+    result = pytest_in(pytester, f"--llm-upstream={tripwire.url}")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
@@ -313,7 +324,7 @@ def test_new_appends_only_the_new_exchange(pytester: pytest.Pytester, live_upstr
     pytester.makepyfile(test_grow=module(GROWING, extra="second question"))
     sent = len(live_upstream.requests)
 
-    pytester.runpytest("--llm-record-mode=new", f"--llm-upstream={live_upstream.url}").assert_outcomes(passed=1)
+    pytest_in(pytester, "--llm-record-mode=new", f"--llm-upstream={live_upstream.url}").assert_outcomes(passed=1)
     assert [r["body"]["messages"][0]["content"] for r in live_upstream.requests[sent:]] == ["second question"]
     lines = path.read_bytes().splitlines()
     assert len(lines) == 3 and lines[1] == first_line, "the recorded exchange is kept byte for byte"
@@ -321,10 +332,10 @@ def test_new_appends_only_the_new_exchange(pytester: pytest.Pytester, live_upstr
     recorded = kept(out, "chat")
 
     live_upstream.stop()
-    pytester.runpytest().assert_outcomes(passed=1)
+    pytest_in(pytester).assert_outcomes(passed=1)
     assert kept(out, "chat") == recorded[1:], "both answers replay"
     before = path.read_bytes()
-    pytester.runpytest("--llm-record-mode=new", "--llm-upstream=http://127.0.0.1:9/v1").assert_outcomes(passed=1)
+    pytest_in(pytester, "--llm-record-mode=new", "--llm-upstream=http://127.0.0.1:9/v1").assert_outcomes(passed=1)
     assert path.read_bytes() == before, "new with nothing new leaves the cassette untouched"
 
 
@@ -333,7 +344,7 @@ def test_all_rewrites(pytester: pytest.Pytester, live_upstream: LiveUpstream, ou
     record(pytester, live_upstream, passed=1)
     old = {r.id for r in cassette(pytester, "test_grow/test_chat")}
     sent = len(live_upstream.requests)
-    pytester.runpytest("--llm-record-mode=all", f"--llm-upstream={live_upstream.url}").assert_outcomes(passed=1)
+    pytest_in(pytester, "--llm-record-mode=all", f"--llm-upstream={live_upstream.url}").assert_outcomes(passed=1)
     assert len(live_upstream.requests) == sent + 2, "every request recorded again"
     new = {r.id for r in cassette(pytester, "test_grow/test_chat")}
     assert len(new) == 2 and not new & old, "the cassette holds only the new recordings"
@@ -366,9 +377,9 @@ def test_a_shared_cassette_via_the_marker(pytester: pytest.Pytester, live_upstre
 
     live_upstream.stop()
     pytester.makepyfile(test_shared=module(SHARED, temperature=0.9))  # ignored by the marker's match rules
-    pytester.runpytest().assert_outcomes(passed=2)
+    pytest_in(pytester).assert_outcomes(passed=2)
     assert kept(out, "shared") == [first, [first, only_second]], "tests sharing a cassette share its recordings"
-    pytester.runpytest("-k", "test_second").assert_outcomes(passed=1)
+    pytest_in(pytester, "-k", "test_second").assert_outcomes(passed=1)
     assert kept(out, "shared") == [[first, only_second]], "and each starts at the first recording"
 
 
@@ -392,7 +403,7 @@ def test_own(llm_proxy, n):
 def test_two_xdist_workers(pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path) -> None:
     pytester.makepyfile(test_x=XDIST)
     args = ("-n", "2")
-    result = pytester.runpytest_subprocess("--llm-record-mode=once", f"--llm-upstream={live_upstream.url}", *args)
+    result = pytest_in(pytester, "--llm-record-mode=once", f"--llm-upstream={live_upstream.url}", *args)
     result.assert_outcomes(passed=8)
     assert set(kept(out, "worker")) == {"gw0", "gw1"}, "both workers wrote the shared cassette"
     pooled = cassette(pytester, "test_x/pool")
@@ -402,7 +413,7 @@ def test_two_xdist_workers(pytester: pytest.Pytester, live_upstream: LiveUpstrea
     assert len(cassette(pytester, "test_x/test_own[0]")) == len(cassette(pytester, "test_x/test_own[1]")) == 1
 
     live_upstream.stop()
-    pytester.runpytest_subprocess(*args).assert_outcomes(passed=8)
+    pytest_in(pytester, *args).assert_outcomes(passed=8)
 
 
 ANTHROPIC = (
@@ -441,13 +452,13 @@ def test_anthropic_base_url_is_recorded_and_replayed(
 
     live_upstream.stop()
     monkeypatch.delenv("ANTHROPIC_API_KEY")
-    pytester.runpytest().assert_outcomes(passed=1)
+    pytest_in(pytester).assert_outcomes(passed=1)
     assert kept(out, "messages") == [recorded]
 
 
 def test_cassettes_hold_no_key(pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path) -> None:
     pytester.makepyfile(test_llm=module(SUITE, prompt="Say hello"))
-    record(pytester, live_upstream, passed=6)
+    record(pytester, live_upstream, passed=7)
     assert all(r["headers"].get("Authorization") == f"Bearer {API_KEY}" for r in live_upstream.requests)
     text = b"".join(p.read_bytes() for p in (pytester.path / "cassettes").rglob("*.jsonl"))
     assert text.count(b'"id"') >= 5
@@ -495,13 +506,13 @@ def test_replayed_streams_are_faithful_and_instant_unless_asked(
     assert len(recorded) >= 6 and span > 1.2, "the upstream sent its events 250 ms apart"
     live_upstream.stop()
 
-    pytester.runpytest("--llm-replay-timing=original").assert_outcomes(passed=1)
+    pytest_in(pytester, "--llm-replay-timing=original").assert_outcomes(passed=1)
     (paced,) = kept(out, "reads")
     assert "".join(t for _, t in paced) == "".join(t for _, t in recorded), "the same bytes"
     assert _boundaries(paced) <= _boundaries(recorded), "cut only where the recording was"
     assert paced[-1][0] >= 0.8 * span and paced[-1][0] - paced[0][0] >= 0.6 * span, "at the recorded pace"
 
-    pytester.runpytest().assert_outcomes(passed=1)
+    pytest_in(pytester).assert_outcomes(passed=1)
     (instant,) = kept(out, "reads")
     assert "".join(t for _, t in instant) == "".join(t for _, t in recorded)
     assert instant[-1][0] < span / 2, "instant by default"
@@ -524,13 +535,13 @@ def test_sessions():
 
 def test_setup_errors_say_what_to_fix(pytester: pytest.Pytester, out: Path) -> None:
     pytester.makepyfile(test_grow=module(GROWING, extra=None))
-    result = pytester.runpytest("--llm-record-mode=once")
+    result = pytest_in(pytester, "--llm-record-mode=once")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*llm_proxy: --llm-record-mode=once records, and needs --llm-upstream URL*"])
     (pytester.path / "cassettes/test_grow").mkdir(parents=True)
     (pytester.path / "cassettes/test_grow/test_chat.jsonl").write_text('{"format": "something else"}\n')
     pytester.makepyfile(test_markers=BAD_MARKERS)
-    result = pytester.runpytest()
+    result = pytest_in(pytester)
     result.assert_outcomes(errors=3)
     result.stdout.fnmatch_lines_random(
         [
