@@ -316,6 +316,11 @@ def load_settings(
             raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
     _merge(tree, _env_overrides(env))
     _merge(tree, flags or {})
+    return settings_from_tree(tree, require_upstream=require_upstream)
+
+
+def settings_from_tree(tree: Mapping[str, Any], *, require_upstream: bool = False) -> Settings:
+    """Settings from one tree in the TOML shape alone (no file, no environment), validated."""
     try:
         settings = msgspec.convert(tree, Settings, strict=False)
     except msgspec.ValidationError as exc:

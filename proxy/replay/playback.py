@@ -27,7 +27,7 @@ from proxy.apis.family import Family, StreamFilter
 from proxy.config import Mode, Replay, Timing
 from proxy.headers import CONVERTED_HEADER, EXCHANGE_ID_HEADER, HOP_BY_HOP, REPLAY_HEADER, TIMING_HEADER
 from proxy.record.decode import is_event_stream, split_reads
-from proxy.record.exchange import Exchange
+from proxy.record.exchange import Exchange, Outcome
 from proxy.record.redact import REDACTED
 from proxy.replay.index import Closest, ReplayIndex, Scope, Take, describe_scope
 from proxy.replay.matchkey import MISSING
@@ -106,6 +106,8 @@ class Playback:
         body = rec.body or StoredBody()
         recorded = body.response_body or b""
         status = rec.status if rec.status is not None else 500  # the index offers only recordings with one
+        if rec.outcome == Outcome.CLIENT_DISCONNECTED and rec.upstream_status is not None:
+            status = rec.upstream_status  # stored as 499, but the client that left had received this one
         headers = {k: v for k, v in body.response_headers.items() if k not in _NOT_REPLAYED and v != REDACTED}
         headers[REPLAY_HEADER] = "hit"
         headers[EXCHANGE_ID_HEADER] = rec.id

@@ -253,6 +253,27 @@ async def test_partial_recordings_are_skipped_unless_asked(start_proxy: ProxyFac
     assert chunks and all(ch.finish_reason is None for c in chunks for ch in c.choices)
 
 
+async def test_a_stream_the_client_left_replays_with_the_status_it_received(start_proxy: ProxyFactory) -> None:
+    recorder = await start_proxy()
+    slow = {"x-fake-delay-ms": "100"}
+    stream = await recorder.client("/s/left/v1").chat.completions.create(
+        model="fake-model", messages=msgs("leave early"), stream=True, extra_headers=slow
+    )
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+    await stream.close()
+    await asyncio.sleep(0.3)  # the proxy notices the client has gone at its next write
+    await recorder.recorder.flush()
+    (row,) = await recorder.rows()
+    assert (row["outcome"], row["status"], row["upstream_status"]) == ("client_disconnected", 499, 200)
+    lenient = await start_replay(start_proxy, include_partial=True)
+    replayed = await lenient.client("/s/left/v1").chat.completions.create(
+        model="fake-model", messages=msgs("leave early"), stream=True
+    )
+    assert [c.choices[0].delta.content async for c in replayed if c.choices][:2] == ["", "Echo: "]
+
+
 async def test_auto_mode_replays_hits_and_records_misses(start_proxy: ProxyFactory, upstream: TestServer) -> None:
     first = await start_proxy(mode="auto")
     raw = await first.client("/s/auto/v1").chat.completions.with_raw_response.create(

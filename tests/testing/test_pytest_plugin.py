@@ -1,0 +1,552 @@
+"""The pytest plugin, as a user meets it: pytest runs generated test files that use the real ``openai`` SDK.
+
+The upstream is the fake upstream on a loopback port in a thread of this process, so a test can count
+what reached it and stop it; the tripwire is an upstream that counts every connection made to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from proxy.replay.export import read_records
+from proxy.testing import fake_upstream
+from proxy.testing.inprocess import LoopThread
+from tests.support import API_KEY
+
+pytest_plugins = ["pytester"]
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """A Messages API stream, framed as Anthropic frames it (named events)."""
+    request.app[fake_upstream.REQUESTS].append({"headers": dict(request.headers), "body": await request.json()})
+    events = [
+        ("message_start", {"type": "message_start", "message": {"id": "msg_fake", "role": "assistant"}}),
+        ("content_block_delta", {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "Bonjour"}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for name, data in events:
+        await response.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+    await response.write_eof()
+    return response
+
+
+class LiveUpstream:
+    """The fake upstream (and a Messages route) on its own event loop thread: ``requests`` is what reached it."""
+
+    def __init__(self) -> None:
+        self.app = fake_upstream.create_app()
+        self.app.router.add_post("/v1/messages", messages)
+        self._thread = LoopThread()
+        self._runner = web.AppRunner(self.app, access_log=None)
+        self.port = self._thread.call(self._start())
+
+    async def _start(self) -> int:
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        return self._runner.addresses[0][1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return self.app[fake_upstream.REQUESTS]
+
+    def stop(self) -> None:
+        if self._runner.server is not None:
+            self._thread.call(self._runner.cleanup())
+            self._thread.stop()
+
+
+class Tripwire:
+    """A listening socket that counts connections: any upstream contact shows."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._thread = LoopThread()
+        self._server = self._thread.call(self._start())
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1"
+
+    async def _start(self) -> asyncio.Server:
+        async def count(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            writer.close()
+
+        return await asyncio.start_server(count, "127.0.0.1", 0)
+
+    def stop(self) -> None:
+        self._server.close()
+        self._thread.stop()
+
+
+@pytest.fixture
+def live_upstream() -> Iterator[LiveUpstream]:
+    up = LiveUpstream()
+    yield up
+    up.stop()
+
+
+@pytest.fixture
+def tripwire() -> Iterator[Tripwire]:
+    wire = Tripwire()
+    yield wire
+    wire.stop()
+
+
+@pytest.fixture
+def out(tmp_path: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where generated tests keep what they received; the environment a user's shell would have."""
+    monkeypatch.setenv("LLM_TEST_OUT", str(tmp_path))
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    for var in ("PROXY_UPSTREAM_URL", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    return tmp_path
+
+
+HEADER = """
+import json, os, pathlib, time
+import openai, pytest
+
+OUT = pathlib.Path(os.environ["LLM_TEST_OUT"])
+
+
+def keep(name, value):
+    with (OUT / f"{name}.jsonl").open("a") as fh:
+        fh.write(json.dumps(value) + "\\n")
+
+
+def ask(client, text, **extra):
+    return client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": text}], **extra)
+"""
+
+SUITE = (
+    HEADER
+    + """
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+WEATHER = {"city": "Paris", "unit": "celsius"}
+
+
+def test_plain(llm_proxy):
+    reply = ask(openai.OpenAI(), PROMPT)
+    keep("plain", reply.model_dump())
+    assert reply.choices[0].message.content == f"Echo: {PROMPT} "
+
+
+def test_stream(llm_proxy):
+    chunks = list(ask(openai.OpenAI(), PROMPT, stream=True))
+    keep("stream", [c.model_dump() for c in chunks])
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == f"Echo: {PROMPT} "
+
+
+def test_tool_call(llm_proxy):
+    client = openai.OpenAI()
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    reply = client.chat.completions.create(model="fake-tools", messages=messages, tools=TOOLS)
+    call = reply.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == WEATHER
+    chunks = list(client.chat.completions.create(model="fake-tools", messages=messages, tools=TOOLS, stream=True))
+    deltas = [t for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or []]
+    assert json.loads("".join(t.function.arguments or "" for t in deltas)) == WEATHER
+    keep("tool_call", [reply.model_dump(), [c.model_dump() for c in chunks]])
+
+
+def test_asked_twice(llm_proxy):
+    client = openai.OpenAI()
+    first, second = ask(client, PROMPT), ask(client, PROMPT)
+    keep("twice", [first.id, second.id])
+    assert first.id != second.id, "the second identical request gets the second recording"
+
+
+def test_left_early(llm_proxy):
+    stream = ask(openai.OpenAI(), "a long answer", stream=True, extra_headers={"x-fake-delay-ms": "100"})
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            break  # the rest of the stream is never read: the recording is partial
+    stream.close()
+    keep("left_early", chunk.model_dump())
+    assert chunk.choices[0].delta.content == "Echo: "
+
+
+@pytest.mark.asyncio
+async def test_async(llm_proxy):
+    client = openai.AsyncOpenAI()
+    reply = await ask(client, PROMPT)
+    stream = await ask(client, PROMPT, stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    keep("async", [reply.model_dump(), text])
+    assert text == reply.choices[0].message.content == f"Echo: {PROMPT} "
+
+
+def test_zz_environment_restored():
+    assert "OPENAI_BASE_URL" not in os.environ and "ANTHROPIC_BASE_URL" not in os.environ
+"""
+)
+
+
+def module(body: str, **values: Any) -> str:
+    """A generated test module: the shared header, its constants, its tests."""
+    return "\n".join(f"{name.upper()} = {value!r}" for name, value in values.items()) + "\n" + body
+
+
+NAMES = ["plain", "stream", "tool_call", "twice", "left_early", "async"]
+
+
+def kept(out: Path, name: str) -> list[Any]:
+    path = out / f"{name}.jsonl"
+    values = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    path.unlink(missing_ok=True)
+    return values
+
+
+def cassette(pytester: pytest.Pytester, name: str) -> list[Any]:
+    with (pytester.path / "cassettes" / f"{name}.jsonl").open("rb") as fh:
+        return list(read_records(fh))
+
+
+# Plugins the generated tests do not use, left out of their runs for speed (hypothesis alone imports for seconds).
+UNUSED_PLUGINS = ("-p", "no:hypothesispytest", "-p", "no:aiohttp", "-p", "no:anyio")
+
+
+def pytest_in(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """pytest in a process of its own: an inline run would re-import (and so duplicate) the SDK's modules."""
+    return pytester.runpytest_subprocess(*UNUSED_PLUGINS, *args, timeout=600)
+
+
+def record(pytester: pytest.Pytester, upstream: LiveUpstream, *args: str, passed: int) -> pytest.RunResult:
+    result = pytest_in(pytester, "--llm-record-mode=once", f"--llm-upstream={upstream.url}", *args)
+    result.assert_outcomes(passed=passed)
+    return result
+
+
+def test_record_once_then_replay_offline(
+    pytester: pytest.Pytester,
+    live_upstream: LiveUpstream,
+    tripwire: Tripwire,
+    out: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytester.makepyfile(test_llm=module(SUITE, prompt="Say hello"))
+    record(pytester, live_upstream, passed=7)
+    assert sorted(p.name for p in (pytester.path / "cassettes" / "test_llm").iterdir()) == [
+        f"test_{n}.jsonl" for n in ("asked_twice", "async", "left_early", "plain", "stream", "tool_call")
+    ], "one cassette per test, next to the test file"
+    assert [len(cassette(pytester, f"test_llm/test_{n}")) for n in ("plain", "stream", "tool_call", "asked_twice")] == [
+        1,
+        1,
+        2,
+        2,
+    ]
+    streamed = cassette(pytester, "test_llm/test_stream")[0]
+    assert streamed.response.body.reads and len(streamed.response.body.reads) > 3, "a stream is kept as its reads"
+    (left,) = cassette(pytester, "test_llm/test_left_early")
+    assert left.outcome == "client_disconnected", "kept, and replayed, as what happened"
+    recorded = {name: kept(out, name) for name in NAMES}
+    live_upstream.stop()
+    monkeypatch.delenv("OPENAI_API_KEY")  # CI has no key: the plugin gives the SDK a placeholder
+
+    pytest_in(pytester, f"--llm-upstream={tripwire.url}").assert_outcomes(passed=7)
+    assert {name: kept(out, name) for name in NAMES} == recorded, "replayed exactly as recorded"
+    pytest_in(pytester, "--llm-record-mode=once", f"--llm-upstream={tripwire.url}").assert_outcomes(passed=7)
+    assert tripwire.connections == 0, "replay never contacts an upstream"
+
+
+MISSES = (
+    HEADER
+    + """
+
+
+def test_greeting(llm_proxy):
+    assert ask(openai.OpenAI(), PROMPT).choices[0].message.content
+
+
+def test_error_swallowed(llm_proxy):
+    try:
+        ask(openai.OpenAI(), PROMPT)
+    except openai.NotFoundError:
+        pass  # code under test that hides the failure: the test fails all the same
+"""
+)
+
+
+def test_a_changed_prompt_fails_with_the_explained_miss(
+    pytester: pytest.Pytester, live_upstream: LiveUpstream, tripwire: Tripwire, out: Path
+) -> None:
+    pytester.makepyfile(test_miss=module(MISSES, prompt="What is the capital of France?"))
+    record(pytester, live_upstream, passed=2)
+    pytester.makepyfile(test_miss=module(MISSES, prompt="What is the capital of Spain?"))
+    result = pytest_in(pytester, f"--llm-upstream={tripwire.url}")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*llm_proxy: 1 request(s) had no recording (record mode none; cassette *test_miss/test_greeting.jsonl "
+            "holds 1 recording(s); this test's session 'test_miss::test_greeting')",
+            "POST /v1/chat/completions: replay miss: no recording in session 'test_miss::test_greeting' matches*",
+            "  closest (1): * in session 'test_miss::test_greeting'",
+            '      /messages/0/content: "What is the capital of Spain?" (recorded "What is the capital of France?")',
+            "To record what is missing: --llm-record-mode=new --llm-upstream URL*",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*_ test_error_swallowed _*", "llm_proxy: 1 request(s) had no recording*"])
+    assert tripwire.connections == 0
+
+
+GROWING = (
+    HEADER
+    + """
+
+
+def test_chat(llm_proxy):
+    client = openai.OpenAI()
+    keep("chat", ask(client, "first question").id)
+    if EXTRA:
+        keep("chat", ask(client, EXTRA).id)
+"""
+)
+
+
+def test_new_appends_only_the_new_exchange(pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path) -> None:
+    pytester.makepyfile(test_grow=module(GROWING, extra=None))
+    record(pytester, live_upstream, passed=1)
+    path = pytester.path / "cassettes/test_grow/test_chat.jsonl"
+    first_line = path.read_bytes().splitlines()[1]
+    pytester.makepyfile(test_grow=module(GROWING, extra="second question"))
+    sent = len(live_upstream.requests)
+
+    pytest_in(pytester, "--llm-record-mode=new", f"--llm-upstream={live_upstream.url}").assert_outcomes(passed=1)
+    assert [r["body"]["messages"][0]["content"] for r in live_upstream.requests[sent:]] == ["second question"]
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 3 and lines[1] == first_line, "the recorded exchange is kept byte for byte"
+    assert json.loads(lines[0])["exchanges"] == 2
+    recorded = kept(out, "chat")
+
+    live_upstream.stop()
+    pytest_in(pytester).assert_outcomes(passed=1)
+    assert kept(out, "chat") == recorded[1:], "both answers replay"
+    before = path.read_bytes()
+    pytest_in(pytester, "--llm-record-mode=new", "--llm-upstream=http://127.0.0.1:9/v1").assert_outcomes(passed=1)
+    assert path.read_bytes() == before, "new with nothing new leaves the cassette untouched"
+
+
+def test_all_rewrites(pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path) -> None:
+    pytester.makepyfile(test_grow=module(GROWING, extra="second question"))
+    record(pytester, live_upstream, passed=1)
+    old = {r.id for r in cassette(pytester, "test_grow/test_chat")}
+    sent = len(live_upstream.requests)
+    pytest_in(pytester, "--llm-record-mode=all", f"--llm-upstream={live_upstream.url}").assert_outcomes(passed=1)
+    assert len(live_upstream.requests) == sent + 2, "every request recorded again"
+    new = {r.id for r in cassette(pytester, "test_grow/test_chat")}
+    assert len(new) == 2 and not new & old, "the cassette holds only the new recordings"
+
+
+SHARED = (
+    HEADER
+    + """
+pytestmark = pytest.mark.llm_cassette("shared", ignore=["temperature"])
+
+
+def test_first(llm_proxy):
+    keep("shared", ask(openai.OpenAI(), "common question", temperature=TEMPERATURE).id)
+
+
+def test_second():  # the marker alone brings the proxy
+    client = openai.OpenAI()
+    keep("shared", [ask(client, "common question").id, ask(client, "only the second asks").id])
+"""
+)
+
+
+def test_a_shared_cassette_via_the_marker(pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path) -> None:
+    pytester.makepyfile(test_shared=module(SHARED, temperature=0.2))
+    record(pytester, live_upstream, passed=2)
+    assert [p.name for p in (pytester.path / "cassettes/test_shared").iterdir()] == ["shared.jsonl"]
+    records = cassette(pytester, "test_shared/shared")
+    assert [r.session_id for r in records] == ["test_shared::test_first"] + ["test_shared::test_second"] * 2
+    first, (_, only_second) = kept(out, "shared")
+
+    live_upstream.stop()
+    pytester.makepyfile(test_shared=module(SHARED, temperature=0.9))  # ignored by the marker's match rules
+    pytest_in(pytester).assert_outcomes(passed=2)
+    assert kept(out, "shared") == [first, [first, only_second]], "tests sharing a cassette share its recordings"
+    pytest_in(pytester, "-k", "test_second").assert_outcomes(passed=1)
+    assert kept(out, "shared") == [[first, only_second]], "and each starts at the first recording"
+
+
+XDIST = (
+    HEADER
+    + """
+@pytest.mark.parametrize("n", range(6))
+@pytest.mark.llm_cassette("pool")
+def test_pooled(n):
+    keep("worker", os.environ.get("PYTEST_XDIST_WORKER"))
+    assert ask(openai.OpenAI(), f"question {n}").choices[0].message.content == f"Echo: question {n} "
+
+
+@pytest.mark.parametrize("n", range(2))
+def test_own(llm_proxy, n):
+    assert ask(openai.OpenAI(), f"own {n}").choices[0].message.content == f"Echo: own {n} "
+"""
+)
+
+
+def test_two_xdist_workers(pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path) -> None:
+    pytester.makepyfile(test_x=XDIST)
+    args = ("-n", "2")
+    result = pytest_in(pytester, "--llm-record-mode=once", f"--llm-upstream={live_upstream.url}", *args)
+    result.assert_outcomes(passed=8)
+    assert set(kept(out, "worker")) == {"gw0", "gw1"}, "both workers wrote the shared cassette"
+    pooled = cassette(pytester, "test_x/pool")
+    sessions = {r.session_id or "" for r in pooled}
+    assert len(pooled) == len(sessions) == 6, "every worker's recordings are in the one file"
+    assert all(s.startswith("test_x::test_pooled-") for s in sessions)
+    assert len(cassette(pytester, "test_x/test_own[0]")) == len(cassette(pytester, "test_x/test_own[1]")) == 1
+
+    live_upstream.stop()
+    pytest_in(pytester, *args).assert_outcomes(passed=8)
+
+
+ANTHROPIC = (
+    HEADER
+    + """
+import urllib.request
+
+
+def test_messages(llm_proxy):
+    assert os.environ["ANTHROPIC_BASE_URL"] == llm_proxy.anthropic_base_url
+    body = {"model": "claude-x", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
+    headers = {"x-api-key": os.environ["ANTHROPIC_API_KEY"], "anthropic-version": "2023-06-01"}
+    request = urllib.request.Request(
+        os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages", json.dumps(body).encode(), headers, method="POST"
+    )
+    with urllib.request.urlopen(request) as response:
+        keep("messages", response.read().decode())
+"""
+)
+
+
+def test_anthropic_base_url_is_recorded_and_replayed(
+    pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the Anthropic SDK does (POST {ANTHROPIC_BASE_URL}/v1/messages with x-api-key) goes through the proxy."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-SECRET-abcdefghijklmnop")
+    pytester.makepyfile(test_anthropic=ANTHROPIC)
+    record(pytester, live_upstream, f"--llm-anthropic-upstream={live_upstream.url}", passed=1)
+    keys = [{k.lower(): v for k, v in r["headers"].items()}["x-api-key"] for r in live_upstream.requests]
+    assert keys == ["sk-ant-test-SECRET-abcdefghijklmnop"], "the client's own key reached the upstream"
+    (recorded,) = kept(out, "messages")
+    assert "event: content_block_delta" in recorded
+    (exchange,) = cassette(pytester, "test_anthropic/test_messages")
+    assert (exchange.upstream, exchange.path) == ("anthropic", "/v1/messages")
+    assert b"SECRET" not in (pytester.path / "cassettes/test_anthropic/test_messages.jsonl").read_bytes()
+
+    live_upstream.stop()
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    pytest_in(pytester).assert_outcomes(passed=1)
+    assert kept(out, "messages") == [recorded]
+
+
+def test_cassettes_hold_no_key(pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path) -> None:
+    pytester.makepyfile(test_llm=module(SUITE, prompt="Say hello"))
+    record(pytester, live_upstream, passed=7)
+    assert all(r["headers"].get("Authorization") == f"Bearer {API_KEY}" for r in live_upstream.requests)
+    text = b"".join(p.read_bytes() for p in (pytester.path / "cassettes").rglob("*.jsonl"))
+    assert text.count(b'"id"') >= 5
+    for needle in (API_KEY, API_KEY[8:24], "Bearer", "authorization", "key_fingerprint"):
+        assert needle.encode() not in text, needle
+    assert not re.search(rb"fp_[0-9a-f]{24}", text), "not even the key's fingerprint"
+
+
+TIMED = (
+    HEADER
+    + """
+import aiohttp
+
+
+@pytest.mark.asyncio
+async def test_raw_stream(llm_proxy):
+    body = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "one two three"}]}
+    headers = {"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], "x-fake-delay-ms": "250"}
+    reads = []
+    async with aiohttp.ClientSession() as session:
+        t0 = time.perf_counter()
+        async with session.post(llm_proxy.base_url + "/chat/completions", json=body, headers=headers) as resp:
+            async for data in resp.content.iter_any():
+                reads.append([time.perf_counter() - t0, data.decode()])
+    keep("reads", reads)
+"""
+)
+
+
+def _boundaries(reads: list[list[Any]]) -> set[int]:
+    ends, total = set(), 0
+    for _, text in reads:
+        total += len(text)
+        ends.add(total)
+    return ends
+
+
+def test_replayed_streams_are_faithful_and_instant_unless_asked(
+    pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path
+) -> None:
+    pytester.makepyfile(test_timed=TIMED)
+    record(pytester, live_upstream, passed=1)
+    (recorded,) = kept(out, "reads")
+    span = recorded[-1][0]
+    assert len(recorded) >= 6 and span > 1.2, "the upstream sent its events 250 ms apart"
+    live_upstream.stop()
+
+    pytest_in(pytester, "--llm-replay-timing=original").assert_outcomes(passed=1)
+    (paced,) = kept(out, "reads")
+    assert "".join(t for _, t in paced) == "".join(t for _, t in recorded), "the same bytes"
+    assert _boundaries(paced) <= _boundaries(recorded), "cut only where the recording was"
+    assert paced[-1][0] >= 0.8 * span and paced[-1][0] - paced[0][0] >= 0.6 * span, "at the recorded pace"
+
+    pytest_in(pytester).assert_outcomes(passed=1)
+    (instant,) = kept(out, "reads")
+    assert "".join(t for _, t in instant) == "".join(t for _, t in recorded)
+    assert instant[-1][0] < span / 2, "instant by default"
+
+
+BAD_MARKERS = """
+import pytest
+
+
+@pytest.mark.llm_cassette(on_exhausted="sometimes")
+def test_bad_option():
+    pass
+
+
+@pytest.mark.llm_cassette(sessions=["other"])
+def test_sessions():
+    pass
+"""
+
+
+def test_setup_errors_say_what_to_fix(pytester: pytest.Pytester, out: Path) -> None:
+    pytester.makepyfile(test_grow=module(GROWING, extra=None))
+    result = pytest_in(pytester, "--llm-record-mode=once")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*llm_proxy: --llm-record-mode=once records, and needs --llm-upstream URL*"])
+    (pytester.path / "cassettes/test_grow").mkdir(parents=True)
+    (pytester.path / "cassettes/test_grow/test_chat.jsonl").write_text('{"format": "something else"}\n')
+    pytester.makepyfile(test_markers=BAD_MARKERS)
+    result = pytest_in(pytester)
+    result.assert_outcomes(errors=3)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*llm_proxy: cassette *test_chat.jsonl: line 1: format 'something else'*",
+            "*llm_proxy: config: replay.on_exhausted: Invalid enum value 'sometimes'*",
+            "*llm_proxy: llm_cassette: 'sessions' is not a marker option*",
+        ]
+    )
