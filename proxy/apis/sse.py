@@ -134,23 +134,9 @@ class SSEParser:
                     return []
 
         if self._bom_pending:
-            # Until three bytes are in, a BOM prefix can't be told from the start of a line. Only a
-            # BOM prefix (at most 2 bytes) is ever held back here, so the join is cheap.
-            if self._tail:
-                start -= self._tail_len
-                data = b"".join(self._tail) + data
-                self._tail.clear()
-                self._tail_len = 0
-            if len(data) < 3 and _BOM.startswith(data):
-                self._tail.append(data)
-                self._tail_len = len(data)
+            data, start = self._after_bom(data, start)
+            if not data:
                 return []
-            self._bom_pending = False
-            if data.startswith(_BOM):
-                data = data[3:]
-                start += 3
-                if not data:
-                    return []
 
         has_cr = b"\r" in data
         if not has_cr and b"\n" not in data:
@@ -182,6 +168,24 @@ class SSEParser:
             self._tail.append(rest)
             self._tail_len = len(rest)
         return events
+
+    def _after_bom(self, data: bytes, start: int) -> tuple[bytes, int]:
+        """The bytes after a leading BOM, and their offset; nothing while a BOM prefix is held back."""
+        # Until three bytes are in, a BOM prefix can't be told from the start of a line. Only a
+        # BOM prefix (at most 2 bytes) is ever held back here, so the join is cheap.
+        if self._tail:
+            start -= self._tail_len
+            data = b"".join(self._tail) + data
+            self._tail.clear()
+            self._tail_len = 0
+        if len(data) < 3 and _BOM.startswith(data):
+            self._tail.append(data)
+            self._tail_len = len(data)
+            return b"", start
+        self._bom_pending = False
+        if data.startswith(_BOM):
+            return data[3:], start + 3
+        return data, start
 
     def close(self) -> list[SSEEvent]:
         """Signal end of stream. Per the spec an incomplete event is discarded, so this returns [].

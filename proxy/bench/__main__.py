@@ -23,7 +23,7 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def parse(argv: list[str] | None = None) -> Options:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m proxy.bench", description=__doc__.splitlines()[0])
     p.add_argument(
         "--db",
@@ -73,6 +73,11 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--no-write-rate", action="store_true", help="skip the database write-rate measurement")
     p.add_argument("--write-rate-n", type=int, help="records per writer for the write rate (default 5000, quick 500)")
     p.add_argument("--out", default="bench-results", help="directory for JSON, Markdown and work files")
+    return p
+
+
+def parse(argv: list[str] | None = None) -> Options:
+    p = _parser()
     a = p.parse_args(argv)
     unknown = [s for s in a.scenarios if s not in SCENARIOS]
     if unknown:

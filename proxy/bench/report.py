@@ -155,7 +155,7 @@ def _signed(v: Any, digits: int = 2) -> str:
     return "-" if v is None else f"{v:+.{digits}f}"
 
 
-def markdown(report: dict[str, Any]) -> str:
+def _head(report: dict[str, Any]) -> list[str]:
     meta = report["meta"]
     lines = [
         f"# Benchmark {meta['run_id']}",
@@ -167,9 +167,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"- commit: {meta.get('commit') or '?'}; mode: {'quick' if report['options']['quick'] else 'full'}, "
         f"{report['options']['repeats']} repeat(s), client asks for usage: {report['options']['client_usage']}",
     ]
-    if report.get("skipped_peers"):
-        for name, why in report["skipped_peers"].items():
-            lines.append(f"- peer {name} skipped: {why}")
+    for name, why in (report.get("skipped_peers") or {}).items():
+        lines.append(f"- peer {name} skipped: {why}")
     lines.append("")
     if report.get("targets"):
         lines += ["## Targets (first database, one worker)", "", "| target | measured | limit | |", "|---|---|---|---|"]
@@ -177,85 +176,94 @@ def markdown(report: dict[str, Any]) -> str:
             verdict = {True: "pass", False: "**miss**", None: "not measured"}[c["pass"]]
             lines.append(f"| {c['target']} | {_fmt(c['value'])} {c['unit']} | {c['limit']} {c['unit']} | {verdict} |")
         lines.append("")
+    return lines
+
+
+_STREAM_HEAD = (
+    "| target | streams/s | events/s | x direct | TTFE p50 | TTFE p99 | +TTFE p50 | +TTFE p99 "
+    "| CPU ms/stream | peak RSS MB | records |"
+)
+_REQUEST_HEAD = (
+    "| target | req/s | x direct | p50 ms | p99 ms | +p50 ms | +p99 ms | CPU ms/req | peak RSS MB | records |"
+)
+
+
+def _records(t: dict[str, Any]) -> str:
+    rec = t.get("records")
+    if rec is None:
+        return "-"
+    same = "=" if rec["tokens_db"] == rec["tokens_upstream"] else "!="
+    verdict = "ok" if rec["complete"] else "**LOST**"
+    return f"{rec['rows']}/{rec['requests_sent']} rows, tokens {same} {verdict}"
+
+
+def _row(name: str, t: dict[str, Any], stream: bool) -> list[str]:
+    if stream:
+        timing = [
+            _fmt(t["rps"], 1),
+            _fmt(t["events_per_s"], 0),
+            _fmt(t.get("x_direct")),
+            _fmt(t["ttfe_p50_ms"]),
+            _fmt(t["ttfe_p99_ms"]),
+            _signed(t.get("added_ttfe_p50_ms")),
+            _signed(t.get("added_ttfe_p99_ms")),
+        ]
+    else:
+        timing = [
+            _fmt(t["rps"], 0),
+            _fmt(t.get("x_direct")),
+            _fmt(t["latency_p50_ms"], 3),
+            _fmt(t["latency_p99_ms"], 3),
+            _signed(t.get("added_p50_ms"), 3),
+            _signed(t.get("added_p99_ms"), 3),
+        ]
+    return [name, *timing, _fmt(t["cpu_ms_per_request"], 3), _fmt(t["peak_rss_mb"], 1), _records(t)]
+
+
+def _scenario(scen: dict[str, Any], name: str, targets: dict[str, Any]) -> list[str]:
+    head = _STREAM_HEAD if scen["stream"] else _REQUEST_HEAD
+    lines = [f"### {scen['title']} (`{name}`)", "", head, "|" + "---|" * (head.count("|") - 1)]
+    lines += ["| " + " | ".join(_row(tname, t, scen["stream"])) + " |" for tname, t in targets.items()]
+    return [*lines, ""]
+
+
+def _write_rate(database: str, w: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### Database write rate ({database}, batches of {w['batch_size']})",
+        "",
+        "| records | 1 writer | 2 writers | one recorder (decode + write) |",
+        "|---|---|---|---|",
+    ]
+    for kind, label in (("nonstream", "non-streamed"), ("stream50", "50-event stream")):
+        lines.append(
+            f"| {label} | {w[f'insert_{kind}_1w']['per_s']}/s | {w[f'insert_{kind}_2w']['per_s']}/s "
+            f"| {w[f'recorder_{kind}']['per_s']}/s |"
+        )
+    return [*lines, ""]
+
+
+def _profile(name: str, prof: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### Profile of the proxy, `{name}` (py-spy, {prof['samples']} samples, "
+        f"{prof['ms_per_request']:.3f} ms sampled per request)",
+        "",
+        "| function | self % | ms/request |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{r['function']}` | {r['percent']:.1f} | {r['ms_per_request']:.4f} |" for r in prof["top_self"][:12]]
+    return [*lines, ""]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = _head(report)
     for section in report["sections"]:
         lines += [f"## {section['database']}", ""]
         for name, targets in section["summary"].items():
-            scen = report["scenarios"][name]
-            stream = scen["stream"]
-            lines += [f"### {scen['title']} (`{name}`)", ""]
-            if stream:
-                head = (
-                    "| target | streams/s | events/s | x direct | TTFE p50 | TTFE p99 | +TTFE p50 | +TTFE p99 "
-                    "| CPU ms/stream | peak RSS MB | records |"
-                )
-            else:
-                head = (
-                    "| target | req/s | x direct | p50 ms | p99 ms | +p50 ms | +p99 ms | CPU ms/req | peak RSS MB "
-                    "| records |"
-                )
-            lines += [head, "|" + "---|" * (head.count("|") - 1)]
-            for tname, t in targets.items():
-                rec = t.get("records")
-                rec_s = "-"
-                if rec is not None:
-                    same = "=" if rec["tokens_db"] == rec["tokens_upstream"] else "!="
-                    verdict = "ok" if rec["complete"] else "**LOST**"
-                    rec_s = f"{rec['rows']}/{rec['requests_sent']} rows, tokens {same} {verdict}"
-                cpu = t["cpu_ms_per_request"]
-                if stream:
-                    row = [
-                        tname,
-                        _fmt(t["rps"], 1),
-                        _fmt(t["events_per_s"], 0),
-                        _fmt(t.get("x_direct")),
-                        _fmt(t["ttfe_p50_ms"]),
-                        _fmt(t["ttfe_p99_ms"]),
-                        _signed(t.get("added_ttfe_p50_ms")),
-                        _signed(t.get("added_ttfe_p99_ms")),
-                        _fmt(cpu, 3),
-                        _fmt(t["peak_rss_mb"], 1),
-                        rec_s,
-                    ]
-                else:
-                    row = [
-                        tname,
-                        _fmt(t["rps"], 0),
-                        _fmt(t.get("x_direct")),
-                        _fmt(t["latency_p50_ms"], 3),
-                        _fmt(t["latency_p99_ms"], 3),
-                        _signed(t.get("added_p50_ms"), 3),
-                        _signed(t.get("added_p99_ms"), 3),
-                        _fmt(cpu, 3),
-                        _fmt(t["peak_rss_mb"], 1),
-                        rec_s,
-                    ]
-                lines.append("| " + " | ".join(row) + " |")
-            lines.append("")
+            lines += _scenario(report["scenarios"][name], name, targets)
         if section.get("write_rate"):
-            w = section["write_rate"]
-            lines += [
-                f"### Database write rate ({section['database']}, batches of {w['batch_size']})",
-                "",
-                "| records | 1 writer | 2 writers | one recorder (decode + write) |",
-                "|---|---|---|---|",
-            ]
-            for kind, label in (("nonstream", "non-streamed"), ("stream50", "50-event stream")):
-                lines.append(
-                    f"| {label} | {w[f'insert_{kind}_1w']['per_s']}/s | {w[f'insert_{kind}_2w']['per_s']}/s "
-                    f"| {w[f'recorder_{kind}']['per_s']}/s |"
-                )
-            lines.append("")
+            lines += _write_rate(section["database"], section["write_rate"])
         if section.get("profiles_skipped"):
             lines += [f"Profiles skipped: {section['profiles_skipped']}", ""]
         for name, prof in (section.get("profiles") or {}).items():
-            lines += [
-                f"### Profile of the proxy, `{name}` (py-spy, {prof['samples']} samples, "
-                f"{prof['ms_per_request']:.3f} ms sampled per request)",
-                "",
-                "| function | self % | ms/request |",
-                "|---|---|---|",
-            ]
-            for row in prof["top_self"][:12]:
-                lines.append(f"| `{row['function']}` | {row['percent']:.1f} | {row['ms_per_request']:.4f} |")
-            lines.append("")
+            lines += _profile(name, prof)
     return "\n".join(lines) + "\n"

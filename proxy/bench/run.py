@@ -161,6 +161,78 @@ async def _wait_http(service: procs.Service, timeout: float = 90.0) -> None:
         raise RuntimeError(f"{service.name} does not answer HTTP:\n{service.log_tail()}")
 
 
+@dataclass
+class _Section:
+    """What one database's section runs against, and what it collects."""
+
+    kind: str
+    url: str
+    work: Path
+    services: list[procs.Service] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    counter: RecordCounter | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    profiles: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, svc: procs.Service, kind: str, counter: RecordCounter | None = None) -> None:
+        self.services.append(svc)
+        self.targets.append(Target(svc.name, kind, svc, counter))
+
+    def stop(self) -> None:
+        for svc in self.services:
+            svc.stop()
+
+
+async def _start_targets(sec: _Section, opts: Options, upstream: procs.Service, *, with_peers: bool) -> None:
+    sec.targets.append(Target("direct", "direct", upstream))
+    for w in opts.workers:
+        svc = _proxy_service("proxy" if w == 1 else f"proxy-{w}w", upstream, sec.url, w, sec.work)
+        svc.start()
+        sec.counter = sec.counter or RecordCounter(sec.url)
+        sec.add(svc, "proxy", sec.counter)
+    if opts.passthrough:
+        svc = _proxy_service("proxy-norec", upstream, sec.url, 1, sec.work, mode="passthrough")
+        svc.start()
+        sec.add(svc, "passthrough")
+    if with_peers and opts.peers:
+        peers, sec.skipped = find_peers(opts.peers, upstream.port, sec.work, [Path(p) for p in opts.peer_bin])
+        for svc in peers:
+            try:
+                svc.start(timeout=120)
+                await _wait_http(svc)
+            except RuntimeError as exc:
+                last = [line for line in str(exc).splitlines() if line.strip()][-1:]
+                sec.skipped[svc.name] = f"failed to start: {last[0] if last else exc}"[:300]
+                svc.stop()
+                continue
+            sec.add(svc, "peer")
+    sec.targets.append(Target("direct-again", "direct", upstream))
+
+
+async def _run_scenario(sec: _Section, opts: Options, run_id: str, scenario: Scenario, upstream: procs.Service) -> None:
+    for repeat in range(opts.repeats):
+        for target in sec.targets:
+            label = f"{run_id}-{sec.kind[:2]}-{scenario.name}-{repeat}-{target.name}"
+            print(
+                f"bench: {sec.kind} {scenario.name} repeat {repeat + 1}/{opts.repeats} {target.name}",
+                file=sys.stderr,
+                flush=True,
+            )
+            r = await run_round(scenario, target, upstream, label=label, repeat=repeat, client_usage=opts.client_usage)
+            sec.rounds.append(asdict(r))
+    proxy = next((t for t in sec.targets if t.name == "proxy"), None)
+    if opts.profile and proxy is not None and profile.available():
+        out = sec.work / f"profile-{scenario.name}.txt"
+        prof = profile.Profiler(proxy.service.pid, out)
+        label = f"{run_id}-{sec.kind[:2]}-{scenario.name}-profile"
+        r = await run_round(
+            scenario, proxy, upstream, label=label, repeat=-1, client_usage=opts.client_usage, profiler=prof
+        )
+        sec.profiles[scenario.name] = profile.summarize(out, r.load["sent"])
+        sec.profiles[scenario.name]["records"] = r.records
+
+
 async def run_section(
     opts: Options, run_id: str, db_url: str, upstream: procs.Service, work: Path, *, with_peers: bool
 ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -172,86 +244,34 @@ async def run_section(
         url = f"sqlite+aiosqlite:///{section_work / 'bench.db'}"
     else:
         url, drop = await _fresh_postgres(db_url, run_id)
-    services: list[procs.Service] = []
-    targets: list[Target] = [Target("direct", "direct", upstream)]
-    counter: RecordCounter | None = None
-    skipped: dict[str, str] = {}
-    rounds: list[dict[str, Any]] = []
-    profiles: dict[str, Any] = {}
+    sec = _Section(kind, url, section_work)
+    write_rate = None
     try:
-        for w in opts.workers:
-            svc = _proxy_service("proxy" if w == 1 else f"proxy-{w}w", upstream, url, w, section_work)
-            svc.start()
-            services.append(svc)
-            counter = counter or RecordCounter(url)
-            targets.append(Target(svc.name, "proxy", svc, counter))
-        if opts.passthrough:
-            svc = _proxy_service("proxy-norec", upstream, url, 1, section_work, mode="passthrough")
-            svc.start()
-            services.append(svc)
-            targets.append(Target(svc.name, "passthrough", svc))
-        if with_peers and opts.peers:
-            peers, skipped = find_peers(opts.peers, upstream.port, section_work, [Path(p) for p in opts.peer_bin])
-            for svc in peers:
-                try:
-                    svc.start(timeout=120)
-                    await _wait_http(svc)
-                except RuntimeError as exc:
-                    last = [line for line in str(exc).splitlines() if line.strip()][-1:]
-                    skipped[svc.name] = f"failed to start: {last[0] if last else exc}"[:300]
-                    svc.stop()
-                    continue
-                services.append(svc)
-                targets.append(Target(svc.name, "peer", svc))
-        targets.append(Target("direct-again", "direct", upstream))
+        await _start_targets(sec, opts, upstream, with_peers=with_peers)
         for scenario in scenario_list(opts):
-            for repeat in range(opts.repeats):
-                for target in targets:
-                    label = f"{run_id}-{kind[:2]}-{scenario.name}-{repeat}-{target.name}"
-                    print(
-                        f"bench: {kind} {scenario.name} repeat {repeat + 1}/{opts.repeats} {target.name}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    r = await run_round(
-                        scenario, target, upstream, label=label, repeat=repeat, client_usage=opts.client_usage
-                    )
-                    rounds.append(asdict(r))
-            proxy = next((t for t in targets if t.name == "proxy"), None)
-            if opts.profile and proxy is not None and profile.available():
-                out = section_work / f"profile-{scenario.name}.txt"
-                prof = profile.Profiler(proxy.service.pid, out)
-                label = f"{run_id}-{kind[:2]}-{scenario.name}-profile"
-                r = await run_round(
-                    scenario, proxy, upstream, label=label, repeat=-1, client_usage=opts.client_usage, profiler=prof
-                )
-                profiles[scenario.name] = profile.summarize(out, r.load["sent"])
-                profiles[scenario.name]["records"] = r.records
-        for svc in services:
-            svc.stop()
-        write_rate = None
+            await _run_scenario(sec, opts, run_id, scenario, upstream)
+        sec.stop()
         if opts.write_rate:
             print(f"bench: {kind} database write rate", file=sys.stderr, flush=True)
             write_rate = await writerate.measure(url, run_id, str(section_work / "spool-wr"), n=opts.write_rate_n)
     finally:
-        for svc in services:
-            svc.stop()
-        if counter is not None:
-            await counter.close()
+        sec.stop()
+        if sec.counter is not None:
+            await sec.counter.close()
         if drop is not None:
             await _drop_postgres(db_url, drop)
     streams = {s.name: s.stream for s in scenario_list(opts)}
     section = {
         "database": kind,
         "url": db.redacted_url(url),
-        "rounds": rounds,
-        "summary": report.summarize(rounds, streams),
+        "rounds": sec.rounds,
+        "summary": report.summarize(sec.rounds, streams),
         "write_rate": write_rate,
-        "profiles": profiles,
+        "profiles": sec.profiles,
     }
     if opts.profile and not profile.available():
         section["profiles_skipped"] = "py-spy not installed (pip install py-spy)"
-    return section, skipped
+    return section, sec.skipped
 
 
 async def run(opts: Options) -> dict[str, Any]:

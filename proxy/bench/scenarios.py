@@ -164,18 +164,8 @@ async def upstream_stats(upstream: procs.Service) -> dict[str, dict[str, int]]:
         return await r.json()
 
 
-async def run_round(
-    scenario: Scenario,
-    target: Target,
-    upstream: procs.Service,
-    *,
-    label: str,
-    repeat: int,
-    client_usage: bool,
-    record_timeout: float = 120.0,
-    profiler: Profiler | None = None,
-) -> RoundResult:
-    spec = LoadSpec(
+def load_spec(scenario: Scenario, target: Target, *, label: str, client_usage: bool) -> LoadSpec:
+    return LoadSpec(
         url=target.service.url + "/chat/completions",
         label=label,
         stream=scenario.stream,
@@ -188,6 +178,20 @@ async def run_round(
         client_usage=client_usage,
         warmup=scenario.warmup,
     )
+
+
+async def run_round(
+    scenario: Scenario,
+    target: Target,
+    upstream: procs.Service,
+    *,
+    label: str,
+    repeat: int,
+    client_usage: bool,
+    record_timeout: float = 120.0,
+    profiler: Profiler | None = None,
+) -> RoundResult:
+    spec = load_spec(scenario, target, label=label, client_usage=client_usage)
     load = LoadProcess(spec)
     await load.start()
     warm_label = label + "-w"
