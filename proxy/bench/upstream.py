@@ -26,8 +26,14 @@ from dataclasses import dataclass
 import msgspec
 from aiohttp import web
 
+from proxy.testing.fake_upstream.chat import chunk_object, completion_object
+from proxy.testing.fake_upstream.common import sse
+
 PROMPT_TOKENS = 12
 MODEL = "bench-model"
+IDENT = "chatcmpl-bench"
+CREATED = 1700000000
+FINGERPRINT = "fp_bench"
 _ENC = msgspec.json.Encoder()
 
 
@@ -62,38 +68,14 @@ def _usage(events: int) -> dict[str, int]:
 
 
 def _chunk(choices: list[dict[str, object]], **extra: object) -> bytes:
-    obj = {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion.chunk",
-        "created": 1700000000,
-        "model": MODEL,
-        "system_fingerprint": "fp_bench",
-        "choices": choices,
-        **extra,
-    }
-    return b"data: " + _ENC.encode(obj) + b"\n\n"
+    return sse(chunk_object(IDENT, CREATED, MODEL, choices, FINGERPRINT, **extra))
 
 
 @functools.lru_cache(maxsize=256)
 def completion_body(events: int, size: int) -> bytes:
-    return _ENC.encode(
-        {
-            "id": "chatcmpl-bench",
-            "object": "chat.completion",
-            "created": 1700000000,
-            "model": MODEL,
-            "system_fingerprint": "fp_bench",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": ("x" * size) * events},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": _usage(events),
-        }
-    )
+    message = {"role": "assistant", "content": ("x" * size) * events}
+    choices = [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}]
+    return _ENC.encode(completion_object(IDENT, CREATED, MODEL, choices, _usage(events), FINGERPRINT))
 
 
 @functools.lru_cache(maxsize=64)

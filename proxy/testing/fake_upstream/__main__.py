@@ -1,0 +1,3 @@
+from proxy.testing.fake_upstream.app import main
+
+main()

@@ -1,0 +1,115 @@
+"""What every family of the fake upstream shares: the state a test turns, request reading, errors, SSE framing."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+
+@dataclass
+class Control:
+    """Knobs a test turns while the server runs (app state itself is frozen once started)."""
+
+    # When set, every stream waits after its first chunk until the event is set.
+    gate: asyncio.Event | None = None
+    # Progress of the last `fake-firehose` stream: bytes planned and bytes handed to the socket so far.
+    stream_bytes: int = 0
+    bytes_sent: int = 0
+    # A second upstream that answers differently (replay re-send tests): text put before every reply,
+    # and the JSON arguments of the fake tool call.
+    reply_prefix: str = ""
+    tool_arguments: str = '{"city": "Paris", "unit": "celsius"}'
+
+
+REQUESTS = web.AppKey("requests", list)
+CONTROL = web.AppKey("control", Control)
+ENC = msgspec.json.Encoder()
+DEC = msgspec.json.Decoder()
+
+
+async def read_body(request: web.Request) -> Any:
+    """The request's JSON body (None when it is not JSON), noted in ``app[REQUESTS]``."""
+    raw = await request.read()
+    try:
+        body = DEC.decode(raw) if raw else None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        body = None
+    request.app[REQUESTS].append({"headers": dict(request.headers), "body": body, "raw": raw, "path": request.path})
+    return body
+
+
+def invalid_body() -> web.Response:
+    """What OpenAI answers to a body it cannot parse or validate."""
+    err = {
+        "error": {
+            "message": "We could not parse the JSON body of your request.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    return web.json_response(err, status=400)
+
+
+def status_error(model: str) -> web.Response | None:
+    """``fake-error-401`` / ``-429`` / ``-500``: that status with OpenAI's error body and headers."""
+    status = model.removeprefix("fake-error-")
+    if not (model.startswith("fake-error-") and status.isdigit()):
+        return None
+    kinds = {401: "invalid_api_key", 429: "rate_limit_exceeded", 500: "server_error"}
+    kind = kinds[int(status)]
+    body = {"error": {"message": f"fake upstream error {status}", "type": kind, "code": kind}}
+    headers = {"x-request-id": f"req_fake_{status}", "x-ratelimit-remaining-requests": "0"}
+    if status == "429":
+        headers["retry-after"] = "0"
+    return web.json_response(body, status=int(status), headers=headers)
+
+
+def delay_of(request: web.Request) -> float:
+    """``x-fake-delay-ms`` in seconds: the pace of a stream's chunks, the wait before a JSON reply."""
+    return float(request.headers.get("x-fake-delay-ms", "0")) / 1000
+
+
+def events_of(request: web.Request) -> int | None:
+    """``x-fake-events``: how many content chunks a reply has (None: one per word)."""
+    value = request.headers.get("x-fake-events")
+    return int(value) if value is not None else None
+
+
+def echo_pieces(text: str, events: int | None, prefix: str = "") -> list[str]:
+    """The echo reply word by word (repeated or cut to ``events`` pieces when asked)."""
+    pieces = [f"{w} " for w in f"{prefix}Echo: {text or 'nothing'}".split()]
+    if events is not None:
+        pieces = (pieces * (events // max(len(pieces), 1) + 1))[:events]
+    return pieces
+
+
+def sse(obj: Any, eol: str = "\n", event: str | None = None) -> bytes:
+    """One server-sent event carrying ``obj`` as JSON (with an ``event:`` line when named)."""
+    head = f"event: {event}{eol}" if event is not None else ""
+    return f"{head}data: {ENC.encode(obj).decode()}{eol}{eol}".encode()
+
+
+async def stream_start(request: web.Request, request_id: str = "req_fake_stream") -> web.StreamResponse:
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "x-request-id": request_id}
+    )
+    await resp.prepare(request)
+    return resp
+
+
+async def stream_end(request: web.Request, resp: web.StreamResponse) -> None:
+    """Ends the body, after ``x-fake-eof-delay-ms`` when asked (a client may leave before the upstream's end)."""
+    if "x-fake-eof-delay-ms" in request.headers:
+        await asyncio.sleep(float(request.headers["x-fake-eof-delay-ms"]) / 1000)
+    await resp.write_eof()
+
+
+def cut(request: web.Request) -> None:
+    """Drops the connection without ending the body (what a crashed upstream does)."""
+    assert request.transport is not None
+    request.transport.abort()
