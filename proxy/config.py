@@ -33,6 +33,9 @@ DEFAULT_BODY_PATTERNS = (
     # A bearer credential echoed inside a body (the space leads, for speed; only the group is masked).
     r" (?<=(?i:bearer) )([A-Za-z0-9_\-.=]{16,})",
 )
+# Query parameters that carry credentials (Gemini-style `?key=`, signed URLs...): redacted wherever a URL
+# is stored, logged or echoed, and fingerprinted like an Authorization header; the upstream gets them as sent.
+DEFAULT_QUERY_PARAMS = ("key", "api_key", "api-key", "token", "access_token", "sig")
 
 
 class ConfigError(Exception):
@@ -187,6 +190,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     redact_headers: list[str] = []
     # Regexes for secrets inside bodies, masked (same length) before storage; [] disables.
     redact_body_patterns: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_BODY_PATTERNS))
+    # Query parameter names (case-insensitive) whose values are credentials; see DEFAULT_QUERY_PARAMS.
+    redact_query_params: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_QUERY_PARAMS))
     # Secret for API-key fingerprints; empty = a random one generated once and kept in the database.
     fingerprint_secret: str = ""
     # Bearer token for /_proxy/ admin routes; required when listening on a non-loopback address.
@@ -376,6 +381,9 @@ def validate(settings: Settings, *, require_upstream: bool) -> None:
             re.compile(pattern)
         except re.error as exc:
             raise ConfigError(f"redact_body_patterns: bad regex {pattern!r}: {exc}") from None
+    for name in settings.redact_query_params:
+        if not name or any(c in name for c in "&=#? "):
+            raise ConfigError(f"redact_query_params: not a query parameter name: {name!r}")
     _validate_replay(settings.replay)
     for model, entries in settings.pricing.items():
         check_prices(f"pricing.{model}", entries)

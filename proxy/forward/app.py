@@ -21,7 +21,7 @@ from proxy.forward.routes import control_headers
 from proxy.forward.state import SETTINGS, STATE, ProxyState
 from proxy.forward.upstream import client_timeout, make_session, request_drop
 from proxy.record.recorder import Recorder
-from proxy.record.redact import BodyRedactor
+from proxy.record.redact import Redactor
 from proxy.replay.index import ReplayIndex
 from proxy.replay.matchkey import KeyRules
 from proxy.replay.playback import Playback
@@ -30,7 +30,9 @@ from proxy.usage.metrics import Metrics
 from proxy.usage.pricing import PriceTable
 
 
-def _recorder(settings: Settings, engine: AsyncEngine, key_rules: KeyRules, metrics: Metrics) -> Recorder:
+def _recorder(
+    settings: Settings, engine: AsyncEngine, key_rules: KeyRules, metrics: Metrics, redactor: Redactor
+) -> Recorder:
     rec = settings.recorder
     recorder = Recorder(
         engine,
@@ -39,7 +41,7 @@ def _recorder(settings: Settings, engine: AsyncEngine, key_rules: KeyRules, metr
         spool_dir=rec.spool_dir,
         spool_max_bytes=rec.spool_max_bytes,
         retry_interval=rec.retry_interval,
-        redactor=BodyRedactor(settings.redact_body_patterns),
+        redactor=redactor,
         key_rules=key_rules,
         on_written=metrics.observe_batch,
         pricing=PriceTable.from_settings(settings),
@@ -68,7 +70,8 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
         secret = await db.fingerprint_secret(eng, settings.fingerprint_secret)
         metrics = Metrics()
         key_rules = KeyRules(settings.replay.ignore)  # the one set of rules, for recording and replay
-        recorder = _recorder(settings, eng, key_rules, metrics)
+        redactor = Redactor.from_settings(settings)
+        recorder = _recorder(settings, eng, key_rules, metrics, redactor)
         await recorder.start()
         playback = await _playback(settings, eng, key_rules)
         session = make_session(settings.upstream.max_connections)
@@ -80,6 +83,7 @@ def _lifecycle(settings: Settings, engine: AsyncEngine | None):  # type: ignore[
             secret=secret,
             upstreams=settings.all_upstreams(),
             timeouts={name: client_timeout(up) for name, up in settings.all_upstreams().items()},
+            redactor=redactor,
             redact=frozenset(h.lower() for h in settings.redact_headers),
             request_drop=request_drop(control_headers(settings)),
             playback=playback,

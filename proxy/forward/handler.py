@@ -59,10 +59,12 @@ async def forward(request: web.Request) -> web.StreamResponse:
     """The handler of every ``/v1/`` route: the steps below, in order, and the record submitted once."""
     st = request.app[STATE]
     route = resolve_route(request)
+    # The raw query, as forwarded; a credential in it is kept only as a fingerprint (``_forward_upstream``).
+    query, query_key = st.redactor.query(request.rel_url.raw_query_string)
     ex = Exchange(
         method=request.method,
         path="/v1/" + route.tail,
-        query=request.query_string,
+        query=query,
         upstream=route.upstream,
         request_headers=redact_headers(request.headers, st.redact),
         store_bodies=st.settings.recorder.store_bodies,
@@ -83,7 +85,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         # Playback answers every request of a mode that does not forward, so only those reach here.
         assert upstream is not None
         body = _upstream_body(st, route, family, ex, info)
-        return await _forward_upstream(request, st, route, upstream, family, ex, body)
+        return await _forward_upstream(request, st, route, upstream, family, ex, body, query_key)
     except asyncio.CancelledError:
         ex.finish(Ending.CLIENT_LEFT, "client disconnected")
         raise
@@ -151,13 +153,21 @@ def _upstream_body(st: ProxyState, route: Route, family: Family, ex: Exchange, i
 
 
 async def _forward_upstream(
-    request: web.Request, st: ProxyState, route: Route, upstream: Upstream, family: Family, ex: Exchange, body: bytes
+    request: web.Request,
+    st: ProxyState,
+    route: Route,
+    upstream: Upstream,
+    family: Family,
+    ex: Exchange,
+    body: bytes,
+    query_key: str | None = None,
 ) -> web.StreamResponse:
     headers = forward_request_headers(request.headers, st.request_drop)
     key = api_key_of(request.headers)
     if key is None and upstream.api_key:
         key = upstream.api_key
         headers["Authorization"] = f"Bearer {key}"
+    key = key or query_key
     if key is not None:
         ex.key_fingerprint = fingerprint(st.secret, key)
     if ex.stream:
@@ -192,7 +202,9 @@ async def _forward_upstream(
     except TimeoutError:
         return _upstream_error(st, ex, 504, Ending.UPSTREAM_TIMEOUT, route.upstream, upstream, "timed out")
     except aiohttp.ClientError as exc:
-        detail = f"{type(exc).__name__}: {exc}"
+        # aiohttp's message may quote the full URL, query credentials and all; the client and the record
+        # get it redacted.
+        detail = st.redactor.text(f"{type(exc).__name__}: {exc}") or ""
         return _upstream_error(st, ex, 502, Ending.UPSTREAM_UNREACHABLE, route.upstream, upstream, detail)
 
 

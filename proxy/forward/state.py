@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.config import Settings, Upstream
 from proxy.record.recorder import Recorder
+from proxy.record.redact import Redactor
 from proxy.replay.playback import Playback
 
 
@@ -24,6 +25,7 @@ class ProxyState:
     secret: bytes
     upstreams: dict[str, Upstream]  # built once; the handler looks a mount up per request
     timeouts: dict[str, aiohttp.ClientTimeout]
+    redactor: Redactor  # every masking of what is stored, logged or echoed
     redact: frozenset[str]
     request_drop: frozenset[str]  # request headers never forwarded (hop-by-hop and the proxy's own)
     playback: Playback | None = None  # replay and auto modes

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.record.decode import finalize
 from proxy.record.exchange import Exchange
-from proxy.record.redact import BodyRedactor
+from proxy.record.redact import Redactor
 from proxy.replay.matchkey import DEFAULT_RULES, KeyRules, match_key
 from proxy.store.writes import insert_exchanges
 from proxy.usage.pricing import PriceTable
@@ -69,7 +69,7 @@ class Recorder:
         retry_interval: float = 2.0,
         batch_delay: float = 0.0,
         on_written: Callable[[list[Exchange]], None] | None = None,
-        redactor: BodyRedactor | None = None,
+        redactor: Redactor | None = None,
         key_rules: KeyRules = DEFAULT_RULES,
         pricing: PriceTable | None = None,
     ) -> None:
@@ -80,7 +80,7 @@ class Recorder:
         self.spool_max_bytes = spool_max_bytes
         self.retry_interval = retry_interval
         self.on_written = on_written
-        self.redactor = redactor if redactor is not None else BodyRedactor()
+        self.redactor = redactor if redactor is not None else Redactor()
         self.key_rules = key_rules
         self.pricing = pricing
         self.stats = RecorderStats()
@@ -200,15 +200,8 @@ class Recorder:
             self.on_written(batch)
 
     def _redact(self, ex: Exchange) -> None:
-        """Mask secrets in bodies before they reach the database or the spool."""
-        redact = self.redactor
-        ex.request_body = redact(ex.request_body)
-        ex.response_body = redact(ex.response_body)
-        if ex.decoded_body is not None:
-            ex.decoded_body = redact(ex.decoded_body)
-        if ex.assembled is not None:
-            ex.assembled = redact(ex.assembled)
-        ex.error = redact.text(ex.error)
+        """Mask secrets in every field taken from a client or upstream, before the database or the spool."""
+        self.redactor.exchange(ex)
 
     def _mark_down(self, exc: BaseException) -> None:
         self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]

@@ -1,8 +1,16 @@
-"""What of a secret may be kept: masked bodies, redacted headers, and keyed fingerprints of API keys.
+"""What of a secret may be kept: masked bodies, redacted headers and queries, and keyed fingerprints of API keys.
+
+The one home of redaction: the handler, the writer, the spool, error texts, the access log and the log
+scrubber all call into this module (``Redactor``, built once per app from the settings).
 
 Invariants:
-- A credential is never stored: headers in ``SECRET_HEADERS`` become ``[redacted]`` and an API key is
-  reduced to ``fingerprint`` (an HMAC under a secret kept in the database).
+- A credential is never stored, logged or echoed: headers in ``SECRET_HEADERS`` become ``[redacted]``,
+  so do the values of credential query parameters (``redact_query_params``), and an API key is reduced
+  to ``fingerprint`` (an HMAC under a secret kept in the database).
+- Every stored value derived from client input (bodies, header values, session id, ``user``, model, path,
+  error texts) passes the same masking (``Redactor.exchange``), before the database or the spool.
+- Every step is idempotent (masking a masked value changes nothing) and never raises on odd input:
+  text that is not valid UTF-8 (surrogate-escaped header bytes) is masked and kept as it came.
 - Masking keeps the length: each match keeps its first few characters (``sk-``) and the rest becomes
   ``*``. Stored raw streams therefore keep their byte offsets (``stream_chunks`` stays valid) and JSON
   stays valid (``*`` needs no escaping).
@@ -17,10 +25,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import logging
 import re
 from collections.abc import Iterable, Mapping
+from urllib.parse import unquote_plus
 
-from proxy.config import DEFAULT_BODY_PATTERNS
+from proxy.config import DEFAULT_BODY_PATTERNS, DEFAULT_QUERY_PARAMS, Settings
+from proxy.record.exchange import Exchange
 
 KEEP = 3
 
@@ -38,9 +49,9 @@ class BodyRedactor:
         return data
 
     def text(self, value: str | None) -> str | None:
-        if value is None or not self._regexes:
+        if not value or not self._regexes:
             return value
-        return self(value.encode()).decode("utf-8", "replace")
+        return self(value.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
 
 
 def _mask(match: re.Match[bytes]) -> bytes:
@@ -87,3 +98,122 @@ def fingerprint(secret: bytes, api_key: str) -> str:
     Cached: a proxy sees the same few keys on every request, and the HMAC is per-request work.
     """
     return "fp_" + hmac.new(secret, api_key.encode(), hashlib.sha256).hexdigest()[:24]
+
+
+class Redactor:
+    """Every masking the proxy applies to what it keeps, logs or echoes, configured once per app.
+
+    Called like a ``BodyRedactor`` for bodies (same length); ``text`` for free text (error messages,
+    log lines), ``query`` for a query string, ``exchange`` for a whole record before it is stored.
+    """
+
+    def __init__(
+        self,
+        body_patterns: Iterable[str] = DEFAULT_BODY_PATTERNS,
+        query_params: Iterable[str] = DEFAULT_QUERY_PARAMS,
+        headers: Iterable[str] = (),
+    ) -> None:
+        self.body = BodyRedactor(body_patterns)
+        self.params = frozenset(p.lower() for p in query_params if p)
+        self.headers = SECRET_HEADERS | {h.lower() for h in headers}
+        # In free text a credential shows as ``name=value`` inside a URL, or ``Name: value`` in a quoted
+        # request head (aiohttp's parser errors quote the raw bytes, escapes and all).
+        alternatives = []
+        if self.params:
+            names = "|".join(re.escape(p) for p in sorted(self.params, key=len, reverse=True))
+            alternatives.append(rf"(?:^|(?<=[?&;\s'\"]))(?:{names})=(?P<param>[^&#;\s'\"\\]+)")
+        names = "|".join(re.escape(h) for h in sorted(self.headers, key=len, reverse=True))
+        # No word boundary before the name: in a quoted head the line before ends in a literal ``\n``.
+        alternatives.append(rf"(?:{names})\s*[:=]\s*(?P<header>[^\r\n'\"\\]+)")
+        self._free = re.compile("|".join(alternatives), re.IGNORECASE)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Redactor:
+        return cls(settings.redact_body_patterns, settings.redact_query_params, settings.redact_headers)
+
+    def __call__(self, data: bytes) -> bytes:
+        return self.body(data)
+
+    def text(self, value: str | None) -> str | None:
+        """Free text with every credential masked: key-shaped values, query credentials, header lines."""
+        if not value:
+            return value
+        return self._free.sub(_redact_group, self.body.text(value) or "")
+
+    def query(self, query: str) -> tuple[str, str | None]:
+        """A raw query string with credential values redacted, and the first credential found (to fingerprint)."""
+        if not query or not self.params:
+            return query, None
+        found: str | None = None
+        parts = query.split("&")
+        for i, part in enumerate(parts):
+            name, eq, value = part.partition("=")
+            if eq and unquote_plus(name).strip().lower() in self.params:
+                if found is None and value and value != REDACTED:
+                    found = unquote_plus(value)
+                parts[i] = f"{name}={REDACTED}"
+        return "&".join(parts), found
+
+    def header_values(self, headers: dict[str, str]) -> dict[str, str]:
+        """Headers (already redacted by name) with key-shaped values masked too."""
+        if not headers:
+            return headers
+        values = list(headers.values())
+        # One pass over all values: header values never hold a line feed.
+        masked = (self.text("\n".join(values)) or "").split("\n")
+        if len(masked) != len(values):  # a user pattern spanned a line end: mask one by one
+            masked = [self.text(v) or "" for v in values]
+        return dict(zip(headers, masked, strict=True))
+
+    def exchange(self, ex: Exchange) -> None:
+        """Mask, in place, every field of a record that came from a client or upstream (idempotent)."""
+        body = self.body
+        ex.request_body = body(ex.request_body)
+        ex.response_body = body(ex.response_body)
+        if ex.decoded_body is not None:
+            ex.decoded_body = body(ex.decoded_body)
+        if ex.assembled is not None:
+            ex.assembled = body(ex.assembled)
+        ex.query = self.query(ex.query)[0]
+        ex.request_headers = self.header_values(ex.request_headers)
+        ex.response_headers = self.header_values(ex.response_headers)
+        text = self.text
+        ex.error = text(ex.error)
+        ex.user = text(ex.user)
+        ex.session_id = text(ex.session_id)
+        ex.requested_model = text(ex.requested_model)
+        ex.returned_model = text(ex.returned_model)
+        ex.path = text(ex.path) or ""
+
+
+def _redact_group(match: re.Match[str]) -> str:
+    name = "param" if match.group("param") is not None else "header"
+    start, end = match.span(name)
+    whole = match.group(0)
+    return whole[: start - match.start()] + REDACTED + whole[end - match.start() :]
+
+
+class LogScrubber(logging.Filter):
+    """A logging filter that masks credentials in every record it sees: message, arguments, traceback.
+
+    The proxy's own log calls never pass a credential; this is the net under third-party messages
+    (aiohttp's, the database drivers') whose text the proxy does not control.
+    """
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string must not lose the record
+            message = f"{record.msg!r} {record.args!r}"
+        record.msg, record.args = self.redactor.text(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redactor.text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redactor.text(record.stack_info)
+        return True

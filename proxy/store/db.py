@@ -48,6 +48,8 @@ def create_engine(
     """An engine whose every wait is bounded, so a hung database stalls only the writer, briefly."""
     # JSON columns (headers, stream offsets) are encoded by msgspec: several times faster than json.dumps.
     kwargs.setdefault("json_serializer", _json_dumps)
+    # Statement parameters are recorded traffic: never format them into error texts (health, logs) or logs.
+    kwargs.setdefault("hide_parameters", True)
     if is_sqlite(url):
         connect_args = {"timeout": connect_timeout, **kwargs.pop("connect_args", {})}
         engine = create_async_engine(url, connect_args=connect_args, **kwargs)

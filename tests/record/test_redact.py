@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from proxy.apis.codec import ANY_DECODER
-from proxy.record.redact import BodyRedactor
+from proxy.record.exchange import Exchange
+from proxy.record.redact import BodyRedactor, LogScrubber, Redactor
 
 
 def test_body_redactor_rules() -> None:
@@ -18,3 +23,73 @@ def test_body_redactor_rules() -> None:
     assert redact(bearer) == bearer.replace(b"abcdefghijklmnop0123", b"abc" + b"*" * 17)
     # A capturing group masks only the group; the literal before it stays readable.
     assert BodyRedactor([r"token=(\w{6,})"])(b"a token=abcdefgh b") == b"a token=abc***** b"
+
+
+GEMINI_KEY = "AIzaSyD-0123456789abcdefghijklmnopqrstu"
+
+
+def test_query_credentials_are_redacted_and_returned_for_the_fingerprint() -> None:
+    redactor = Redactor()
+    query, found = redactor.query(f"alt=sse&KEY={GEMINI_KEY}&api%5Fkey=b&token=&sig=c%2Bd&keys=e")
+    assert query == "alt=sse&KEY=[redacted]&api%5Fkey=[redacted]&token=[redacted]&sig=[redacted]&keys=e"
+    assert found == GEMINI_KEY
+    assert redactor.query(query) == (query, None), "idempotent: a redacted query yields no credential"
+    assert redactor.query("") == ("", None)
+    assert Redactor(query_params=["x-goog-key"]).query("key=a&X-Goog-Key=b") == ("key=a&X-Goog-Key=[redacted]", "b")
+
+
+def test_free_text_loses_query_credentials_header_lines_and_key_shaped_values() -> None:
+    redactor = Redactor()
+    error = f"ClientResponseError: 400, message='x', url='http://h:1/v1/chat?alt=sse&key={GEMINI_KEY}'"
+    assert redactor.text(error) == "ClientResponseError: 400, message='x', url='http://h:1/v1/chat?alt=sse&key=[redacted]'"
+    head = f"b'POST / HTTP/1.1\\nHost: x\\nAuthorization: Bearer {GEMINI_KEY}\\nX-Api-Key: {GEMINI_KEY}\\x01'"
+    redacted = "b'POST / HTTP/1.1\\nHost: x\\nAuthorization: [redacted]\\nX-Api-Key: [redacted]\\x01'"
+    assert redactor.text(head) == redacted
+    assert redactor.text("user sk-proj-0123456789abcdefghij") == "user sk-" + "*" * 25
+    assert Redactor(headers=["x-tenant-secret"]).text("X-Tenant-Secret: abc") == "X-Tenant-Secret: [redacted]"
+    for text in (error, head):
+        once = redactor.text(text)
+        assert redactor.text(once) == once
+    assert redactor.text("caf\udce9 ok") == "caf\udce9 ok", "surrogate-escaped bytes are kept, not an error"
+
+
+def test_every_field_of_a_record_taken_from_input_is_masked() -> None:
+    key = "sk-proj-0123456789abcdefghijklmn"
+    masked = "sk-" + "*" * (len(key) - 3)
+    ex = Exchange(
+        method="POST",
+        path=f"/v1/files/{key}",
+        query=f"key={GEMINI_KEY}",
+        session_id=key,
+        user=key,
+        requested_model=key,
+        request_headers={"user-agent": f"app/{key}", "referer": f"http://x/?token={GEMINI_KEY}"},
+        request_body=f'{{"user": "{key}"}}'.encode(),
+        response_headers={"x-echo": key},
+        error=f"url='http://h/v1?sig={GEMINI_KEY}'",
+    )
+    Redactor().exchange(ex)
+    assert ex.path == f"/v1/files/{masked}" and ex.query == "key=[redacted]"
+    assert ex.session_id == ex.user == ex.requested_model == masked
+    assert ex.request_headers == {"user-agent": f"app/{masked}", "referer": "http://x/?token=[redacted]"}
+    assert ex.response_headers == {"x-echo": masked} and ex.request_body == f'{{"user": "{masked}"}}'.encode()
+    assert ex.error == "url='http://h/v1?sig=[redacted]'"
+    assert GEMINI_KEY not in repr(ex) and key not in repr(ex)
+
+
+def test_log_scrubber_masks_messages_arguments_and_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("tests.scrubbed")
+    scrubber = LogScrubber(Redactor())
+    logger.addFilter(scrubber)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="tests.scrubbed"):
+            logger.debug("GET %s", f"/v1/models?key={GEMINI_KEY}")
+            try:
+                raise ValueError(f"Authorization: Bearer {GEMINI_KEY}")
+            except ValueError:
+                logger.exception("failed %d", 1)
+            logger.info("bad %s %s", "format")  # a broken format string still logs, scrubbed
+    finally:
+        logger.removeFilter(scrubber)
+    assert "GET /v1/models?key=[redacted]" in caplog.text and "Authorization: [redacted]" in caplog.text
+    assert GEMINI_KEY not in caplog.text and len(caplog.records) == 3

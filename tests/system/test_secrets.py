@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from proxy.forward.state import STATE
+from proxy.record.redact import fingerprint
+from proxy.replay import export, har
 from tests.support import API_KEY, Proxy, upstream_requests
+from tests.support.traffic import admin_get
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -79,3 +86,94 @@ async def test_no_secret_reaches_the_database_file(proxy: Proxy, tmp_path: Path)
     assert rows[0]["id"].encode() in raw
     assert API_KEY.encode() not in raw
     assert API_KEY[8:24].encode() not in raw
+
+
+# Keys in the places a client can put them that are not headers: a Gemini-style query key, `user`, a session.
+QUERY_KEY = "AIzaSyD-0123456789abcdefghijklmnopqrstu"
+USER_KEY = "sk-user-0123456789abcdefghijklmnop"
+SESSION_KEY = "sk-sess-0123456789abcdefghijklmnop"
+COMPLETION = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
+
+
+async def _query_upstream(aiohttp_server: Callable[..., Any]) -> tuple[TestServer, list[str]]:
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.rel_url.raw_query_string)
+        return web.json_response(COMPLETION)
+
+    app = web.Application()
+    app.router.add_route("*", "/v1/{tail:.*}", answer)
+    return await aiohttp_server(app), seen
+
+
+async def _post(url: str, body: dict[str, Any]) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.post(url, json=body) as resp:
+        return resp.status, await resp.text()
+
+
+async def test_query_keys_reach_the_upstream_as_sent_and_are_kept_only_as_fingerprints(
+    start_proxy: Callable[..., Any], aiohttp_server: Callable[..., Any]
+) -> None:
+    upstream, seen = await _query_upstream(aiohttp_server)
+    proxy = await start_proxy(str(upstream.make_url("/v1")))
+    body = {"model": "m", "user": USER_KEY, "messages": MESSAGES}
+    status, _ = await _post(f"{proxy.url}/s/{SESSION_KEY}/v1/chat/completions?alt=x&key={QUERY_KEY}", body)
+    assert status == 200 and seen == [f"alt=x&key={QUERY_KEY}"], "the upstream gets the query as sent"
+    [row] = await proxy.rows()
+    assert row["key_fingerprint"] == fingerprint(proxy.server.app[STATE].secret, QUERY_KEY)
+    assert row["end_user"] == "sk-" + "*" * (len(USER_KEY) - 3)
+    assert row["session_id"] == "sk-" + "*" * (len(SESSION_KEY) - 3)
+    _, _, text = await admin_get(proxy, f"/_proxy/exchanges/{row['id']}")
+    stored = repr(await proxy.rows()) + repr(await proxy.bodies()) + text
+    for key in (QUERY_KEY, USER_KEY, SESSION_KEY):
+        assert key not in stored
+
+
+MALFORMED_ANSWERS = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+    b"garbage\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+]
+
+
+@pytest.fixture
+async def malformed_upstream() -> AsyncIterator[str]:
+    """An upstream whose answers are not HTTP: aiohttp's error then quotes the request URL."""
+    answers = iter(MALFORMED_ANSWERS * 10)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(next(answers))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    server.close()
+    await server.wait_closed()
+
+
+async def test_malformed_upstream_answers_never_echo_the_query_key(
+    start_proxy: Callable[..., Any], malformed_upstream: str
+) -> None:
+    proxy = await start_proxy(malformed_upstream)
+    errors = []
+    for _ in MALFORMED_ANSWERS:
+        status, text = await _post(f"{proxy.url}/s/bad/v1/chat/completions?key={QUERY_KEY}", {"model": "m"})
+        assert status == 502 and "key=[redacted]" in text, text
+        errors.append(text)
+    rows = await proxy.rows()
+    assert len(rows) == 3 and all("key=[redacted]" in r["error"] for r in rows)
+    records = await export.session_records(proxy.database.engine, "bad")
+    exported = export.jsonl("bad", records) + json.dumps(har.to_har(records, {}, "test")).encode()
+    _, _, listing = await admin_get(proxy, "/_proxy/exchanges?limit=10")
+    everything = "".join(errors) + repr(rows) + repr(await proxy.bodies()) + listing + exported.decode()
+    assert QUERY_KEY not in everything
