@@ -142,6 +142,7 @@ class Assembler:
         self.legacy_text = False
         self.chunks = 0
         self._choices: dict[int, _Choice] = {}
+        self._finished = 0  # choices with a finish reason: all_finished is asked after every chunk
         self._has_output = False
 
     def add(self, chunk: ChatCompletionChunk) -> None:
@@ -164,7 +165,10 @@ class Assembler:
             state = self._choices.get(key)
             if state is None:
                 state = self._choices[key] = _Choice()
+            was_open = state.finish_reason is None
             state.add(choice)
+            if was_open and state.finish_reason is not None:
+                self._finished += 1
             if not self._has_output:
                 self._has_output = _produces_output(choice)
 
@@ -178,7 +182,7 @@ class Assembler:
     @property
     def all_finished(self) -> bool:
         """True once every choice seen has its finish reason: the answer is whole (chat's end marker)."""
-        return bool(self._choices) and all(c.finish_reason is not None for c in self._choices.values())
+        return bool(self._choices) and self._finished == len(self._choices)
 
     @property
     def has_output(self) -> bool:
