@@ -1,40 +1,60 @@
 """The ``proxy`` command: builds the parser from the command modules and maps errors to exit codes.
 
-Exit codes: 0 success, 1 runtime failure, 2 bad configuration or unreachable database (one line on
-stderr naming the key or value).
+Exit codes: 0 success; 1 a failure while working; 2 a usage or configuration error (bad flag or key, no
+proxy database at the URL, an address in use: one line on stderr naming it); 130 interrupted (quietly).
+A reader that goes away (``proxy usage | head``) ends the command quietly too.
+
+Only the standard library is imported at module level, so a Ctrl-C while the rest loads is quiet as well.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from proxy.commands import db, logs, prune, replay, serve, sessions, show, transfer, usage
-from proxy.config import ConfigError
-
+EXIT_FAILURE = 1
 EXIT_CONFIG = 2
-# Each module registers its own subcommands, in the order `proxy --help` lists them; add a new one here.
-COMMAND_MODULES = (serve, db, prune, transfer, replay, usage, sessions, logs, show)
+EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from proxy.commands import db, logs, prune, replay, serve, sessions, show, transfer, usage
+
     parser = argparse.ArgumentParser(prog="proxy", description="Recording reverse proxy for OpenAI-compatible APIs")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in COMMAND_MODULES:
+    # Each module registers its own subcommands, in the order `proxy --help` lists them; add a new one here.
+    for module in (serve, db, prune, transfer, replay, usage, sessions, logs, show):
         module.register(sub)
     return parser
 
 
+def _stdout_gone() -> int:
+    # Point stdout at /dev/null so the interpreter's last flush does not complain about the closed pipe.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
-    except ConfigError as exc:
-        print(f"proxy: error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        from proxy.commands import CommandFailed
+        from proxy.config import ConfigError
+
+        args = build_parser().parse_args(argv)
+        try:
+            return int(args.func(args))
+        except ConfigError as exc:
+            print(f"proxy {args.command}: error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        except CommandFailed as exc:
+            print(f"proxy {args.command}: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _stdout_gone()
 
 
 if __name__ == "__main__":

@@ -236,7 +236,8 @@ def parse_listen(value: str) -> tuple[str, int]:
 def _check_url(key: str, url: str, *, required: bool) -> None:
     if not url:
         if required:
-            raise ConfigError(f"{key}: an upstream URL is required (http:// or https://)")
+            how = " (--upstream URL, PROXY_UPSTREAM_URL or [upstream] url; --demo serves a built-in demo upstream)"
+            raise ConfigError(f"{key}: an upstream URL is required{how if key == 'upstream.url' else ''}")
         return
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -1,13 +1,15 @@
 """Shared fixtures: a migrated database per test (SQLite file, and PostgreSQL when configured), the fake
 upstream on a loopback port, and a proxy in front of it.
 
-PostgreSQL tests run when ``PROXY_TEST_POSTGRES_URL`` is set (``.ci/run`` sets it and fails if the server
-is unreachable). Each test gets its own PostgreSQL schema, so tests never see each other's rows."""
+PostgreSQL tests run against ``PROXY_TEST_POSTGRES_URL``, else against the README's default URL when a server
+answers there (``.ci/run`` sets it and fails if the server is unreachable). Each test gets its own PostgreSQL
+schema, so tests never see each other's rows. What was skipped, and why, is one line at the end of the run."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from proxy.forward.app import create_app
 from proxy.testing import fake_upstream
 from tests.support import (
     BACKENDS,
+    PG_MISSING,
     PG_URL,
     Database,
     FaultReport,
@@ -34,10 +37,24 @@ from tests.support.cli import PY, free_port, wait_port
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if PG_URL:
         return
-    skip = pytest.mark.skip(reason="PROXY_TEST_POSTGRES_URL not set")
+    skip = pytest.mark.skip(reason=PG_MISSING)
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line: how many tests were skipped, for which reasons (a silent skip reads as a pass)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons: Counter[str] = Counter()
+    for report in skipped:
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    what = "; ".join(f"{n} because {reason}" for reason, n in reasons.most_common())
+    terminalreporter.write_line(f"skipped {len(skipped)} tests: {what}", yellow=True)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -17,6 +17,11 @@ T = TypeVar("T")
 Subparsers = Any  # argparse's _SubParsersAction is private
 
 
+class CommandFailed(Exception):
+    """A failure while the command was working (exit code 1); usage and configuration errors are
+    ``ConfigError`` (exit code 2)."""
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="PATH", help="TOML config file (else $PROXY_CONFIG, ./proxy.toml)")
     parser.add_argument("--db", metavar="URL", help="database URL (sqlite+aiosqlite:///FILE, postgresql+asyncpg://)")
@@ -173,7 +178,7 @@ def parsed_filters(args: argparse.Namespace, command: str) -> Any:
     try:
         return filters_from(filter_params(args))
     except QueryError as exc:
-        raise SystemExit(f"proxy {command}: error: {exc}") from None
+        raise ConfigError(str(exc)) from None
 
 
 def with_connection(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:

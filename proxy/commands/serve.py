@@ -1,53 +1,123 @@
 """``proxy serve``: migrate, then run the proxy until SIGINT/SIGTERM (which drains the recorder).
 
+Invariants:
+- Nothing says "listening" before the address is known to be free: a port another process serves (another
+  proxy included, even one sharing it through SO_REUSEPORT) is one line and exit 2.
+- ``--demo`` serves the built-in fake upstream (``proxy.testing.fake_upstream --demo``, a child process that
+  exits when this one is gone); the first log line and every response (``X-Demo-Upstream``) say so.
+- A stop logs one line: streams drained, records written.
+
 With ``--workers N`` (N > 1) the parent migrates the database and makes sure the fingerprint secret
-exists (so workers never race to create it), then starts N worker processes that each bind the same
-port with SO_REUSEPORT; the kernel spreads connections over them. The parent only supervises: it
-restarts a worker that dies, and on SIGINT/SIGTERM passes the signal on and waits for every worker to
-drain its recorder.
+exists (so workers never race to create it), then supervises N workers (``proxy.commands.workers``).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
-import multiprocessing
-import os
-import signal
-import time
-from multiprocessing.connection import wait
-from multiprocessing.process import BaseProcess
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import msgspec
 
 from proxy.commands import Subparsers, add_common, open_engine, run, settings_from
 from proxy.commands.db import prepare_database
-from proxy.config import Exhausted, Mode, Settings, Timing
+from proxy.commands.workers import supervise
+from proxy.config import ConfigError, Exhausted, Mode, Settings, Timing
 
 log = logging.getLogger("proxy")
-# A worker that dies sooner than this after its start is not restarted again (a crash loop).
-MIN_WORKER_LIFETIME = 5.0
-WORKER_STOP_TIMEOUT = 60.0
+DEMO_START_TIMEOUT = 30.0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = settings_from(args, require_upstream=True)
+    if args.demo and args.upstream:
+        raise ConfigError("--demo: serves the built-in demo upstream; give --demo or --upstream, not both")
+    settings = settings_from(args, require_upstream=not args.demo)
     _configure_logging(settings)
-    revision = run(lambda: prepare_database(settings, upgrade=settings.database.auto_migrate))
-    host, port = settings.host_port
-    log.info(
-        "listening on http://%s:%d/v1 -> %s (mode %s, schema %s, %d worker%s)",
-        host,
-        port,
-        settings.upstream.url or "(no upstream: replay only)",
-        settings.mode,
-        revision,
-        settings.workers,
-        "" if settings.workers == 1 else "s",
-    )
-    if settings.workers == 1:
-        _serve(settings, reuse_port=False)
-        return 0
-    run(lambda: _ensure_fingerprint_secret(settings))
-    return _supervise(settings)
+    check_free(settings.listen, *settings.host_port)
+    with demo_upstream() if args.demo else _no_demo() as demo_url:
+        if demo_url:
+            settings = msgspec.structs.replace(
+                settings, upstream=msgspec.structs.replace(settings.upstream, url=demo_url)
+            )
+            log.info(
+                "demo upstream %s: replies echo your last message (no model, no key, no network); "
+                "serve a real one with --upstream URL",
+                demo_url,
+            )
+        revision = run(lambda: prepare_database(settings, upgrade=settings.database.auto_migrate))
+        host, port = settings.host_port
+        log.info(
+            "listening on http://%s:%d/v1 -> %s (mode %s, schema %s, %d worker%s, database %s)",
+            host,
+            port,
+            settings.upstream.url or "(no upstream: replay only)",
+            settings.mode,
+            revision,
+            settings.workers,
+            "" if settings.workers == 1 else "s",
+            _redacted(settings.database.url),
+        )
+        if settings.workers == 1:
+            _serve(settings)
+            return 0
+        run(lambda: _ensure_fingerprint_secret(settings))
+        return supervise(settings, _serve_worker)
+
+
+def _redacted(url: str) -> str:
+    from proxy.store.db import redacted_url
+
+    return redacted_url(url)
+
+
+def check_free(listen: str, host: str, port: int) -> None:
+    """Refuse an address something already serves; bound without SO_REUSEPORT, so a socket that shares
+    the port through it (another proxy's workers) counts as taken too."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"listen: cannot resolve {host!r}: {exc.strerror}") from None
+    for family, kind, proto, _name, addr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT left by the last run is fine
+            try:
+                probe.bind(addr)
+            except OSError as exc:
+                taken = exc.errno == errno.EADDRINUSE
+                why = "already in use (another proxy or program serves it)" if taken else exc.strerror
+                raise ConfigError(f"listen: cannot listen on {listen}: {why}") from None
+
+
+@contextmanager
+def _no_demo() -> Iterator[None]:
+    yield None
+
+
+@contextmanager
+def demo_upstream() -> Iterator[str]:
+    """The demo upstream as a child process; its stdin is its lifeline (EOF: this process is gone)."""
+    cmd = [sys.executable, "-m", "proxy.testing.fake_upstream", "--demo", "--host", "127.0.0.1"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if not line.isdigit():
+            raise ConfigError("--demo: the demo upstream did not start (python -m proxy.testing.fake_upstream --demo)")
+        yield f"http://127.0.0.1:{int(line)}/v1"
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -68,7 +138,16 @@ async def _tune_gc(_app: object) -> None:
     gc.freeze()
 
 
-def _serve(settings: Settings, *, reuse_port: bool) -> None:
+async def _stopped(app: object) -> None:
+    from proxy.forward.state import STATE
+
+    state = app[STATE]  # type: ignore[index]
+    stats = state.recorder.stats
+    spooled = f", {stats.spooled - stats.unspooled} waiting in the spool" if stats.spooled > stats.unspooled else ""
+    log.info("stopped: streams drained, %d records written%s", stats.written, spooled)
+
+
+def _serve(settings: Settings) -> None:
     from aiohttp import web
 
     from proxy.forward.app import create_app
@@ -82,23 +161,31 @@ def _serve(settings: Settings, *, reuse_port: bool) -> None:
     host, port = settings.host_port
     app = create_app(settings)
     app.on_startup.append(_tune_gc)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        reuse_port=reuse_port or None,
-        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
-        # Cancel a handler as soon as its client disconnects, so upstream streams stop at once.
-        handler_cancellation=True,
-        shutdown_timeout=30,
-        print=None,
-    )
+    app.on_cleanup.append(_stopped)
+    try:
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            reuse_port=settings.workers > 1 or None,
+            access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+            # Cancel a handler as soon as its client disconnects, so upstream streams stop at once.
+            handler_cancellation=True,
+            shutdown_timeout=30,
+            print=None,
+        )
+    except OSError as exc:  # the address was taken between the check and the bind
+        raise ConfigError(f"listen: cannot listen on {settings.listen}: {exc.strerror or exc}") from None
 
 
-def _worker(settings: Settings) -> None:
+def _serve_worker(settings: Settings) -> None:
+    """A worker of ``--workers N``: the same server, its errors one line like the supervisor's."""
     _configure_logging(settings)
-    # The parent decides when to stop; a terminal's Ctrl-C reaches every worker too and means the same.
-    _serve(settings, reuse_port=True)
+    try:
+        _serve(settings)
+    except ConfigError as exc:
+        log.error("worker: %s", exc)
+        sys.exit(2)
 
 
 async def _ensure_fingerprint_secret(settings: Settings) -> None:
@@ -108,53 +195,14 @@ async def _ensure_fingerprint_secret(settings: Settings) -> None:
         await db.fingerprint_secret(engine, settings.fingerprint_secret)
 
 
-def _supervise(settings: Settings) -> int:
-    ctx = multiprocessing.get_context("spawn")
-    stopping = False
-
-    def start() -> BaseProcess:
-        proc = ctx.Process(target=_worker, args=(settings,), name="proxy-worker", daemon=False)
-        proc.start()
-        started[proc.sentinel] = time.monotonic()
-        return proc
-
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for proc in workers:
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
-
-    started: dict[int, float] = {}
-    workers = [start() for _ in range(settings.workers)]
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    failed = False
-    while workers:
-        ready = wait([p.sentinel for p in workers])
-        for sentinel in ready:
-            proc = next(p for p in workers if p.sentinel == sentinel)
-            workers.remove(proc)
-            proc.join()
-            if stopping:
-                continue
-            lifetime = time.monotonic() - started.pop(sentinel, 0.0)
-            if lifetime < MIN_WORKER_LIFETIME:
-                log.error("worker %s exited with %s after %.1f s; not restarting it", proc.pid, proc.exitcode, lifetime)
-                failed = True
-                if not workers:
-                    break
-                continue
-            log.error("worker %s exited with %s; starting a new one", proc.pid, proc.exitcode)
-            workers.append(start())
-    return 1 if failed else 0
-
-
 def register(sub: Subparsers) -> None:
     serve = sub.add_parser("serve", help="run the proxy")
     add_common(serve)
     serve.add_argument("--listen", metavar="HOST:PORT", help="listen address (default 127.0.0.1:8080)")
     serve.add_argument("--upstream", metavar="URL", help="upstream base URL, e.g. https://api.openai.com/v1")
+    serve.add_argument(
+        "--demo", action="store_true", help="serve the built-in demo upstream (no key, no network; `make serve`)"
+    )
     serve.add_argument("--mode", choices=[m.value for m in Mode], help="what to do with requests")
     replay = serve.add_argument_group("replay (modes replay and auto)")
     replay.add_argument("--from-session", action="append", metavar="ID", help="answer from this session (repeatable)")

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from proxy.commands import Subparsers, add_common, open_engine, run, settings_from
+from proxy.config import ConfigError
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -14,7 +15,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from proxy.store import browse
 
     if bool(args.exchange_id) == bool(args.session):
-        raise SystemExit("proxy show: error: give an exchange id or --session, not both")
+        raise ConfigError("give an exchange id or --session, not both")
     settings = settings_from(args)
 
     async def fetch() -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from proxy.commands import (
     run,
     settings_from,
 )
+from proxy.config import ConfigError
 from proxy.store.filters import QueryError
 from proxy.store.queries import DIMENSIONS, parse_dimensions
 
@@ -43,7 +44,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     try:
         dims = parse_dimensions(args.by)
     except QueryError as exc:
-        raise SystemExit(f"proxy usage: error: {exc}") from None
+        raise ConfigError(f"--by: {exc}") from None
     filters = parsed_filters(args, "usage")
 
     async def report() -> list[dict]:

@@ -25,7 +25,33 @@ from proxy.store import db, migrate
 from proxy.store.tables import exchange_bodies, exchanges
 from proxy.testing import fake_upstream
 
-PG_URL = os.environ.get("PROXY_TEST_POSTGRES_URL")
+# The README's default: a local server with trust auth and a database named `test`.
+DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def _postgres() -> tuple[str | None, str]:
+    """The PostgreSQL URL the tests use, or None and why not: the configured one, else the default if it answers."""
+    configured = os.environ.get("PROXY_TEST_POSTGRES_URL")
+    if configured == "off":
+        return None, "PostgreSQL is turned off (PROXY_TEST_POSTGRES_URL=off)"
+    if configured:
+        return configured, ""
+    import asyncpg
+
+    async def answers() -> bool:
+        try:
+            conn = await asyncpg.connect(DEFAULT_PG_URL.replace("+asyncpg", ""), timeout=3)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
+        await conn.close()
+        return True
+
+    if asyncio.run(answers()):
+        return DEFAULT_PG_URL, ""
+    return None, f"no PostgreSQL answers at {DEFAULT_PG_URL} and PROXY_TEST_POSTGRES_URL is not set"
+
+
+PG_URL, PG_MISSING = _postgres()
 
 
 API_KEY = "sk-test-SECRET-0123456789abcdefXYZ"

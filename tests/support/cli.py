@@ -40,3 +40,54 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
     return subprocess.run(
         proxy_cmd(*args), cwd=cwd, env={**base, **(env or {})}, capture_output=True, text=True, timeout=60
     )
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without the caller's PROXY_ settings, plus ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}, **(extra or {})}
+
+
+def start_serve(
+    *args: str, cwd: Path, port: int | None = None, wait: bool = True
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``proxy serve ARGS --listen 127.0.0.1:PORT`` in ``cwd``, started and (by default) answering."""
+    port = port or free_port()
+    proc = subprocess.Popen(
+        proxy_cmd("serve", "--listen", f"127.0.0.1:{port}", *args),
+        cwd=cwd,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    if wait:
+        wait_port(port, proc)
+    return proc, port
+
+
+def stop_serve(proc: subprocess.Popen[bytes], sig: int = 15, timeout: float = 30) -> tuple[int, str]:
+    """Send ``sig`` (default SIGTERM), wait; the exit code and everything it logged."""
+    try:
+        proc.send_signal(sig)
+        code = proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return code, proc.stderr.read().decode() if proc.stderr else ""
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def ends_soon(pid: int, timeout: float = 10) -> bool:
+    """Whether process ``pid`` is gone (or a zombie) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+        time.sleep(0.05)
+    return False

@@ -24,7 +24,7 @@ from proxy.forward.app import create_app
 from proxy.forward.state import STATE
 from proxy.store import db
 from proxy.testing import fake_upstream
-from tests.support import API_KEY, PG_URL, Database, FaultReport, make_database, make_settings
+from tests.support import API_KEY, PG_MISSING, PG_URL, Database, FaultReport, make_database, make_settings
 
 MESSAGES = [{"role": "user", "content": "are you there"}]
 
@@ -76,7 +76,7 @@ async def pg_behind_relay(
     aiohttp_server: Callable[..., Any], upstream: TestServer, tmp_path: Path
 ) -> AsyncIterator[tuple[Any, Relay, Database]]:
     if not PG_URL:
-        pytest.skip("PROXY_TEST_POSTGRES_URL not set")
+        pytest.skip(PG_MISSING)
     from sqlalchemy.engine import make_url
 
     url = make_url(PG_URL)

@@ -1,6 +1,7 @@
 """A small OpenAI-compatible upstream that streams like OpenAI, OpenRouter and vLLM do.
 
-Used by the tests and the benchmark; also handy for demos (``python -m proxy.testing.fake_upstream --port 9000``).
+Used by the tests and the benchmark, and as the demo upstream of ``proxy serve --demo`` (``demo``); standalone:
+``python -m proxy.testing.fake_upstream --port 9000``.
 One module per API family (``chat``, ``embeddings``, ``other``), each with its ``ROUTES``; ``app`` puts them
 together; ``common`` holds what they share. Behaviour is chosen by the request's ``model`` (so the real SDKs can
 drive every case):
