@@ -186,6 +186,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     inject_stream_usage: bool = True
     # Largest SSE event the usage-chunk filter holds back; past it the stream passes through untouched.
     max_event_bytes: int = 16 << 20
+    # What a record keeps of a response body: its head, up to this many bytes (the record says how many
+    # passed); usage, outcome and the assembled response still come from the whole stream.
+    max_record_bytes: int = 32 << 20
     # Extra request/response header names to redact before storage (auth and cookies always are).
     redact_headers: list[str] = []
     # Regexes for secrets inside bodies, masked (same length) before storage; [] disables.
@@ -364,6 +367,8 @@ def validate(settings: Settings, *, require_upstream: bool) -> None:
         )
     if settings.max_body_bytes <= 0:
         raise ConfigError("max_body_bytes: must be > 0")
+    if settings.max_record_bytes <= 0:
+        raise ConfigError("max_record_bytes: must be > 0")
     if settings.workers < 1:
         raise ConfigError("workers: must be >= 1")
     if settings.workers > 1 and settings.host_port[1] == 0:

@@ -9,6 +9,8 @@ Invariants:
 - Pure: no I/O, no clock, no aiohttp, no SQL. Bytes in, plain values out.
 - Never raises on what a client or upstream sent: an undecodable request is ``None``, an undecodable
   event is counted in ``Folded.decode_errors`` and skipped.
+- Streams are folded incrementally (``StreamFold``), so a stream of any length is folded as it passes,
+  in bounded memory.
 - ``Folded.complete_at`` is where the family's own end marker ended (``[DONE]`` for chat,
   ``response.completed`` for Responses, ``message_stop`` for Messages); a stream without it is never
   complete. Token counts are what the provider reported, mapped onto ``record.exchange.Usage``; never 0
@@ -74,6 +76,19 @@ class StreamFilter(Protocol):
     def held(self) -> int: ...
 
 
+class StreamFold(Protocol):
+    """A stream folded event by event as it passes: ``feed`` any number of times, then ``result`` once.
+
+    Memory stays bounded whatever the stream's length: text kept for ``Folded.assembled`` stops at the
+    ``text_limit`` the family's ``stream_fold`` was given (the rest is still counted and folded: usage,
+    finish reasons and the end marker come from the whole stream).
+    """
+
+    def feed(self, events: Iterable[Event]) -> None: ...
+
+    def result(self) -> Folded: ...
+
+
 class Family(Protocol):
     name: str  # stored in ``exchanges.api``
     ignored: tuple[str, ...]  # top-level request fields left out of the match key
@@ -95,7 +110,9 @@ class Family(Protocol):
         """The filter that hides, from a client that did not ask, what the usage option added."""
         ...
 
-    def fold_stream(self, events: Iterable[Event]) -> Folded: ...
+    def stream_fold(self, text_limit: int) -> StreamFold:
+        """A fold for one stream, keeping at most ``text_limit`` characters of assembled text."""
+        ...
 
     def fold_body(self, body: bytes) -> Folded:
         """A non-streamed response body (already content-decoded)."""
@@ -104,3 +121,14 @@ class Family(Protocol):
     def body_to_stream(self, body: bytes, wants_usage: bool) -> list[bytes] | None:
         """A recorded non-streamed body as the events a streamed request expects; None: not convertible."""
         ...
+
+
+# Text an assembled response keeps when no cap is given (``max_record_bytes`` sets it in the proxy).
+NO_TEXT_LIMIT = 1 << 62
+
+
+def fold_stream(family: Family, events: Iterable[Event], text_limit: int = NO_TEXT_LIMIT) -> Folded:
+    """A whole stream's events folded at once (tests, and streams recorded before the live fold)."""
+    fold = family.stream_fold(text_limit)
+    fold.feed(events)
+    return fold.result()

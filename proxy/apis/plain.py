@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from proxy.apis.chat.family import fold_body, read_request
-from proxy.apis.family import COMMON_IGNORED, Event, Folded, RequestInfo, StreamFilter
+from proxy.apis.family import COMMON_IGNORED, Event, Folded, RequestInfo, StreamFilter, StreamFold
 
 
 @dataclass(frozen=True)
@@ -33,18 +33,28 @@ class PlainFamily:
     def hiding_filter(self, max_event_bytes: int) -> StreamFilter | None:
         return None
 
-    def fold_stream(self, events: Iterable[Event]) -> Folded:
-        folded = Folded(complete_at=0)
-        for event in events:
-            folded.events += 1
-            folded.complete_at = event.end  # no end marker known: whole when its last event is
-        return folded
+    def stream_fold(self, text_limit: int) -> StreamFold:
+        return _PlainFold()
 
     def fold_body(self, body: bytes) -> Folded:
         return fold_body(body)
 
     def body_to_stream(self, body: bytes, wants_usage: bool) -> list[bytes] | None:
         return None
+
+
+class _PlainFold:
+    def __init__(self) -> None:
+        self.folded = Folded(complete_at=0)
+
+    def feed(self, events: Iterable[Event]) -> None:
+        folded = self.folded
+        for event in events:
+            folded.events += 1
+            folded.complete_at = event.end  # no end marker known: whole when its last event is
+
+    def result(self) -> Folded:
+        return self.folded
 
 
 EMBEDDINGS = PlainFamily(name="embeddings")

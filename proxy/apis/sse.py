@@ -103,13 +103,17 @@ class SSEParser:
     def skip(self, data: bytes) -> bool:
         """Count ``data`` as consumed without parsing it, if parsing it could change nothing after it.
 
-        That holds when the parser is ``at_boundary`` and ``data`` ends with a blank line (LF LF or
-        CRLF CRLF): whatever events ``data`` holds, the parser ends up between events again. The events
-        are not returned and their comments are not counted; ``pending`` is 0 afterwards. Returns False,
-        having done nothing, when the condition does not hold (the caller then feeds ``data``).
+        That holds when the parser is ``at_boundary`` (or has seen nothing yet) and ``data`` ends with
+        a blank line (LF LF or CRLF CRLF): whatever events ``data`` holds, the parser ends up between
+        events again. The events are not returned and their comments are not counted; ``pending`` is 0
+        afterwards. Returns False, having done nothing, when the condition does not hold (the caller
+        then feeds ``data``).
         """
-        if not data.endswith((b"\n\n", b"\r\n\r\n")) or not self.at_boundary:
+        # A fresh parser is between events too, once ``data`` shows the stream opens without a BOM.
+        fresh = self._bom_pending and not self._tail and not self.consumed and not data.startswith(_BOM[:1])
+        if not data.endswith((b"\n\n", b"\r\n\r\n")) or not (fresh or self.at_boundary):
             return False
+        self._bom_pending = False
         self.consumed += len(data)
         self._last_end = self.consumed
         return True
@@ -199,6 +203,14 @@ class SSEParser:
         self._skip_lf = False
         self._reset_event()
         return []
+
+    def drop(self) -> None:
+        """Forget the unfinished event (a line or event too large to hold); ``pending`` is 0 afterwards.
+
+        The rest of a dropped line, when it comes, reads as a field of no known name and is ignored.
+        """
+        self.close()
+        self._last_end = self.consumed
 
     def _field(self, line: bytes) -> None:
         """Apply one non-empty line (a field or a comment) to the current event."""

@@ -34,6 +34,7 @@ from proxy.headers import EXCHANGE_ID_HEADER, NO_STORE_HEADER, REPLAY_HEADER
 from proxy.record.decode import is_event_stream
 from proxy.record.exchange import Ending, Exchange
 from proxy.record.redact import api_key_of, fingerprint, redact_headers
+from proxy.record.tap import BodyTap
 
 log = logging.getLogger("proxy.forward")
 # Non-streamed bodies up to this size are read whole and answered with one write.
@@ -225,20 +226,30 @@ async def _respond(
     ex.response_headers = redact_headers(up.headers, st.redact)
     sse = is_event_stream(ex.response_headers)
     ex.stream = ex.stream or sse
+    usage_filter = family.hiding_filter(st.settings.max_event_bytes) if ex.usage_injected and sse else None
+    whole = not sse and up.content_length is not None and up.content_length <= BUFFER_LIMIT
+    # An encoded stream whose usage chunk must be hidden reaches the client decoded: see forward.tee.
+    tap = ex.body_tap = BodyTap(
+        ex,
+        cap=st.settings.max_record_bytes,
+        event_limit=st.settings.max_record_bytes,
+        events=sse,
+        forward_decoded=usage_filter is not None,
+        marks=not whole,  # a body read whole has no read timing worth replaying
+    )
     out_headers = forward_response_headers(up.headers, reframed=True)
     out_headers.update(_proxy_headers(st, ex))
-    if not sse and up.content_length is not None and up.content_length <= BUFFER_LIMIT:
+    if whole:
         data = await up.read()
-        ex.first_byte_ms = ex.elapsed_ms()
-        ex.response_body = data
-        ex.delivered = len(data)  # handed to aiohttp whole, after the record is made
+        tap.feed(data)  # decoded, if at all, in the writer
         return web.Response(status=up.status, reason=up.reason, headers=out_headers, body=data)
+    if tap.out is not None:
+        out_headers.popall("Content-Encoding", None)
     response = web.StreamResponse(status=up.status, reason=up.reason, headers=out_headers)
-    if up.content_length is not None:
+    if up.content_length is not None and tap.out is None:
         response.content_length = up.content_length
     await response.prepare(request)
-    usage_filter = family.hiding_filter(st.settings.max_event_bytes) if ex.usage_injected and sse else None
-    await copy_body(request, up, response, ex, usage_filter)
+    await copy_body(request, up, response, ex, tap, usage_filter)
     return response
 
 

@@ -2,16 +2,23 @@
 
 Invariants:
 - Each network read is written to the client before anything else is done with it; the only work per
-  read on the hot path is a list append and a clock read. Decoding happens later, in the recorder.
-- The one exception is ``UsageChunkFilter``, used only when the proxy itself asked the upstream for a
-  usage chunk: it forwards whole events (a client cannot use half an event anyway) so it can hold back
-  the usage-only chunk that client never asked for. Comment lines (keep-alives) still pass at once.
-  A read made of whole events in which every ``"usage"`` is null (nearly every read of a stream) is
-  forwarded as it is, without parsing: it cannot hold the usage-only chunk.
-- ``copy_body`` always leaves the exchange with the bytes received, how far the client got
-  (``delivered``: upstream bytes whose output the client's connection accepted) and a definite
-  ``Ending``, whether it ends normally, the client leaves, the upstream fails, or the task is cancelled.
-  What that means for the outcome is decided later, in ``record.outcome``.
+  read before the write is handing it to the record's ``BodyTap`` (an append and a clock read). Decoding
+  happens later, in the recorder, except for a long stream: the tap then decodes as it goes, after each
+  write, a slice at a time with yields to the loop between slices (``BodyTap.catch_up``), so memory
+  stays bounded and no step holds the loop for long.
+- The one exception is the family's usage filter (``StreamFilter``), used only when the proxy itself
+  asked the upstream for a usage chunk: it forwards whole events (a client cannot use half an event
+  anyway) so it can hold back the usage-only chunk that client never asked for. Comment lines
+  (keep-alives) still pass at once. A read made of whole events in which every ``"usage"`` is null
+  (nearly every read of a stream) is forwarded as it is, without parsing: it cannot hold the usage chunk.
+- A content-encoded stream (an upstream that gzips although asked for identity) is forwarded as sent
+  while nothing must be hidden; when the filter must hide a chunk, the client gets the decoded events
+  instead, its ``Content-Encoding`` removed (``forward.handler``), and a stream whose encoding breaks
+  is then cut, as the upstream cutting it would be.
+- ``copy_body`` always leaves the exchange with how far the client got (``delivered``: bytes of the
+  decoded body whose output the client's connection accepted) and a definite ``Ending``, whether it
+  ends normally, the client leaves, the upstream fails, or the task is cancelled. What that means for
+  the outcome is decided later, in ``record.outcome``.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
-from proxy.apis.chat.usage_option import UsageChunkFilter
+from proxy.apis.family import StreamFilter
 from proxy.record.exchange import Ending, Exchange
+from proxy.record.tap import BodyTap
 
 
 async def copy_body(
@@ -30,29 +38,37 @@ async def copy_body(
     upstream: aiohttp.ClientResponse,
     response: web.StreamResponse,
     ex: Exchange,
-    usage_filter: UsageChunkFilter | None = None,
+    tap: BodyTap,
+    usage_filter: StreamFilter | None = None,
 ) -> None:
-    """Copy the upstream body to the prepared ``response`` and into ``ex``; never raises on I/O errors.
+    """Copy the upstream body to the prepared ``response`` and into ``tap``; never raises on I/O errors.
 
     Cancellation (the client left while ``handler_cancellation`` is on) is recorded, then re-raised.
     """
-    parts: list[bytes] = []
-    total = 0
     read = upstream.content.readany  # not ``iter_any``: one coroutine less per network read
+    decoded = tap.out is not None  # the client gets the decoded bytes (an encoded stream to filter)
     try:
         while data := await read():
-            total += len(data)
-            parts.append(data)
-            ex.add_chunk(data, total)
+            behind = tap.feed(data)
+            if decoded:
+                await tap.catch_up()
+                behind, data = False, tap.take_out()
+                if tap.error is not None:
+                    # What follows cannot be decoded, so it cannot be passed on: end it as a cut stream.
+                    ex.finish(Ending.UPSTREAM_CUT, tap.error)
+                    _abort(request)
+                    return
             out = usage_filter.feed(data) if usage_filter is not None else data
             if out and not await _send(response, out):
                 _client_gone(ex)
                 return
-            ex.delivered = total - (usage_filter.held if usage_filter is not None else 0)
+            if behind:  # after the write: the client never waits for the record
+                await tap.catch_up()
+            ex.delivered = tap.total - (usage_filter.held if usage_filter is not None else 0)
         if usage_filter is not None and not await _send(response, usage_filter.close()):
             _client_gone(ex)
             return
-        ex.delivered = total
+        ex.delivered = tap.total
         try:
             await response.write_eof()
         except ConnectionError:
@@ -66,8 +82,6 @@ async def copy_body(
     except aiohttp.ClientError as exc:
         ex.finish(Ending.UPSTREAM_CUT, f"upstream failed mid-response: {type(exc).__name__}: {exc}"[:500])
         _abort(request)
-    finally:
-        ex.response_body = b"".join(parts)
 
 
 async def _send(response: web.StreamResponse, data: bytes) -> bool:

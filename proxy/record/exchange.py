@@ -10,8 +10,10 @@ Invariants:
   ``replay.matchkey`` the match key (at replay time, or in the writer). The recorder then masks secrets
   in the bodies in place (same length, so byte offsets stay valid) and stores the result.
 - ``response_body`` is what the upstream sent (after HTTP de-chunking, before content decoding), never
-  re-encoded; a Content-Encoding is undone into ``decoded_body`` beside it. ``stream_chunks`` holds one
+  re-encoded; a Content-Encoding is undone into ``decoded_body`` instead. ``stream_chunks`` holds one
   ``(offset_ms, end_byte)`` pair per network read, so a replay reproduces both the bytes and their timing.
+- A record keeps at most ``max_record_bytes`` of a response body, its head (``record.tap``);
+  ``response_bytes`` counts the whole body, so ``response_bytes > len(body kept)`` says it was truncated.
 - No secret is ever held here: headers are redacted and the API key is reduced to a keyed fingerprint
   before the Exchange is built.
 """
@@ -22,6 +24,7 @@ import enum
 import os
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -148,7 +151,10 @@ class Exchange(msgspec.Struct, kw_only=True):
     response_headers: dict[str, str] = {}
     response_body: bytes = b""
     stream_chunks: list[tuple[float, int]] = []
-    # Bytes of response_body whose output the client's connection accepted.
+    # Bytes of the body that passed the proxy (decoded, like ``delivered``); more than the body kept
+    # when the record was capped at ``max_record_bytes``.
+    response_bytes: int = 0
+    # Bytes of the body whose output the client's connection accepted.
     delivered: int = 0
     first_byte_ms: float | None = None
     duration_ms: float | None = None
@@ -167,6 +173,9 @@ class Exchange(msgspec.Struct, kw_only=True):
     assembled: bytes | None = None
     event_count: int = 0
     decode_errors: int = 0
+    # The live fold of the body (``record.tap.BodyTap``) from the tee to ``decode.finalize``, which
+    # clears it: state, not data, so it never reaches the spool.
+    body_tap: Any = None
 
     # replay: the request's match key (set in the writer), and whether a recording answered it (then
     # nothing is recorded: a replay must not add to the recordings it plays)
@@ -180,14 +189,6 @@ class Exchange(msgspec.Struct, kw_only=True):
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000.0
 
-    def add_chunk(self, data: bytes, end: int) -> float:
-        """Note one network read of a stream; returns its offset in ms."""
-        offset = self.elapsed_ms()
-        if self.first_byte_ms is None:
-            self.first_byte_ms = offset
-        self.stream_chunks.append((offset, end))
-        return offset
-
     def finish(self, ending: Ending | None = None, error: str | None = None) -> None:
         """Close the exchange once; a later call keeps the first ending (the cause, not the symptom)."""
         if self.finished_at is not None:
@@ -198,6 +199,12 @@ class Exchange(msgspec.Struct, kw_only=True):
             self.error = error
         self.duration_ms = self.elapsed_ms()
         self.finished_at = utcnow()
+
+    @property
+    def truncated(self) -> bool:
+        """Only the head of the response body was kept (``max_record_bytes``)."""
+        kept = self.decoded_body if self.decoded_body is not None else self.response_body
+        return self.response_bytes > len(kept)
 
     def stored_response(self) -> tuple[dict[str, str], bytes]:
         """Headers and body as the record keeps them: decoded, so a replay can serve them plainly."""

@@ -50,8 +50,9 @@ def settle(
         if ex.ending is Ending.CLIENT_LEFT:
             ex.status = CLIENT_CLOSED_REQUEST
         return
-    delivered = len(ex.response_body) if ex.ending is Ending.BODY_END else ex.delivered
-    if complete_at is not None and complete_at <= delivered:
+    # ``complete_at`` and ``delivered`` count the body as the record does (decoded, the whole of it).
+    reached = complete_at is not None and (ex.ending is Ending.BODY_END or complete_at <= ex.delivered)
+    if reached:
         ex.outcome = Outcome.UPSTREAM_ERROR_EVENT if error_event else Outcome.COMPLETE
         ex.status = ex.upstream_status if ex.upstream_status is not None else ex.status
         # What went wrong after the response was whole is no error of this exchange.

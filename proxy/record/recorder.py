@@ -34,13 +34,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from proxy.record.decode import finalize
 from proxy.record.exchange import Exchange
 from proxy.record.redact import Redactor
+from proxy.record.slices import complete
 from proxy.replay.matchkey import DEFAULT_RULES, KeyRules, match_key
 from proxy.store.writes import insert_exchanges
 from proxy.usage.pricing import PriceTable
 
 log = logging.getLogger("proxy.record.recorder")
 
-_SPOOL_ENCODER = msgspec.msgpack.Encoder()
+# Anything that is not data (a live ``body_tap`` left by a failed step) is spooled as nil.
+_SPOOL_ENCODER = msgspec.msgpack.Encoder(enc_hook=lambda _obj: None)
 YIELD_EVERY = 0.0005  # seconds of decoding between yields to the event loop
 _SPOOL_DECODER = msgspec.msgpack.Decoder(list[Exchange])
 
@@ -170,13 +172,15 @@ class Recorder:
     async def _write(self, batch: list[Exchange]) -> None:
         slice_start = time.perf_counter()
         for ex in batch:
+            if ex.body_tap is not None:
+                await ex.body_tap.drain()  # what the tee left undecoded, in slices
             finalize(ex)
             if self.pricing is not None:
                 self.pricing.apply(ex)
             if ex.match_key is None:  # playback (auto mode) already keyed it
                 # From the body as the client sent it, so a live request finds it again at replay time.
                 ex.match_key = match_key(ex.method, ex.path, ex.request_body, self.key_rules, ex.upstream)
-            self._redact(ex)
+            await self._redact(ex)
             if time.perf_counter() - slice_start > YIELD_EVERY:
                 # Client traffic shares this event loop: never hold it for long (a 50-event stream takes
                 # ~0.3 ms to decode, so a fixed count of records per slice could stall it for many ms).
@@ -199,9 +203,12 @@ class Recorder:
         if self.on_written is not None:
             self.on_written(batch)
 
-    def _redact(self, ex: Exchange) -> None:
-        """Mask secrets in every field taken from a client or upstream, before the database or the spool."""
-        self.redactor.exchange(ex)
+    async def _redact(self, ex: Exchange) -> None:
+        """Mask secrets in every field taken from a client or upstream, before the database or the spool.
+
+        Bodies are masked a window at a time, yielding to the loop between windows.
+        """
+        await complete(self.redactor.exchange_steps(ex))
 
     def _mark_down(self, exc: BaseException) -> None:
         self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]

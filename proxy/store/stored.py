@@ -33,7 +33,9 @@ class StoredBody(msgspec.Struct, kw_only=True):
     event_count: int = 0
     decode_errors: int = 0
     usage_injected: bool = False
-    delivered_bytes: int | None = None  # of the raw response body, what the client got; None: all of it
+    delivered_bytes: int | None = None  # of the response body, what the client got; None: all of it
+    response_bytes: int | None = None  # of the response body, how many passed; None: not counted (old rows)
+    response_truncated: bool = False  # the stored body is only the head (``max_record_bytes``)
 
 
 class ExchangeFields(msgspec.Struct, kw_only=True):
@@ -114,8 +116,8 @@ def body_row(ex: Exchange) -> dict[str, Any]:
     """The ``exchange_bodies`` row of a finished, decoded Exchange (bodies only when it keeps them)."""
     keep = ex.store_bodies
     response_headers, response_body = ex.stored_response()
-    # Counted in raw bytes, so only kept for a body stored raw (a decoded one was sent whole or not at all).
-    cut = ex.ending is not Ending.BODY_END and ex.decoded_body is None and ex.delivered < len(ex.response_body)
+    # Counted like the stored body (decoded), and only kept when the client did not get all of it.
+    cut = ex.ending is not Ending.BODY_END and ex.delivered < ex.response_bytes
     return {
         "exchange_id": ex.id,
         "request_headers": ex.request_headers,
@@ -128,6 +130,8 @@ def body_row(ex: Exchange) -> dict[str, Any]:
         "decode_errors": ex.decode_errors,
         "usage_injected": ex.usage_injected,
         "delivered_bytes": ex.delivered if cut else None,
+        "response_bytes": ex.response_bytes,
+        "response_truncated": ex.truncated,
     }
 
 
@@ -162,6 +166,8 @@ def read(row: Mapping[str, Any]) -> Stored:
             decode_errors=row.get("decode_errors") or 0,
             usage_injected=bool(row.get("usage_injected")),
             delivered_bytes=row.get("delivered_bytes"),
+            response_bytes=row.get("response_bytes"),
+            response_truncated=bool(row.get("response_truncated")),
         )
     plain = {name: row[name] for name in PLAIN_COLUMNS if name in row}
     return Stored(**plain, usage=usage, body=body)

@@ -15,10 +15,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 from sqlalchemy.types import DateTime, TypeDecorator
 
 NAMING_CONVENTION = {
@@ -125,8 +139,12 @@ class ExchangeBodyRow(Base):
     event_count: Mapped[int]
     decode_errors: Mapped[int]
     usage_injected: Mapped[bool]
-    # Bytes of the raw response body the client got, when it left early; NULL: all of them.
-    delivered_bytes: Mapped[int | None]
+    # Bytes of the response body the client got, when it left early; NULL: all of them.
+    delivered_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # Bytes of the response body that passed the proxy (decoded); NULL in rows older than 0005.
+    response_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # The stored response body is only the head of it (``max_record_bytes``).
+    response_truncated: Mapped[bool] = mapped_column(server_default=false())
 
 
 # --- replay (issue 3) ---

@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from proxy.apis.codec import ANY_DECODER
-from tests.support import API_KEY, Proxy, upstream_requests
+from tests.support import API_KEY, Proxy, ProxyFactory, upstream_requests
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hello to the proxy"}]
 
@@ -240,3 +240,14 @@ async def test_other_client_errors_are_not_retried(proxy: Proxy, upstream: TestS
     assert len(upstream_requests(upstream)) == 1, "the client's own stream_options: its 400 is passed on"
     [row] = await proxy.rows()
     assert row["status"] == 400
+
+
+async def test_a_non_streamed_body_longer_than_the_record_cap_keeps_its_head(start_proxy: ProxyFactory) -> None:
+    proxy = await start_proxy(max_record_bytes=100)
+    via = await proxy.client().chat.completions.create(model="fake-model", messages=MESSAGES)
+    assert via.choices[0].message.content == "Echo: say hello to the proxy ", "the client gets the whole body"
+    [row] = await proxy.rows()
+    stored = (await proxy.bodies())[row["id"]]
+    assert len(stored["response_body"]) == 100 and stored["response_truncated"] is True
+    assert stored["response_bytes"] > 100 and stored["response_body"].startswith(b'{"id":')
+    assert row["outcome"] == "complete" and row["status"] == 200

@@ -247,3 +247,31 @@ async def test_named_upstream_and_injected_api_key(start_proxy: ProxyFactory, up
     rows = await proxy.rows()
     assert [r["upstream"] for r in rows] == ["second", "second", "nope"]
     assert rows[0]["key_fingerprint"] != rows[1]["key_fingerprint"]
+
+
+async def test_a_stream_longer_than_the_record_cap_keeps_its_head_and_whole_usage(start_proxy: ProxyFactory) -> None:
+    proxy = await start_proxy(max_record_bytes=10_000)
+    body = chat_body("fake-model", stream_options={"include_usage": True})
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{proxy.url}/v1/chat/completions", json=body, headers={**AUTH, "x-fake-events": "3000"}) as resp,
+    ):
+        received = await resp.read()
+    assert len(received) > 500_000, "long enough to be decoded on the way (past the tap's LAG)"
+    [row] = await proxy.rows()
+    stored = (await proxy.bodies())[row["id"]]
+    assert stored["response_body"] == received[:10_000]
+    assert stored["response_truncated"] is True and stored["response_bytes"] == len(received)
+    assert max(end for _, end in stored["stream_chunks"]) == 10_000
+    assert row["outcome"] == "complete" and row["finish_reason"] == "stop" and row["ttft_ms"] is not None
+    assert row["completion_tokens"] == 3000 and row["usage_source"] == "provider"
+    content = ANY_DECODER.decode(stored["assembled"])["choices"][0]["message"]["content"]
+    assert 0 < len(content) <= 10_000 + 100, "the assembled text is capped the same way"
+
+
+async def test_a_stream_within_the_cap_is_kept_whole(proxy: Proxy) -> None:
+    stream = await proxy.client().chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
+    [c async for c in stream]
+    [row] = await proxy.rows()
+    stored = (await proxy.bodies())[row["id"]]
+    assert stored["response_truncated"] is False and stored["response_bytes"] == len(stored["response_body"])

@@ -41,7 +41,9 @@ def test_query_credentials_are_redacted_and_returned_for_the_fingerprint() -> No
 def test_free_text_loses_query_credentials_header_lines_and_key_shaped_values() -> None:
     redactor = Redactor()
     error = f"ClientResponseError: 400, message='x', url='http://h:1/v1/chat?alt=sse&key={GEMINI_KEY}'"
-    assert redactor.text(error) == "ClientResponseError: 400, message='x', url='http://h:1/v1/chat?alt=sse&key=[redacted]'"
+    assert (
+        redactor.text(error) == "ClientResponseError: 400, message='x', url='http://h:1/v1/chat?alt=sse&key=[redacted]'"
+    )
     head = f"b'POST / HTTP/1.1\\nHost: x\\nAuthorization: Bearer {GEMINI_KEY}\\nX-Api-Key: {GEMINI_KEY}\\x01'"
     redacted = "b'POST / HTTP/1.1\\nHost: x\\nAuthorization: [redacted]\\nX-Api-Key: [redacted]\\x01'"
     assert redactor.text(head) == redacted

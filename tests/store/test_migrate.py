@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.dialects import postgresql
 
 from proxy.store import migrate, rollup
 from proxy.store.tables import Base
@@ -120,3 +121,46 @@ async def test_upgrades_backfill_rollups_as_the_writer_would(database: Database)
     for (_, name), (_, expected) in zip(rollup.TABLES, rollup.deltas(stored), strict=True):
         want = comparable(expected, columns)
         assert comparable(await rollup_rows(database, name), columns) == want and len(want) > 3
+
+
+async def test_0005_counts_response_bytes_and_keeps_old_bodies(database: Database) -> None:
+    """Bodies stored before 0005 were kept whole: after the upgrade they read as not truncated, their
+    size not counted, and delivered_bytes holds more than 2 GiB."""
+    await migrate.downgrade(database.engine, "0004_api_families")
+    rows = old_rows()[:3]
+    exchanges = sa.table("exchanges", *[sa.column(name) for name in COLUMNS_0001])
+    plain = ("exchange_id", "response_body", "event_count", "decode_errors", "usage_injected", "delivered_bytes")
+    headers = [
+        sa.column(c, sa.JSON().with_variant(postgresql.JSONB(), "postgresql"))
+        for c in ("request_headers", "response_headers")
+    ]
+    bodies = sa.table("exchange_bodies", *headers, *[sa.column(c) for c in plain])
+    async with database.engine.begin() as conn:
+        await conn.execute(exchanges.insert(), rows)
+        await conn.execute(
+            bodies.insert(),
+            [
+                {
+                    "exchange_id": r["id"],
+                    "request_headers": {},
+                    "response_headers": {},
+                    "response_body": b"data: [DONE]\n\n",
+                    "event_count": 1,
+                    "decode_errors": 0,
+                    "usage_injected": False,
+                    "delivered_bytes": 7 if i == 0 else None,
+                }
+                for i, r in enumerate(rows)
+            ],
+        )
+    await migrate.upgrade(database.engine)
+    stored = sorted((await database.bodies()).values(), key=lambda b: b["exchange_id"])
+    assert [(b["response_bytes"], b["response_truncated"], b["delivered_bytes"]) for b in stored] == [
+        (None, False, 7),
+        (None, False, None),
+        (None, False, None),
+    ]
+    update = sa.table("exchange_bodies", sa.column("exchange_id"), sa.column("delivered_bytes"))
+    async with database.engine.begin() as conn:
+        await conn.execute(update.update().where(update.c.exchange_id == rows[1]["id"]).values(delivered_bytes=5 << 30))
+    assert any(b["delivered_bytes"] == 5 << 30 for b in (await database.bodies()).values())

@@ -7,6 +7,10 @@ Invariants:
   omits it); the last non-null ``finish_reason`` wins.
 - Usage is taken from whichever chunk carries it (OpenAI sends it in a final ``choices: []`` chunk,
   OpenRouter and vLLM may attach it to the last content chunk); the last one seen wins.
+- Memory is bounded by ``text_limit``: past that many characters of text (all choices and tool-call
+  arguments together) further pieces are dropped and ``truncated`` is set; everything else (usage,
+  finish reasons, tool-call ids and names) is still taken from every chunk. Pieces are joined in groups
+  as they come, so a stream of millions of tiny deltas does not keep millions of string objects.
 """
 
 from __future__ import annotations
@@ -16,6 +20,27 @@ from typing import Any
 from proxy.apis.chat.wire import ChatCompletionChunk, ChatUsage, ChunkChoice
 
 
+class _Text:
+    """Text pieces in arrival order, joined in groups of ``GROUP`` so each costs little more than its characters."""
+
+    __slots__ = ("groups", "pieces")
+    GROUP = 512
+
+    def __init__(self) -> None:
+        self.groups: list[str] = []
+        self.pieces: list[str] = []
+
+    def add(self, piece: str) -> None:
+        pieces = self.pieces
+        pieces.append(piece)
+        if len(pieces) >= self.GROUP:
+            self.groups.append("".join(pieces))
+            pieces.clear()
+
+    def join(self) -> str:
+        return "".join(self.groups) + "".join(self.pieces)
+
+
 class _ToolCall:
     __slots__ = ("arguments", "id", "name", "type")
 
@@ -23,13 +48,13 @@ class _ToolCall:
         self.id: str | None = None
         self.type: str | None = None
         self.name: str | None = None
-        self.arguments: list[str] = []
+        self.arguments = _Text()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "type": self.type or "function",
-            "function": {"name": self.name, "arguments": "".join(self.arguments)},
+            "function": {"name": self.name, "arguments": self.arguments.join()},
         }
 
 
@@ -38,33 +63,39 @@ class _Choice:
 
     def __init__(self) -> None:
         self.role: str | None = None
-        self.content: list[str] | None = None
-        self.refusal: list[str] | None = None
-        self.reasoning: list[str] | None = None
-        self.text: list[str] | None = None
+        self.content: _Text | None = None
+        self.refusal: _Text | None = None
+        self.reasoning: _Text | None = None
+        self.text: _Text | None = None
         self.tools: dict[int, _ToolCall] = {}
         self.logprobs: dict[str, list[Any]] | None = None
         self.finish_reason: str | None = None
 
-    def add(self, choice: ChunkChoice) -> None:
+    def add(self, choice: ChunkChoice, room: bool) -> int:
+        """Fold one choice delta; text is kept only while there is ``room``. Returns the characters kept."""
+        kept = 0
         if choice.finish_reason is not None:
             self.finish_reason = choice.finish_reason
         if choice.text is not None:
-            self.text = _append(self.text, choice.text)
-        if choice.logprobs:
+            self.text = _append(self.text, choice.text, room)
+            kept += len(choice.text)
+        if choice.logprobs and room:
             self._add_logprobs(choice.logprobs)
         delta = choice.delta
         if delta is None:
-            return
+            return kept
         if delta.role is not None:
             self.role = delta.role
         if delta.content is not None:
-            self.content = _append(self.content, delta.content)
+            self.content = _append(self.content, delta.content, room)
+            kept += len(delta.content)
         if delta.refusal is not None:
-            self.refusal = _append(self.refusal, delta.refusal)
+            self.refusal = _append(self.refusal, delta.refusal, room)
+            kept += len(delta.refusal)
         reasoning = delta.reasoning if delta.reasoning is not None else delta.reasoning_content
         if reasoning is not None:
-            self.reasoning = _append(self.reasoning, reasoning)
+            self.reasoning = _append(self.reasoning, reasoning, room)
+            kept += len(reasoning)
         for tc in delta.tool_calls or ():
             key = int(tc.index) if tc.index is not None else len(self.tools)
             call = self.tools.get(key)
@@ -77,8 +108,10 @@ class _Choice:
             if tc.function is not None:
                 if tc.function.name:
                     call.name = (call.name or "") + tc.function.name
-                if tc.function.arguments:
-                    call.arguments.append(tc.function.arguments)
+                if tc.function.arguments and room:
+                    call.arguments.add(tc.function.arguments)
+                    kept += len(tc.function.arguments)
+        return kept if room else 0
 
     def _add_logprobs(self, logprobs: Any) -> None:
         if not isinstance(logprobs, dict):
@@ -93,15 +126,15 @@ class _Choice:
     def to_dict(self, index: int) -> dict[str, Any]:
         out: dict[str, Any] = {"index": index}
         if self.text is not None and self.content is None and self.role is None:
-            out["text"] = "".join(self.text)
+            out["text"] = self.text.join()
         else:
             message: dict[str, Any] = {
                 "role": self.role or "assistant",
-                "content": "".join(self.content) if self.content is not None else None,
-                "refusal": "".join(self.refusal) if self.refusal is not None else None,
+                "content": self.content.join() if self.content is not None else None,
+                "refusal": self.refusal.join() if self.refusal is not None else None,
             }
             if self.reasoning is not None:
-                message["reasoning"] = "".join(self.reasoning)
+                message["reasoning"] = self.reasoning.join()
             if self.tools:
                 message["tool_calls"] = [self.tools[k].to_dict() for k in sorted(self.tools)]
             out["message"] = message
@@ -120,17 +153,21 @@ def _produces_output(choice: ChunkChoice) -> bool:
     )
 
 
-def _append(parts: list[str] | None, piece: str) -> list[str]:
-    if parts is None:
-        return [piece]
-    parts.append(piece)
-    return parts
+def _append(text: _Text | None, piece: str, room: bool) -> _Text:
+    # A field seen past the limit still shows up (empty), so the assembled shape matches the stream's.
+    if text is None:
+        text = _Text()
+    if room:
+        text.add(piece)
+    return text
 
 
 class Assembler:
     """Accumulates chunks; ``result()`` returns the equivalent ``chat.completion`` object."""
 
-    def __init__(self) -> None:
+    def __init__(self, text_limit: int = 1 << 62) -> None:
+        self.room = text_limit
+        self.truncated = False  # text past ``text_limit`` was dropped
         self.id: str | None = None
         self.created: int | float | None = None
         self.model: str | None = None
@@ -166,7 +203,9 @@ class Assembler:
             if state is None:
                 state = self._choices[key] = _Choice()
             was_open = state.finish_reason is None
-            state.add(choice)
+            room = self.room > 0
+            self.room -= state.add(choice, room)
+            self.truncated = self.truncated or not room
             if was_open and state.finish_reason is not None:
                 self._finished += 1
             if not self._has_output:

@@ -20,7 +20,7 @@ from proxy.apis.chat.usage_option import UsageChunkFilter, inject_usage, refuses
 from proxy.apis.chat.wire import CHUNK_DECODER, REQUEST_DECODER, RESPONSE_DECODER, record_usage
 from proxy.apis.codec import DECODE_ERRORS, JSON_ENCODER
 from proxy.apis.errors import error_message
-from proxy.apis.family import COMMON_IGNORED, Event, Folded, RequestInfo, StreamFilter
+from proxy.apis.family import COMMON_IGNORED, Event, Folded, RequestInfo, StreamFilter, StreamFold
 
 
 def read_request(body: bytes) -> RequestInfo | None:
@@ -54,6 +54,44 @@ def fold_body(body: bytes) -> Folded:
     return folded
 
 
+class ChatStreamFold:
+    """A chat stream folded as it passes into the record's fields and the ``chat.completion`` it amounts to."""
+
+    def __init__(self, text_limit: int) -> None:
+        self.asm = Assembler(text_limit)
+        self.folded = Folded()
+
+    def feed(self, events: Iterable[Event]) -> None:
+        asm, folded = self.asm, self.folded
+        for event in events:
+            folded.events += 1
+            if event.data in ("[DONE]", b"[DONE]"):
+                folded.complete_at = event.end if folded.complete_at is None else folded.complete_at
+                continue
+            try:
+                chunk = CHUNK_DECODER.decode(event.data)
+            except DECODE_ERRORS:
+                folded.decode_errors += 1
+                continue
+            asm.add(chunk)
+            if folded.ttft_ms is None and asm.has_output:
+                folded.ttft_ms = event.offset_ms
+            if folded.complete_at is None and asm.all_finished:
+                folded.complete_at = event.end
+
+    def result(self) -> Folded:
+        asm, folded = self.asm, self.folded
+        folded.usage = record_usage(asm.usage)
+        folded.provider_cost = asm.usage.cost if asm.usage is not None else None
+        folded.model = asm.model
+        folded.finish_reason = asm.finish_reason
+        if asm.chunks:
+            folded.assembled = JSON_ENCODER.encode(asm.result())
+        if asm.error is not None:
+            folded.error, folded.error_event = error_message(asm.error), True
+        return folded
+
+
 @dataclass(frozen=True)
 class ChatFamily:
     """Chat completions (``name="chat"``) and legacy completions (``name="completions"``)."""
@@ -75,33 +113,8 @@ class ChatFamily:
     def hiding_filter(self, max_event_bytes: int) -> StreamFilter | None:
         return UsageChunkFilter(max_event_bytes)
 
-    def fold_stream(self, events: Iterable[Event]) -> Folded:
-        asm = Assembler()
-        folded = Folded()
-        for event in events:
-            folded.events += 1
-            if event.data in ("[DONE]", b"[DONE]"):
-                folded.complete_at = event.end if folded.complete_at is None else folded.complete_at
-                continue
-            try:
-                chunk = CHUNK_DECODER.decode(event.data)
-            except DECODE_ERRORS:
-                folded.decode_errors += 1
-                continue
-            asm.add(chunk)
-            if folded.ttft_ms is None and asm.has_output:
-                folded.ttft_ms = event.offset_ms
-            if folded.complete_at is None and asm.all_finished:
-                folded.complete_at = event.end
-        folded.usage = record_usage(asm.usage)
-        folded.provider_cost = asm.usage.cost if asm.usage is not None else None
-        folded.model = asm.model
-        folded.finish_reason = asm.finish_reason
-        if asm.chunks:
-            folded.assembled = JSON_ENCODER.encode(asm.result())
-        if asm.error is not None:
-            folded.error, folded.error_event = error_message(asm.error), True
-        return folded
+    def stream_fold(self, text_limit: int) -> StreamFold:
+        return ChatStreamFold(text_limit)
 
     def fold_body(self, body: bytes) -> Folded:
         return fold_body(body)

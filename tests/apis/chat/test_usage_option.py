@@ -107,8 +107,10 @@ def test_skip_keeps_offsets_and_later_events_exact(case: tuple[list[bytes], byte
 
 
 def test_skip_only_at_a_boundary_and_on_a_blank_line() -> None:
+    assert not SSEParser().skip(b"\xef\xbb\xbfdata: 1\n\n"), "a stream's BOM is parsed"
+    assert not SSEParser().skip(b"\xefdata: 1\n\n"), "... and so is what may be one"
+    assert SSEParser().skip(b"data: 1\n\n"), "a stream that opens without one starts between events"
     p = SSEParser()
-    assert not p.skip(b"data: 1\n\n"), "before the first feed a BOM may still be pending"
     assert [e.end for e in p.feed(b"data: 1\n\n")] == [9]
     assert not p.skip(b"data: 2\n"), "does not end on a blank line"
     assert p.skip(b"data: 2\n\n") and p.consumed == 18 and p.pending == 0

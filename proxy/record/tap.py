@@ -1,0 +1,314 @@
+"""The record's copy of a response body, taken as it passes the tee: a capped head, and a fold of the whole.
+
+Invariants:
+- The hot path only appends: ``feed`` keeps the read (the part that fits under the cap) and notes when
+  it arrived. Decoding waits until ``LAG`` bytes are undecoded; past that (a long stream) it goes on in
+  slices of about ``SLICE`` bytes with a yield to the loop between them (``catch_up``), so no step holds
+  the loop longer than a slice, whatever the size. The writer decodes what is left (at most ``LAG``) in
+  ``finish``: a short stream is decoded there, after the client has it, as before.
+- The record keeps the head of the body, at most ``cap`` bytes (``max_record_bytes``), and read marks
+  only for that head; every byte is still counted (``Exchange.response_bytes``) and every event of an
+  event stream still folded by its API family, so usage, TTFT, the outcome and the assembled response
+  come from the whole stream (the assembled text is capped at ``cap`` characters, the rest counted).
+- A Content-Encoding the upstream applied (gzip, deflate) is undone as the bytes arrive (a
+  ``zlib.decompressobj``, in slices, so a small read that inflates to a lot never stalls the loop). The
+  kept body, its read marks, ``response_bytes`` and ``delivered`` are then all counted in decoded bytes.
+  An encoding that breaks mid-stream stops the decoding, never the stream: the record keeps what
+  decoded, says why in ``error``, and the outcome cannot be ``complete`` without the end marker.
+- An event that grows past ``event_limit`` (the proxy gives ``max_record_bytes``) without ending is
+  dropped, counted as a decode error, rather than held: memory stays bounded even for a stream that
+  never sends a blank line.
+- Never raises on what an upstream sent.
+"""
+
+from __future__ import annotations
+
+import zlib
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Generator
+from itertools import accumulate
+
+from proxy.apis.families import family_for
+from proxy.apis.family import Event, Folded, StreamFold
+from proxy.apis.sse import SSEParser
+from proxy.record.exchange import Ending, Exchange
+from proxy.record.slices import complete
+
+# Undecoded bytes a stream may run ahead of its decoding before the tee decodes as it goes.
+LAG = 128 << 10
+# About this many bytes are decoded (or inflated) per step; about a millisecond of work.
+SLICE = 64 << 10
+# Compressed bytes inflated per call.
+INFLATE_INPUT = 4 << 10
+
+
+def inflater(encoding: str | None) -> _Inflater | None:
+    """An incremental decoder for a Content-Encoding; None for identity. Unknown codings raise ValueError."""
+    enc = (encoding or "identity").strip().lower()
+    if enc in ("", "identity"):
+        return None
+    if enc in ("gzip", "x-gzip"):
+        return _Inflater(16 + zlib.MAX_WBITS)
+    if enc == "deflate":
+        return _Inflater(None)
+    raise ValueError(f"unsupported content-encoding {enc!r}")
+
+
+class _Inflater:
+    """gzip or deflate; ``deflate`` as sent in practice: zlib-wrapped (RFC 9110) or raw, told by its first bytes."""
+
+    def __init__(self, wbits: int | None) -> None:
+        self._d = zlib.decompressobj(wbits) if wbits is not None else None
+        self._before = zlib.decompressobj()
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._d is None:
+            wrapped = len(data) >= 2 and (data[0] & 0x0F) == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            self._d = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        # zlib drops a call's whole output when it meets bad data; the copy lets ``salvage`` redo it.
+        self._before = self._d.copy()
+        return self._d.decompress(data, max_length)
+
+    def salvage(self, data: bytes, max_length: int) -> bytes:
+        """What ``data`` inflated to before the bad bytes in it (the last call failed), to within 64 bytes."""
+        d, out = self._before, []
+        for i in range(0, len(data), 64):
+            try:
+                out.append(d.decompress(data[i : i + 64], max_length))
+            except zlib.error:
+                break
+        return b"".join(out)
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return self._d.unconsumed_tail if self._d is not None else b""
+
+    @property
+    def eof(self) -> bool:
+        """The compressed stream's own end was seen (a body without it was cut)."""
+        return self._d is not None and self._d.eof
+
+
+class EventDecoder:
+    """Server-sent events folded by an API family as they come, with their arrival times."""
+
+    def __init__(self, fold: StreamFold, event_limit: int) -> None:
+        self.fold = fold
+        self.parser = SSEParser()
+        self.event_limit = event_limit
+        self.dropped = 0  # events that grew past ``event_limit`` and were not held
+
+    def feed(self, reads: list[tuple[float, bytes]]) -> None:
+        """Consecutive reads ``(offset_ms, bytes)``; the events they complete go to the fold."""
+        parser = self.parser
+        base = parser.consumed
+        body = reads[0][1] if len(reads) == 1 else b"".join(data for _, data in reads)
+        simple = simple_events(body)
+        if simple is not None and parser.skip(body):
+            # The cheap path: whole ``data:`` events, split on blank lines (most streams, most slices).
+            ends = list(accumulate(len(data) for _, data in reads))
+            last = reads[-1][0]
+            self.fold.feed(
+                Event(reads[i][0] if (i := bisect_left(ends, end)) < len(reads) else last, base + end, "", data)
+                for end, data in simple
+            )
+            return
+        events: list[Event] = []
+        for offset, data in reads:
+            events.extend(Event(offset, ev.end, ev.event, ev.data) for ev in parser.feed(data))
+            if parser.pending > self.event_limit:
+                parser.drop()
+                self.dropped += 1
+        self.fold.feed(events)
+
+
+def simple_events(body: bytes) -> list[tuple[int, bytes]] | None:
+    """``(end, data)`` of each event when ``body`` is nothing but ``data: ...`` LF LF events; else None.
+
+    ``end`` is the offset just past the event's blank line.
+
+    That is how OpenAI, vLLM and most servers frame every stream, and splitting on blank lines is many
+    times cheaper than the general parser. Anything else (CR line ends, comments, other fields, several
+    data lines, a BOM, an unfinished last event) returns None and the caller uses ``SSEParser``.
+    """
+    if not body.endswith(b"\n\n") or b"\r" in body:
+        return None
+    out = []
+    end = 0
+    for part in body[:-2].split(b"\n\n"):
+        end += len(part) + 2
+        if b"\n" in part:
+            return None
+        if part.startswith(b"data: "):
+            out.append((end, part[6:]))
+        elif part.startswith(b"data:"):
+            out.append((end, part[5:]))
+        else:
+            return None
+    return out
+
+
+class BodyTap:
+    """What the record takes of one response body; fed by the tee, finished by the writer.
+
+    ``opaque``: a Content-Encoding the proxy cannot undo; the head is kept as received (with its header,
+    so a replay can still serve it) and nothing is decoded.
+    """
+
+    def __init__(
+        self,
+        ex: Exchange,
+        *,
+        cap: int,
+        event_limit: int,
+        events: bool,
+        forward_decoded: bool = False,
+        marks: bool = True,
+    ) -> None:
+        self.ex = ex
+        self.cap = cap
+        self.marks = marks
+        self.head: list[bytes] = []
+        self.kept = 0
+        self.total = 0  # decoded bytes that passed
+        self.error: str | None = None
+        self._pending: deque[tuple[float, bytes]] = deque()  # decoded, not yet given to the decoder
+        self._pending_bytes = 0
+        self._raw: deque[tuple[float, bytes]] = deque()  # received, not yet inflated
+        self.inflater: _Inflater | None = None
+        self.opaque = False
+        try:
+            self.inflater = inflater(ex.response_headers.get("content-encoding"))
+        except ValueError:
+            self.opaque = True
+        self.decoder: EventDecoder | None = None
+        if events and not self.opaque:
+            self.decoder = EventDecoder(family_for(ex.method, ex.path).stream_fold(cap), event_limit)
+        # The decoded bytes are what the client gets (the tee hides part of an encoded stream).
+        self.out: list[bytes] | None = [] if forward_decoded and self.inflater is not None else None
+        if marks:
+            ex.stream_chunks = []
+
+    @property
+    def decoding(self) -> bool:
+        """The body is content-encoded and being undone on its way."""
+        return self.inflater is not None
+
+    def feed(self, data: bytes) -> bool:
+        """Take one network read; True when the tee should ``await catch_up()`` before the next one."""
+        offset = self.ex.elapsed_ms()
+        if self.ex.first_byte_ms is None:
+            self.ex.first_byte_ms = offset
+        return self.add(offset, data)
+
+    def add(self, offset: float, data: bytes) -> bool:
+        """``feed`` with the read's arrival time given (a recorded body taken again)."""
+        if self.inflater is not None:
+            self._raw.append((offset, data))
+            return True
+        if self._raw:  # the encoding broke off: what follows cannot be decoded
+            return False
+        self._take(offset, data)
+        return self._pending_bytes > LAG
+
+    def _take(self, offset: float, data: bytes) -> None:
+        """A decoded piece: counted, kept while under the cap, queued for the event decoder."""
+        self.total += len(data)
+        room = self.cap - self.kept
+        if room > 0:
+            piece = data if len(data) <= room else data[:room]
+            self.head.append(piece)
+            self.kept += len(piece)
+            if self.marks:
+                self.ex.stream_chunks.append((offset, self.kept))
+        if self.decoder is not None:
+            self._pending.append((offset, data))
+            self._pending_bytes += len(data)
+        if self.out is not None:
+            self.out.append(data)
+
+    async def catch_up(self) -> None:
+        """Inflate everything received and decode down to ``LAG`` bytes, yielding to the loop between slices."""
+        await complete(self._work(LAG))
+
+    async def drain(self) -> None:
+        """Decode everything left (the writer, before ``finish``), yielding to the loop between slices."""
+        await complete(self._work(0))
+
+    def _work(self, lag: int) -> Generator[None, None, None]:
+        while self._step(lag):
+            yield
+
+    def take_out(self) -> bytes:
+        """The decoded bytes since the last call (``forward_decoded``)."""
+        out = self.out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
+
+    def _step(self, lag: int) -> bool:
+        """One slice of work; False when nothing is left above ``lag``."""
+        if self._raw and self.inflater is not None:
+            self._inflate_one()
+            return True
+        if self._pending_bytes <= lag or self.decoder is None:
+            return False
+        reads = []
+        size = 0
+        while self._pending and size < SLICE:
+            offset, data = self._pending.popleft()
+            reads.append((offset, data))
+            size += len(data)
+        self._pending_bytes -= size
+        self.decoder.feed(reads)
+        return True
+
+    def _inflate_one(self) -> None:
+        assert self.inflater is not None
+        offset, data = self._raw.popleft()
+        piece, rest = data[:INFLATE_INPUT], data[INFLATE_INPUT:]
+        try:
+            out = self.inflater.decompress(piece, SLICE)
+        except zlib.error as exc:
+            if out := self.inflater.salvage(piece, SLICE):
+                self._take(offset, out)
+            self._broken(str(exc))
+            return
+        if self.inflater.unconsumed_tail or rest:
+            self._raw.appendleft((offset, self.inflater.unconsumed_tail + rest))
+        if out:
+            self._take(offset, out)
+
+    def _broken(self, why: str) -> None:
+        encoding = self.ex.response_headers.get("content-encoding", "")
+        self.error = f"response {encoding} encoding broke off after {self.total} decoded bytes: {why}"
+        self.inflater = None
+        self._raw.append((0.0, b""))  # marks the rest undecodable (``add``)
+
+    def finish(self) -> Folded | None:
+        """In the writer: decode what is left and fold it; the exchange gets the kept head and the counts.
+
+        What is left is at most ``LAG`` bytes, or nothing after ``drain``.
+
+        Returns the fold of an event stream; None for any other body (the caller folds the head whole).
+        """
+        while self._step(0):
+            pass
+        ex = self.ex
+        if self.inflater is not None and not self.inflater.eof and ex.ending is Ending.BODY_END:
+            self._broken("the body ended before its compressed stream did")
+        ex.response_bytes = self.total
+        head = self.head[0] if len(self.head) == 1 else b"".join(self.head)
+        self.head = []
+        if self.inflater is not None or self.error is not None:
+            ex.decoded_body, ex.response_body = head, b""
+        else:
+            ex.response_body = head
+        if self.decoder is None:
+            return None
+        folded = self.decoder.fold.result()
+        folded.decode_errors += self.decoder.dropped
+        return folded
