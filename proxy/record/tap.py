@@ -9,7 +9,8 @@ Invariants:
 - The record keeps the head of the body, at most ``cap`` bytes (``max_record_bytes``), and read marks
   only for that head; every byte is still counted (``Exchange.response_bytes``) and every event of an
   event stream still folded by its API family, so usage, TTFT, the outcome and the assembled response
-  come from the whole stream (the assembled text is capped at ``cap`` characters, the rest counted).
+  come from the whole stream (the assembled response keeps at most ``TEXT_LIMIT`` characters of text,
+  1 Mi, or ``cap`` if smaller: it is encoded and stored in one piece).
 - A Content-Encoding the upstream applied (gzip, deflate) is undone as the bytes arrive (a
   ``zlib.decompressobj``, in slices, so a small read that inflates to a lot never stalls the loop). The
   kept body, its read marks, ``response_bytes`` and ``delivered`` are then all counted in decoded bytes.
@@ -39,6 +40,9 @@ from proxy.record.slices import complete
 LAG = 128 << 10
 # About this many bytes are decoded (or inflated) per step; about a millisecond of work.
 SLICE = 64 << 10
+# Characters of text an assembled response keeps. The longest real answers (100k tokens) are a few
+# hundred KB; past that the assembled view would only cost time (it is encoded and stored in one piece).
+TEXT_LIMIT = 1 << 20
 # Compressed bytes inflated per call.
 INFLATE_INPUT = 4 << 10
 
@@ -184,7 +188,8 @@ class BodyTap:
             self.opaque = True
         self.decoder: EventDecoder | None = None
         if events and not self.opaque:
-            self.decoder = EventDecoder(family_for(ex.method, ex.path).stream_fold(cap), event_limit)
+            fold = family_for(ex.method, ex.path).stream_fold(min(cap, TEXT_LIMIT))
+            self.decoder = EventDecoder(fold, event_limit)
         # The decoded bytes are what the client gets (the tee hides part of an encoded stream).
         self.out: list[bytes] | None = [] if forward_decoded and self.inflater is not None else None
         if marks:
