@@ -173,8 +173,9 @@ class BodyTap:
         self.ex = ex
         self.cap = cap
         self.marks = marks
-        self.head: list[bytes] = []
-        self.kept = 0
+        # One growing buffer, not a list joined at the end: the join of 32 MiB would be one long step,
+        # while appending costs a copy of each read as it comes (growth remaps pages, it does not copy).
+        self.head = bytearray()
         self.total = 0  # decoded bytes that passed
         self.error: str | None = None
         self._pending: deque[tuple[float, bytes]] = deque()  # decoded, not yet given to the decoder
@@ -220,13 +221,12 @@ class BodyTap:
     def _take(self, offset: float, data: bytes) -> None:
         """A decoded piece: counted, kept while under the cap, queued for the event decoder."""
         self.total += len(data)
-        room = self.cap - self.kept
+        head = self.head
+        room = self.cap - len(head)
         if room > 0:
-            piece = data if len(data) <= room else data[:room]
-            self.head.append(piece)
-            self.kept += len(piece)
+            head += data if len(data) <= room else data[:room]
             if self.marks:
-                self.ex.stream_chunks.append((offset, self.kept))
+                self.ex.stream_chunks.append((offset, len(head)))
         if self.decoder is not None:
             self._pending.append((offset, data))
             self._pending_bytes += len(data)
@@ -306,8 +306,7 @@ class BodyTap:
         if self.inflater is not None and not self.inflater.eof and ex.ending is Ending.BODY_END:
             self._broken("the body ended before its compressed stream did")
         ex.response_bytes = self.total
-        head = self.head[0] if len(self.head) == 1 else b"".join(self.head)
-        self.head = []
+        head, self.head = self.head, bytearray()  # kept as the buffer it is: a copy would be one long step
         if self.inflater is not None or self.error is not None:
             ex.decoded_body, ex.response_body = head, b""
         else:
