@@ -95,3 +95,24 @@ def test_log_scrubber_masks_messages_arguments_and_tracebacks(caplog: pytest.Log
         logger.removeFilter(scrubber)
     assert "GET /v1/models?key=[redacted]" in caplog.text and "Authorization: [redacted]" in caplog.text
     assert GEMINI_KEY not in caplog.text and len(caplog.records) == 3
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_masking_a_window_at_a_time_equals_one_pass(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bodies are masked a window at a time (the writer yields between windows); wherever the windows
+    fall, secrets straddling them, longer than them or back to back are masked exactly as in one pass."""
+    import random
+
+    import proxy.record.redact as redact_module
+
+    rng = random.Random(seed)
+    parts = [b"sk-", b" Bearer ", b"bearer ", b" ", b"x", b"-", b"abcdefghij", b"Q1", b'"']
+    redactor = Redactor()
+    bodies = [b"".join(rng.choice(parts) for _ in range(rng.randint(0, 80))) for _ in range(400)]
+    monkeypatch.setattr(redact_module, "WINDOW", 1 << 20)
+    whole = [redactor(body) for body in bodies]
+    assert sum(w != b for w, b in zip(whole, bodies, strict=True)) > 100, "secrets in most bodies"
+    for body, expected in zip(bodies, whole, strict=True):
+        monkeypatch.setattr(redact_module, "WINDOW", rng.randint(1, 40))
+        monkeypatch.setattr(redact_module, "OVERLAP", rng.randint(20, 60))  # over the patterns' 17
+        assert redactor(body) == expected
