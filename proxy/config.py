@@ -4,7 +4,9 @@ Invariants:
 - This is the only module that reads ``os.environ``; everything else receives a ``Settings``.
 - Every TOML key has an environment variable named ``PROXY_`` + its dotted path in upper case with dots
   as underscores (``database.url`` -> ``PROXY_DATABASE_URL``); named upstreams are TOML-only.
-- A bad value raises ``ConfigError`` with one line naming the key; the CLI turns it into exit code 2.
+- A bad value raises ``ConfigError`` with one line naming the key (and the variable, when the value came
+  from the environment); the checks and their messages live in ``proxy.config_text``. The CLI turns it
+  into exit code 2.
 """
 
 from __future__ import annotations
@@ -12,19 +14,30 @@ from __future__ import annotations
 import datetime
 import enum
 import ipaddress
+import logging
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 
-from proxy.durations import parse_duration
+from proxy.config_text import (
+    NAME_PATTERN,
+    ConfigError,
+    check_prices,
+    env_var,
+    friendly,
+    parse_listen,
+    unknown_env_warnings,
+    validate,
+)
 
+__all__ = ["NAME_PATTERN", "ConfigError", "check_prices", "parse_listen"]
+log = logging.getLogger("proxy.config")
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///proxy.db"
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # Secrets masked inside stored bodies unless `redact_body_patterns` says otherwise (see record.redact).
 DEFAULT_BODY_PATTERNS = (
     # OpenAI (sk-, sk-proj-), OpenRouter (sk-or-v1-), Anthropic (sk-ant-) and look-alikes, not preceded by
@@ -36,10 +49,6 @@ DEFAULT_BODY_PATTERNS = (
 # Query parameters that carry credentials (Gemini-style `?key=`, signed URLs...): redacted wherever a URL
 # is stored, logged or echoed, and fingerprinted like an Authorization header; the upstream gets them as sent.
 DEFAULT_QUERY_PARAMS = ("key", "api_key", "api-key", "token", "access_token", "sig")
-
-
-class ConfigError(Exception):
-    """A configuration problem, described in one line that names the key or value."""
 
 
 class Mode(enum.StrEnum):
@@ -229,27 +238,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             return False  # a host name may resolve to anything
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"listen: expected HOST:PORT, got {value!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def _check_url(key: str, url: str, *, required: bool) -> None:
-    if not url:
-        if required:
-            how = " (--upstream URL, PROXY_UPSTREAM_URL or [upstream] url; --demo serves a built-in demo upstream)"
-            raise ConfigError(f"{key}: an upstream URL is required{how if key == 'upstream.url' else ''}")
-        return
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{key}: not an http(s) URL: {url!r}")
-
-
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    """Map PROXY_* variables onto the settings tree (scalar keys only)."""
-    out: dict[str, Any] = {}
+def _env_paths() -> list[tuple[str, ...]]:
+    """Every settings key an environment variable maps onto (scalar keys only)."""
     paths: list[tuple[str, ...]] = []
     for name in Settings.__struct_fields__:
         if name in _TOML_ONLY:
@@ -259,13 +249,32 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             paths.append((name,))
         else:
             paths.extend((name, f) for f in sub.__struct_fields__)
-    for path in paths:
-        var = "PROXY_" + "_".join(path).upper()
+    return paths
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """PROXY_* variables on the settings tree, and which dotted key came from which variable."""
+    out: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for path in _env_paths():
+        var = env_var(path)
         if var in env:
             node = out
             for part in path[:-1]:
                 node = node.setdefault(part, {})
             node[path[-1]] = _env_value(env[var])
+            sources[".".join(path)] = var
+    return out, sources
+
+
+def _enum_keys() -> dict[str, type[enum.Enum]]:
+    """Dotted key -> enum type, for every enum-valued setting (their valid values go into messages)."""
+    out: dict[str, type[enum.Enum]] = {}
+    for path in _env_paths():
+        owner: Any = _SECTIONS[path[0]] if len(path) == 2 else Settings
+        hint = typing.get_type_hints(owner).get(path[-1])
+        if isinstance(hint, type) and issubclass(hint, enum.Enum):
+            out[".".join(path)] = hint
     return out
 
 
@@ -323,90 +332,35 @@ def load_settings(
             raise ConfigError(f"config: file not found: {path}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
-    _merge(tree, _env_overrides(env))
-    _merge(tree, flags or {})
-    return settings_from_tree(tree, require_upstream=require_upstream)
+    overrides, sources = _env_overrides(env)
+    for warning in unknown_env_warnings(env, (env_var(p) for p in _env_paths())):
+        log.warning(warning)
+    _merge(tree, overrides)
+    flags = flags or {}
+    _merge(tree, flags)
+    from_env = {key: var for key, var in sources.items() if not _given(flags, key)}
+    return settings_from_tree(tree, require_upstream=require_upstream, from_env=from_env)
 
 
-def settings_from_tree(tree: Mapping[str, Any], *, require_upstream: bool = False) -> Settings:
-    """Settings from one tree in the TOML shape alone (no file, no environment), validated."""
+def _given(tree: Mapping[str, Any], dotted: str) -> bool:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def settings_from_tree(
+    tree: Mapping[str, Any], *, require_upstream: bool = False, from_env: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from one tree in the TOML shape, validated; ``from_env`` names the variables values came from."""
     try:
         settings = msgspec.convert(tree, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"config: {_friendly(str(exc))}") from None
+        raise ConfigError(friendly(str(exc), from_env or {}, _enum_keys())) from None
     validate(settings, require_upstream=require_upstream)
     return settings
-
-
-def _friendly(message: str) -> str:
-    # msgspec says "... - at `$.upstream.url`"; users write TOML keys, so show the dotted key.
-    text, sep, where = message.partition(" - at `$.")
-    if sep:
-        return f"{where.rstrip('`').replace('[', '.').replace(']', '')}: {text}"
-    return message
-
-
-def validate(settings: Settings, *, require_upstream: bool) -> None:
-    import re
-
-    parse_listen(settings.listen)
-    # Replay answers from recordings alone: it needs no upstream.
-    _check_url("upstream.url", settings.upstream.url, required=require_upstream and settings.mode.forwards)
-    for name, up in settings.upstreams.items():
-        if not re.match(NAME_PATTERN, name) or name in ("v1", "s", "_proxy", "default"):
-            raise ConfigError(f"upstreams.{name}: invalid upstream name (letters, digits, _.-; not v1/s/_proxy)")
-        _check_url(f"upstreams.{name}.url", up.url, required=True)
-    for key, up in settings.all_upstreams().items():
-        for field in ("connect_timeout", "read_timeout", "total_timeout"):
-            if getattr(up, field) < 0:
-                raise ConfigError(f"{key}.{field}: must be >= 0")
-    url = settings.database.url
-    if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-        raise ConfigError(
-            f"database.url: unsupported {url!r} (use sqlite+aiosqlite:///FILE or postgresql+asyncpg://...)"
-        )
-    if settings.max_body_bytes <= 0:
-        raise ConfigError("max_body_bytes: must be > 0")
-    if settings.max_record_bytes <= 0:
-        raise ConfigError("max_record_bytes: must be > 0")
-    if settings.workers < 1:
-        raise ConfigError("workers: must be >= 1")
-    if settings.workers > 1 and settings.host_port[1] == 0:
-        raise ConfigError("workers: several workers need a fixed port in `listen`, not port 0")
-    if settings.recorder.batch_size <= 0 or settings.recorder.queue_size <= 0:
-        raise ConfigError("recorder: batch_size and queue_size must be > 0")
-    for key in ("max_age", "bodies_max_age", "interval"):
-        value = getattr(settings.retention, key)
-        if value:
-            try:
-                parse_duration(value)
-            except ValueError as exc:
-                raise ConfigError(f"retention.{key}: {exc}") from None
-    for pattern in settings.redact_body_patterns:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ConfigError(f"redact_body_patterns: bad regex {pattern!r}: {exc}") from None
-    for name in settings.redact_query_params:
-        if not name or any(c in name for c in "&=#? "):
-            raise ConfigError(f"redact_query_params: not a query parameter name: {name!r}")
-    _validate_replay(settings.replay)
-    for model, entries in settings.pricing.items():
-        check_prices(f"pricing.{model}", entries)
-    if not 0 <= settings.recorder.batch_delay <= 10:
-        raise ConfigError("recorder.batch_delay: must be between 0 and 10 seconds")
-    if not re.match(r"^[A-Za-z0-9-]+$", settings.session_header):
-        raise ConfigError(f"session_header: not a header name: {settings.session_header!r}")
-
-
-def _validate_replay(replay: Replay) -> None:
-    if not replay.speed > 0:
-        raise ConfigError("replay.speed: must be > 0")
-    if replay.closest < 0:
-        raise ConfigError("replay.closest: must be >= 0")
-    for item in replay.ignore:
-        if not item or (not item.startswith("/") and "/" in item):
-            raise ConfigError(f"replay.ignore: {item!r} is neither a field name nor a JSON Pointer (/a/b)")
 
 
 def secret_from_env(var: str, env: Mapping[str, str] | None = None) -> str:
@@ -415,16 +369,3 @@ def secret_from_env(var: str, env: Mapping[str, str] | None = None) -> str:
     if not value:
         raise ConfigError(f"{var}: environment variable is not set")
     return value
-
-
-def check_prices(key: str, entries: Price | list[Price]) -> None:
-    """Prices are non-negative and at most one entry starts on each date."""
-    seen: set[datetime.date | None] = set()
-    for price in entries if isinstance(entries, list) else [entries]:
-        for field in ("input", "output", "cached_input", "reasoning", "cache_write", "cache_write_1h"):
-            value = getattr(price, field)
-            if value is not None and value < 0:
-                raise ConfigError(f"{key}.{field}: must be >= 0")
-        if price.effective_from in seen:
-            raise ConfigError(f"{key}: two entries with effective_from {price.effective_from}")
-        seen.add(price.effective_from)

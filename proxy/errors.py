@@ -1,7 +1,8 @@
 """Errors the proxy itself answers with, in the OpenAI error shape.
 
 ``{"error": {"message": ..., "type": ..., "code": ..., "param": null}}``: the shape the OpenAI SDK turns
-into its typed exceptions, so a client sees a proxy failure the way it sees an upstream one.
+into its typed exceptions, so a client sees a proxy failure the way it sees an upstream one; the
+``X-Proxy-Error`` header (the code) tells the two apart.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.apis.codec import JSON_ENCODER
-from proxy.headers import EXCHANGE_ID_HEADER
+from proxy.headers import EXCHANGE_ID_HEADER, PROXY_ERROR_HEADER
 
 
 def error_body(message: str, type_: str, code: str | None = None) -> bytes:
@@ -19,7 +20,9 @@ def error_body(message: str, type_: str, code: str | None = None) -> bytes:
 def error_response(
     status: int, message: str, type_: str, code: str | None = None, exchange_id: str | None = None
 ) -> web.Response:
-    headers = {EXCHANGE_ID_HEADER: exchange_id} if exchange_id else None
+    headers = {PROXY_ERROR_HEADER: code or type_}
+    if exchange_id:
+        headers[EXCHANGE_ID_HEADER] = exchange_id
     return web.Response(
         status=status,
         body=error_body(message, type_, code),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 # Response: the id of the record of this exchange (or of the recording that answered it).
 EXCHANGE_ID_HEADER = "X-Proxy-Exchange-Id"
+# Response: on an error the proxy made itself (never on one the upstream sent): its `error.code`.
+PROXY_ERROR_HEADER = "X-Proxy-Error"
 # Response: `hit` / `miss` in replay, `recorded` for a request forwarded in auto mode.
 REPLAY_HEADER = "X-Proxy-Replay"
 # Response: `json-to-stream` / `stream-to-json` when a recording of the other kind answered.

@@ -13,7 +13,8 @@ from tests.support.cli import PY, run_cli
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["serve"], {}, "upstream.url: an upstream URL is required"),
+        (["serve"], {}, "upstream.url: an upstream URL is required (--upstream URL, PROXY_UPSTREAM_URL or [upstream] "
+                        "url; --demo serves a built-in demo upstream)"),
         (["serve", "--upstream", "ftp://nope"], {}, "upstream.url: not an http(s) URL"),
         (["serve", "--upstream", "http://x/v1", "--listen", "oops"], {}, "listen: expected HOST:PORT"),
         (["serve", "--upstream", "http://x/v1"], {"PROXY_RECORDER_BATCH_SIZE": "many"}, "recorder.batch_size"),
@@ -22,7 +23,12 @@ from tests.support.cli import PY, run_cli
             {},
             "database.url: cannot connect to postgresql+asyncpg://u@127.0.0.1:1/x",
         ),
-        (["db", "current", "--db", "sqlite+aiosqlite:////nonexistent-dir/x.db"], {}, "database.url: cannot connect"),
+        (["db", "current", "--db", "sqlite+aiosqlite:////nonexistent-dir/x.db"], {}, "database.url: no proxy database"),
+        (["db", "upgrade", "--db", "sqlite+aiosqlite:////nonexistent-dir/x.db"], {}, "database.url: cannot connect"),
+        (["usage", "--by", "colour"], {}, "proxy usage: error: --by: unknown grouping 'colour'"),
+        (["logs", "--since", "yesterday-ish"], {}, "proxy logs: error: "),
+        (["show", "x", "--session", "s"], {}, "proxy show: error: give an exchange id or --session, not both"),
+        (["serve", "--demo"], {"PROXY_MODE": "bogus"}, "(valid: record, replay, auto, passthrough) (from PROXY_MODE)"),
     ],
 )
 def test_bad_config_exits_2_with_one_line(tmp_path: Path, args: list[str], env: dict[str, str], message: str) -> None:
@@ -30,6 +36,13 @@ def test_bad_config_exits_2_with_one_line(tmp_path: Path, args: list[str], env: 
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_a_mistyped_variable_is_warned_about_and_the_command_still_runs(tmp_path: Path) -> None:
+    result = run_cli("serve", "--demo", "--listen", "oops", cwd=tmp_path, env={"PROXY_LISTN": "127.0.0.1:1"})
+    assert result.stderr.splitlines()[0] == (
+        "proxy: warning: PROXY_LISTN is not a setting and is ignored; did you mean PROXY_LISTEN?"
+    )
 
 
 def test_python_dash_m_and_console_script_agree(tmp_path: Path) -> None:

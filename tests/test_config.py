@@ -80,9 +80,11 @@ def test_named_upstreams(tmp_path: Path) -> None:
         ('listen = "nope"\n', {}, "listen: expected HOST:PORT"),
         ('[database]\nurl = "mysql://x"\n', {}, "database.url: unsupported"),
         ('[upstream]\nread_timeout = "slow"\n', {}, "upstream.read_timeout"),
-        ('mode = "fast"\n', {}, "mode"),
+        ('mode = "fast"\n', {}, "mode: Invalid enum value 'fast' (valid: record, replay, auto, passthrough)"),
+        ("[upstream]\nconnect_timeout = -5\n", {}, "upstream.connect_timeout: must be >= 0, got -5"),
+        ('[upstreams.or]\nurl = "http://x/v1"\nread_timeout = -1\n', {}, "upstreams.or.read_timeout: must be >= 0"),
         ("[replay]\nspeed = 0\n", {}, "replay.speed: must be > 0"),
-        ('[replay]\non_exhausted = "loop"\n', {}, "replay.on_exhausted"),
+        ('[replay]\non_exhausted = "loop"\n', {}, "replay.on_exhausted: Invalid enum value 'loop' (valid: error, "),
         ('[replay]\nignore = ["a/b"]\n', {}, "replay.ignore: 'a/b' is neither"),
         ("x = [", {}, "not valid TOML"),
     ],
@@ -92,6 +94,40 @@ def test_bad_config_names_the_key(tmp_path: Path, toml: str, flags: dict, messag
         load_settings(write(tmp_path, toml), flags, env={})
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PROXY_MODE": "bogus"}, "mode: Invalid enum value 'bogus' (valid: record, replay, auto, passthrough) "
+         "(from PROXY_MODE)"),
+        ({"PROXY_RECORDER_BATCH_SIZE": "many"}, "recorder.batch_size: Expected `int`, got `str` "
+         "(from PROXY_RECORDER_BATCH_SIZE)"),
+        ({"PROXY_UPSTREAM_CONNECT_TIMEOUT": "soon"}, "(from PROXY_UPSTREAM_CONNECT_TIMEOUT)"),
+    ],
+)  # fmt: skip
+def test_a_bad_environment_value_names_its_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, ""), env=env)
+    assert message in str(err.value)
+
+
+def test_a_flag_overriding_the_variable_is_not_blamed_on_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, ""), {"mode": "nope"}, env={"PROXY_MODE": "record"})
+    assert "PROXY_MODE" not in str(err.value)
+
+
+def test_a_mistyped_variable_is_a_warning_naming_the_closest_setting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = {"PROXY_UPSTREAM_UR": "http://x/v1", "PROXY_DATABSE_URL": "x", "PROXY_CONFIG": "", "PROXY_TEST_X": "1"}
+    with caplog.at_level("WARNING", logger="proxy.config"):
+        load_settings(write(tmp_path, ""), env=env)
+    assert caplog.messages == [
+        "proxy: warning: PROXY_DATABSE_URL is not a setting and is ignored; did you mean PROXY_DATABASE_URL?",
+        "proxy: warning: PROXY_UPSTREAM_UR is not a setting and is ignored; did you mean PROXY_UPSTREAM_URL?",
+    ]
 
 
 def test_upstream_required_for_serving(tmp_path: Path) -> None:
@@ -137,3 +173,21 @@ def test_secret_from_env_names_the_variable_never_the_value() -> None:
     assert secret_from_env("MY_KEY", {"MY_KEY": "sk-1"}) == "sk-1"
     with pytest.raises(ConfigError, match=r"^NOPE: environment variable is not set$"):
         secret_from_env("NOPE", {})
+
+
+@pytest.mark.parametrize(
+    ("url", "warning"),
+    [
+        ("https://api.openai.com/v1", None),
+        ("https://openrouter.ai/api/v1/", None),
+        ("https://generativelanguage.googleapis.com/v1beta/openai", None),
+        ("https://api.openai.com", "has no path: /v1/chat/completions goes to https://api.openai.com/chat/completions"),
+        ("https://openrouter.ai/api", "has no version segment such as /v1"),
+        ("https://api.openai.com/v1/chat/completions", "names an endpoint: give the API's base URL (https://api.openai.com/v1)"),
+    ],
+)  # fmt: skip
+def test_upstream_url_whose_path_looks_wrong_is_warned_about(url: str, warning: str | None) -> None:
+    from proxy.config_text import upstream_url_warning
+
+    found = upstream_url_warning("upstream.url", url)
+    assert (found is None) if warning is None else (found is not None and warning in found), found

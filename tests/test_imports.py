@@ -18,6 +18,7 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages([str(ROOT)], "proxy.") if
 # Leaves are modules everyone may import; they import only other leaves.
 LEAVES = (
     "proxy.config",
+    "proxy.config_text",
     "proxy.durations",
     "proxy.timespec",
     "proxy.headers",
@@ -48,6 +49,7 @@ NEVER = {
     "proxy.record.exchange": ("aiohttp", "sqlalchemy"),
     "proxy.replay.matchkey": ("aiohttp", "sqlalchemy"),
     "proxy.config": ("aiohttp", "sqlalchemy"),
+    "proxy.config_text": ("aiohttp", "sqlalchemy"),
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from proxy.admin.figures import readable
 from proxy.apis.codec import decode_json
 from proxy.store.filters import Filters, QueryError
 from proxy.store.stored import Stored, StoredBody
@@ -23,7 +24,8 @@ ENCODER = msgspec.json.Encoder()
 
 
 def encode(value: Any) -> bytes:
-    return ENCODER.encode(value)
+    """JSON for people and programs: costs exact to 10 places, durations to 0.01 ms (``figures``)."""
+    return ENCODER.encode(readable(value))
 
 
 def _body(data: bytes | None) -> Any:

@@ -60,23 +60,34 @@ def settings_from(args: argparse.Namespace, *, require_upstream: bool = False) -
     return load_settings(getattr(args, "config", None), flags_tree(args), require_upstream=require_upstream)
 
 
+NO_DATABASE_HINT = "`proxy serve` or `proxy db upgrade` makes one"
+
+
 @asynccontextmanager
-async def open_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    """An engine that has answered once; an unreachable database is a ConfigError (exit code 2)."""
-    from proxy.store import db
+async def open_engine(settings: Settings, *, existing: bool = True) -> AsyncIterator[AsyncEngine]:
+    """An engine that has answered once; an unreachable database is a ConfigError (exit code 2).
+
+    ``existing``: the database must already hold the proxy's schema (every command that reads), checked
+    before anything could create it: a SQLite file that does not exist is never made.
+    """
+    from proxy.store import db, migrate
 
     dbs = settings.database
+    shown = db.redacted_url(dbs.url)
+    if existing and db.sqlite_file_missing(dbs.url):
+        raise ConfigError(f"database.url: no proxy database at {shown} (no such file); {NO_DATABASE_HINT}")
     engine = db.create_engine(dbs.url, connect_timeout=dbs.connect_timeout, command_timeout=dbs.command_timeout)
     try:
         try:
             db.check_sqlite_path(dbs.url)
             async with engine.connect() as conn:
                 await conn.exec_driver_sql("SELECT 1")
+            revision = await migrate.current_revision(engine) if existing else None
         except Exception as exc:  # noqa: BLE001 - every driver has its own error types
             detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            raise ConfigError(
-                f"database.url: cannot connect to {db.redacted_url(settings.database.url)}: {detail}"
-            ) from None
+            raise ConfigError(f"database.url: cannot connect to {shown}: {detail}") from None
+        if existing and revision is None:
+            raise ConfigError(f"database.url: no proxy database at {shown} (no proxy schema in it); {NO_DATABASE_HINT}")
         yield engine
     finally:
         await engine.dispose()
@@ -115,11 +126,13 @@ def filter_params(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name, None) for name in FILTER_KEYS}
 
 
-def _cell(value: Any) -> str:
+def _cell(key: str, value: Any) -> str:
+    from proxy.admin.figures import table_number
+
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.6f}".rstrip("0").rstrip(".") if abs(value) < 1 else f"{value:,.2f}"
+        return table_number(key, value)
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     if hasattr(value, "isoformat"):
@@ -144,12 +157,12 @@ def print_rows(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str] | No
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(cols)
         for row in rows:
-            writer.writerow([_csv_cell(row.get(c)) for c in cols])
+            writer.writerow([_csv_cell(c, row.get(c)) for c in cols])
         return
     if not rows:
         print("(no exchanges)")
         return
-    cells = [[_cell(row.get(c)) for c in cols] for row in rows]
+    cells = [[_cell(c, row.get(c)) for c in cols] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
     for r in cells:
@@ -160,14 +173,16 @@ def _numeric(text: str) -> bool:
     return text.replace(",", "").replace(".", "", 1).lstrip("-").isdigit()
 
 
-def _csv_cell(value: Any) -> Any:
+def _csv_cell(key: str, value: Any) -> Any:
+    from proxy.admin.figures import csv_number
+
     if value is None:
         return ""
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, list):
         return " ".join(map(str, value))
-    return value
+    return csv_number(key, value)
 
 
 def parsed_filters(args: argparse.Namespace, command: str) -> Any:

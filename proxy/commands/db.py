@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 
 from proxy.commands import Subparsers, add_common, open_engine, run, settings_from
-from proxy.config import Settings
+from proxy.config import ConfigError, Settings
 from proxy.store import db, migrate
 
 
 async def prepare_database(settings: Settings, *, upgrade: bool) -> str:
     """Check the database answers, switch SQLite to WAL, optionally migrate; returns the revision line."""
-    async with open_engine(settings) as engine:
+    async with open_engine(settings, existing=False) as engine:
         await db.enable_wal(engine)
         if upgrade:
             await migrate.upgrade(engine)
@@ -27,7 +27,11 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_current(args: argparse.Namespace) -> int:
-    print(run(lambda: prepare_database(settings_from(args), upgrade=False)))
+    settings = settings_from(args)
+
+    if db.sqlite_file_missing(settings.database.url):  # connecting would create it
+        raise ConfigError(f"database.url: no proxy database at {db.redacted_url(settings.database.url)} (no such file)")
+    print(run(lambda: prepare_database(settings, upgrade=False)))
     return 0
 
 

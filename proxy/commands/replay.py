@@ -17,8 +17,8 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
-from proxy.apis.codec import JSON_ENCODER
-from proxy.commands import Subparsers, add_common, open_engine, run, settings_from
+from proxy.admin.views import encode
+from proxy.commands import CommandFailed, Subparsers, add_common, open_engine, run, settings_from
 from proxy.commands.db import prepare_database
 from proxy.config import ConfigError, Mode, Settings, secret_from_env
 from proxy.replay import report as reports
@@ -31,15 +31,17 @@ SESSION_MAX = 128
 
 
 class Progress:
-    """A one-line bar on a terminal; silent otherwise (CI logs get the summary only)."""
+    """A one-line bar on a terminal; silent otherwise (CI logs get the summary only). It counts failures
+    as the summary does (``report.failed``), from the recorded status of each request."""
 
-    def __init__(self, total: int, out: TextIO = sys.stderr) -> None:
-        self.total, self.done, self.failed, self.out = total, 0, 0, out
+    def __init__(self, originals: dict[str, int | None], out: TextIO = sys.stderr) -> None:
+        self.originals = originals
+        self.total, self.done, self.failed, self.out = len(originals), 0, 0, out
         self.live = out.isatty()
 
     def __call__(self, sent: Sent) -> None:
         self.done += 1
-        self.failed += sent.error is not None or (sent.status or 0) >= 400
+        self.failed += reports.failed(self.originals.get(sent.source_id), sent.status, sent.error is None)
         if self.live:
             filled = int(30 * self.done / max(self.total, 1))
             bar = "#" * filled + "-" * (30 - filled)
@@ -88,7 +90,7 @@ async def resend_session(settings: Settings, engine: AsyncEngine, args: ResendOp
             api_key=args.api_key,
             model=args.model,
             concurrency=args.concurrency,
-            progress=Progress(len(rows)),
+            progress=Progress({r.id: r.status for r in rows}),
         )
     finally:
         await runner.cleanup()  # drains the recorder: every new exchange is written
@@ -119,11 +121,23 @@ async def resend_session(settings: Settings, engine: AsyncEngine, args: ResendOp
     return report
 
 
+def _check_report_path(report: str | None) -> None:
+    """Before anything is sent: a report that cannot be written would waste the whole re-send."""
+    if report is None:
+        return
+    folder = Path(report).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise ConfigError(f"--report: folder {folder} does not exist")
+    if Path(report).is_dir():
+        raise ConfigError(f"--report: {report} is a folder; name a file (.json or .md)")
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     args.upstream, args.mode = args.to, Mode.RECORD.value
     settings = settings_from(args, require_upstream=True)
     if args.concurrency < 1:
         raise ConfigError("--concurrency: must be >= 1")
+    _check_report_path(args.report)
     options = ResendOptions(
         session=args.session,
         new_session=args.new_session,
@@ -133,6 +147,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
 
     async def main() -> dict[str, Any]:
+        async with open_engine(settings):  # the recorded session must exist: nothing is created otherwise
+            pass
         await prepare_database(settings, upgrade=settings.database.auto_migrate)
         async with open_engine(settings) as engine:
             return await resend_session(settings, engine, options)
@@ -143,7 +159,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if path.suffix.lower() in (".md", ".markdown"):
             path.write_text(reports.markdown(report), encoding="utf-8")
         else:
-            path.write_bytes(msgspec.json.format(JSON_ENCODER.encode(report), indent=2) + b"\n")
+            path.write_bytes(msgspec.json.format(encode(report), indent=2) + b"\n")
     t = report["totals"]
     print(
         f"re-sent {t['requests']} requests of session {report['source_session']!r} to {report['target']} "
@@ -151,6 +167,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"{t['tool_calls_changed']} tool calls, {t['status_changed']} status), {t['failed']} failed"
         + (f"; report: {args.report}" if args.report else "")
     )
+    first = next((e for e in report["requests"] if e["failed"]), None)
+    if first is not None:
+        print(f"first failure: request {first['index']} ({first['path']}): {first.get('error')}", file=sys.stderr)
+    if t["requests"] and t["failed"] == t["requests"]:
+        raise CommandFailed(f"every request failed; nothing reached {report['target']}")
     return 0
 
 

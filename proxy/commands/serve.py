@@ -28,6 +28,7 @@ from proxy.commands import Subparsers, add_common, open_engine, run, settings_fr
 from proxy.commands.db import prepare_database
 from proxy.commands.workers import supervise
 from proxy.config import ConfigError, Exhausted, Mode, Settings, Timing
+from proxy.config_text import upstream_url_warning
 
 log = logging.getLogger("proxy")
 DEMO_START_TIMEOUT = 30.0
@@ -49,6 +50,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "serve a real one with --upstream URL",
                 demo_url,
             )
+        for name, up in settings.all_upstreams().items():
+            warning = upstream_url_warning("upstream.url" if name == "default" else f"upstreams.{name}.url", up.url)
+            if warning:
+                log.warning(warning)
         revision = run(lambda: prepare_database(settings, upgrade=settings.database.auto_migrate))
         host, port = settings.host_port
         log.info(
@@ -104,7 +109,8 @@ def _no_demo() -> Iterator[None]:
 def demo_upstream() -> Iterator[str]:
     """The demo upstream as a child process; its stdin is its lifeline (EOF: this process is gone)."""
     cmd = [sys.executable, "-m", "proxy.testing.fake_upstream", "--demo", "--host", "127.0.0.1"]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    # Its own session: a terminal's Ctrl-C is this process's to handle, not the demo's (even mid-import).
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from proxy.commands import (
     Subparsers,
@@ -53,10 +54,13 @@ def cmd_usage(args: argparse.Namespace) -> int:
                 from proxy.usage.accounting import recompute_costs
 
                 result = await recompute_costs(engine, PriceTable.from_settings(settings), filters)
-                print(
-                    f"re-priced {result.examined} exchanges: {result.changed} changed, "
-                    f"rollups rebuilt for {result.days_rebuilt} days"
-                )
+                if args.format == "table":
+                    print(
+                        f"re-priced {result.examined} exchanges: {result.changed} changed, "
+                        f"rollups rebuilt for {result.days_rebuilt} days"
+                    )
+                else:
+                    print_rows([dataclasses.asdict(result)], args.format)
                 return []
             async with engine.connect() as conn:
                 return await queries.usage(conn, dims, filters)

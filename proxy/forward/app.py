@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from proxy.admin import api as admin
 from proxy.config import Settings
 from proxy.forward.handler import forward
-from proxy.forward.routes import control_headers
+from proxy.forward.routes import control_headers, unknown_path_handler
 from proxy.forward.state import SETTINGS, STATE, ProxyState
 from proxy.forward.upstream import client_timeout, make_session, request_drop
 from proxy.record.recorder import Recorder
@@ -115,4 +115,6 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> web.App
     admin.register(app)
     for prefix in ("", "/s/{session}", "/{upstream}", "/s/{session}/{upstream}"):
         app.router.add_route("*", prefix + "/v1/{tail:.*}", forward)
+    # Last: only what no route above serves (matched in order, so the hot path never reaches it).
+    app.router.add_route("*", "/{anything:.*}", unknown_path_handler(settings))
     return app

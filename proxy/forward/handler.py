@@ -50,10 +50,11 @@ class Rejected(Exception):
         super().__init__(message)
         self.status, self.message, self.code, self.type = status, message, code, type_
 
-    def respond(self, ex: Exchange) -> web.Response:
+    def respond(self, ex: Exchange, recorded: bool) -> web.Response:
         ex.status = self.status
         ex.finish(Ending.REJECTED, self.message)
-        return error_response(self.status, self.message, self.type, self.code, ex.id)
+        # The id names a record only in a mode that records (passthrough makes none).
+        return error_response(self.status, self.message, self.type, self.code, ex.id if recorded else None)
 
 
 async def forward(request: web.Request) -> web.StreamResponse:
@@ -76,7 +77,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
             upstream = _mount(st, route)
             body = await _read_body(request, st, ex)
         except Rejected as rejected:
-            return rejected.respond(ex)
+            return rejected.respond(ex, st.settings.mode.records)
         family = family_for(ex.method, ex.path)
         info = _read_request(family, ex, body)
         if st.playback is not None:

@@ -5,6 +5,8 @@ Invariants:
   another host.
 - The tail keeps the client's percent-encoding (``tail_raw``) for forwarding, and its decoded form for
   the record and replay key.
+- A path outside every mount and the admin routes gets an OpenAI-shaped 404 that says where the API is
+  (a base URL without ``/v1`` is the usual mistake); it is not forwarded and not recorded.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from proxy.config import Settings
+from proxy.errors import error_response
 from proxy.headers import NO_STORE_HEADER, TIMING_HEADER
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
@@ -41,3 +44,20 @@ def resolve_route(request: web.Request) -> Route:
 def control_headers(settings: Settings) -> frozenset[str]:
     """Headers that talk to the proxy, not the upstream: never forwarded."""
     return frozenset({settings.session_header.lower(), NO_STORE_HEADER.lower(), TIMING_HEADER.lower()})
+
+
+def unknown_path_handler(settings: Settings):  # type: ignore[no-untyped-def]
+    """The handler of every path no route serves: a 404 the SDKs show, naming the base URLs that work."""
+    named = tuple(settings.upstreams)
+
+    async def unknown_path(request: web.Request) -> web.Response:
+        base = f"{request.scheme}://{request.host}"
+        shown = request.rel_url.raw_path[:200]  # percent-encoded: plain ASCII whatever the client sent
+        mounts = "".join(f", {base}/{name}/v1" for name in named)
+        message = (
+            f"no API at {request.method} {shown}: this proxy serves the API under /v1; use the base URL "
+            f"{base}/v1 (or {base}/s/SESSION/v1 to name a recording session{mounts})"
+        )
+        return error_response(404, message, "invalid_request_error", "unknown_url")
+
+    return unknown_path

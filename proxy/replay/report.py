@@ -125,6 +125,12 @@ def _argument_differences(fa: dict[str, Any], fb: dict[str, Any]) -> list[str]:
     return [d.describe().replace("(recorded ", "(was ") for d in differences(parsed_b, parsed_a)]
 
 
+def failed(original_status: int | None, new_status: int | None, answered: bool) -> bool:
+    """A re-send failed: the target never answered, or answered an error where the original succeeded (an
+    error replayed as an error is no failure). The progress bar and the totals both count with this."""
+    return not answered or (new_status or 0) >= 400 > (original_status or 0)
+
+
 def compare(index: int, original: Stored, new: Stored | None, send_error: str | None) -> dict[str, Any]:
     """One request's comparison; ``new`` is None when the re-send failed before a record was made."""
     a = view_of(original)
@@ -135,8 +141,8 @@ def compare(index: int, original: Stored, new: Stored | None, send_error: str | 
         "path": original.path,
         "model": {"original": original.model, "new": new.model if new else None},
     }
-    if new is None:
-        entry.update(changed=True, error=send_error or "no response")
+    if new is None:  # a failure, not a change
+        entry.update(answered=False, failed=True, changed=False, error=send_error or "no response")
         return entry
     b = view_of(new)
     contents = [
@@ -162,8 +168,11 @@ def compare(index: int, original: Stored, new: Stored | None, send_error: str | 
         ttft_ms=_triple(a.ttft_ms, b.ttft_ms),
         duration_ms=_triple(a.duration_ms, b.duration_ms),
         error=b.error if (b.status or 0) >= 400 else None,
+        answered=new.upstream_status is not None,
+        failed=failed(a.status, b.status, answered=new.upstream_status is not None),
     )
-    entry["changed"] = bool(a.status != b.status or a.finish != b.finish or entry["content_changed"] or tools or other)
+    differs = a.status != b.status or a.finish != b.finish or entry["content_changed"] or tools or other
+    entry["changed"] = bool(differs) and not entry["failed"]
     return entry
 
 
@@ -179,20 +188,23 @@ def _sum(values: list[float | None]) -> float | None:
 
 def totals(entries: list[dict[str, Any]]) -> dict[str, Any]:
     done = [e for e in entries if e.get("new_id")]
-    sims = [c["similarity"] for e in done for c in e["content"]]
+    # What changed is counted over the re-sends that did not fail: a failure is not a change.
+    compared = [e for e in done if not e["failed"]]
+    sims = [c["similarity"] for e in compared for c in e["content"]]
     out: dict[str, Any] = {
         "requests": len(entries),
-        "answered": len(done),
-        # No answer, or an error where the original succeeded (an error replayed as an error is no failure).
-        "failed": len(entries)
-        - len(done)
-        + sum(1 for e in done if (e["status"]["new"] or 0) >= 400 > (e["status"]["original"] or 0)),
+        "answered": sum(1 for e in entries if e["answered"]),
+        "failed": sum(1 for e in entries if e["failed"]),
         "changed": sum(1 for e in entries if e["changed"]),
-        "status_changed": sum(1 for e in done if e["status"]["original"] != e["status"]["new"]),
-        "finish_reason_changed": sum(1 for e in done if e["finish_reason"]["original"] != e["finish_reason"]["new"]),
-        "content_changed": sum(1 for e in done if e["content_changed"]),
-        "content_changed_beyond_whitespace": sum(1 for e in done if not all(c["normalised"] for c in e["content"])),
-        "tool_calls_changed": sum(1 for e in done if e["tool_calls"]),
+        "status_changed": sum(1 for e in compared if e["status"]["original"] != e["status"]["new"]),
+        "finish_reason_changed": sum(
+            1 for e in compared if e["finish_reason"]["original"] != e["finish_reason"]["new"]
+        ),
+        "content_changed": sum(1 for e in compared if e["content_changed"]),
+        "content_changed_beyond_whitespace": sum(
+            1 for e in compared if not all(c["normalised"] for c in e["content"])
+        ),
+        "tool_calls_changed": sum(1 for e in compared if e["tool_calls"]),
         "mean_similarity": round(statistics.fmean(sims), 4) if sims else None,
     }
     for name in ("prompt_tokens", "completion_tokens", "total_tokens"):

@@ -5,7 +5,8 @@ Invariants:
   that order (asyncio's semaphore wakes waiters first in, first out).
 - What is sent is what was recorded, less anything secret or hop-by-hop: stored credentials are
   redacted anyway, the caller's key (if any) is added, and the session header names the new session.
-- A failure to send is a result (``error``), never an exception: one bad request does not stop a run.
+- A failure to send is a result (``error``), never an exception: one bad request does not stop a run. An
+  error the proxy made itself (``X-Proxy-Error``: the target never answered) is such a failure too.
 """
 
 from __future__ import annotations
@@ -15,13 +16,21 @@ from collections.abc import Callable, Sequence
 import aiohttp
 import msgspec
 
-from proxy.headers import EXCHANGE_ID_HEADER, HOP_BY_HOP
+from proxy.headers import EXCHANGE_ID_HEADER, HOP_BY_HOP, PROXY_ERROR_HEADER
 from proxy.record.redact import REDACTED, SECRET_HEADERS
 from proxy.store.stored import Stored
 
 _DROP = HOP_BY_HOP | SECRET_HEADERS | {"host", "content-length", "accept-encoding"}
 _ANY = msgspec.json.Decoder()
 _ENC = msgspec.json.Encoder()
+
+
+def _proxy_error(body: bytes, code: str) -> str:
+    try:
+        message = _ANY.decode(body)["error"]["message"]
+    except (msgspec.DecodeError, UnicodeDecodeError, KeyError, TypeError):
+        message = code
+    return str(message)[:300]
 
 
 class Sent(msgspec.Struct):
@@ -100,7 +109,10 @@ async def _send(
             data=request_body(row, model) or None,
             headers=request_headers(row, session_header, session, api_key),
         ) as resp:
-            await resp.read()
-            return Sent(row.id, resp.headers.get(EXCHANGE_ID_HEADER), resp.status)
+            data = await resp.read()
+            sent = Sent(row.id, resp.headers.get(EXCHANGE_ID_HEADER), resp.status)
+            if resp.headers.get(PROXY_ERROR_HEADER):  # the target never answered: the proxy says why
+                sent.error = _proxy_error(data, resp.headers[PROXY_ERROR_HEADER])
+            return sent
     except (aiohttp.ClientError, TimeoutError) as exc:
         return Sent(row.id, error=f"{type(exc).__name__}: {exc}"[:300])

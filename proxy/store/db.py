@@ -74,6 +74,16 @@ def check_sqlite_path(url: str) -> None:
             raise FileNotFoundError(f"folder {folder} does not exist")
 
 
+def sqlite_file_missing(url: str) -> bool:
+    """A SQLite URL naming a file that does not exist (connecting would create it, empty)."""
+    if not is_sqlite(url):
+        return False
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return False
+    return not Path(database).expanduser().exists()
+
+
 def redacted_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 

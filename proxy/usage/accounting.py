@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from proxy.store import costs, rollup
 from proxy.store.filters import Filters
 from proxy.store.stored import Stored
-from proxy.usage.pricing import PriceTable
+from proxy.usage.pricing import PriceTable, billable
 
 CHUNK = 5000
 
@@ -33,7 +33,8 @@ class RecomputeResult:
 def _reprice(table: PriceTable, stored: Stored) -> dict[str, Any] | None:
     """The new cost columns for an exchange, or None when they do not change."""
     ok = stored.upstream_status is not None and 200 <= stored.upstream_status < 300
-    cost = table.cost((stored.model, stored.model_requested), stored.started_at, stored.usage, upstream_ok=ok)
+    names = (stored.model, stored.model_requested)
+    cost = table.cost(names, stored.started_at, stored.usage, upstream_ok=ok, billed=billable(stored.method))
     new = (cost.usd, str(cost.source), cost.ref)
     if new == (stored.cost_usd, stored.cost_source, stored.price_ref):
         return None

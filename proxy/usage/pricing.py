@@ -37,6 +37,13 @@ from proxy.record.exchange import CostSource, Exchange, Usage
 
 BUNDLED_PRICES = Path(__file__).with_name("prices.toml")
 PER_TOKEN = 1e-6  # prices are per million tokens
+# Reading or deleting (model lists, files, batches) is never billed: with no usage, such a call costs
+# nothing rather than an unknown amount.
+UNBILLED_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
+
+def billable(method: str) -> bool:
+    return method.upper() not in UNBILLED_METHODS
 DATE_SUFFIX = re.compile(r"-(?:20\d\d-\d\d-\d\d|20\d{6}|(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01]))$")
 
 
@@ -174,11 +181,13 @@ class PriceTable:
         *,
         provider_cost: float | None = None,
         upstream_ok: bool = True,
+        billed: bool = True,
     ) -> Cost:
+        """``billed``: the call is of a kind providers charge for (``billable``); ``upstream_ok``: it got a 2xx."""
         if provider_cost is not None:
             return Cost(provider_cost, CostSource.PROVIDER, "provider")
         if usage.prompt_tokens is None and usage.completion_tokens is None:
-            return Cost(None, CostSource.UNKNOWN if upstream_ok else CostSource.NONE)
+            return Cost(None, CostSource.UNKNOWN if upstream_ok and billed else CostSource.NONE)
         entry = self.lookup(names, at)
         if entry is None:
             return Cost(None, CostSource.UNKNOWN)
@@ -193,5 +202,6 @@ class PriceTable:
             ex.usage,
             provider_cost=ex.provider_cost,
             upstream_ok=ok,
+            billed=billable(ex.method),
         )
         ex.cost_usd, ex.cost_source, ex.price_ref = cost.usd, cost.source, cost.ref

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -17,7 +18,7 @@ import pytest
 
 from proxy.config import ConfigError, load_settings
 from tests.support import API_KEY, FaultReport
-from tests.support.cli import free_port, proxy_cmd, wait_port
+from tests.support.cli import ends_soon, free_port, proxy_cmd, run_cli, start_serve, stop_serve, wait_port
 
 
 async def _traffic_then_signal(port: int, proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -255,3 +256,60 @@ def test_two_workers_share_port_and_database(tmp_path: Path, fake_upstream_port:
 def test_bad_worker_settings(flags: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(None, flags, env={})
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_port_in_use_is_one_line_before_any_listening_line(tmp_path: Path, workers: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = run_cli(
+            "serve", "--demo", "--workers", workers, "--listen", f"127.0.0.1:{port}", cwd=tmp_path
+        )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines == [f"proxy serve: error: listen: cannot listen on 127.0.0.1:{port}: already in use "
+                     "(another proxy or program serves it)"], out.stderr  # fmt: skip
+    assert not (tmp_path / "proxy.db").exists()
+
+
+def test_a_second_proxy_on_the_same_port_is_refused_and_the_first_keeps_it(
+    tmp_path: Path, fake_upstream_port: int
+) -> None:
+    upstream = f"http://127.0.0.1:{fake_upstream_port}/v1"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, port = start_serve("--upstream", upstream, "--workers", "2", cwd=tmp_path / "a")
+    try:
+        for _ in range(200):
+            if _listeners(port) == 2:
+                break
+            time.sleep(0.05)
+        second = run_cli(
+            "serve", "--upstream", upstream, "--workers", "2", "--listen", f"127.0.0.1:{port}", cwd=tmp_path / "b"
+        )  # fmt: skip
+        assert second.returncode == 2 and "already in use" in second.stderr, second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+        assert asyncio.run(_requests(port, 10)) == [200] * 10
+    finally:
+        code, log = stop_serve(first)
+    assert code == 0, log
+    assert sqlite3.connect(tmp_path / "a" / "proxy.db").execute("SELECT count(*) FROM exchanges").fetchone() == (10,)
+    assert not (tmp_path / "b" / "proxy.db").exists()
+
+
+def test_workers_exit_when_their_supervisor_is_killed(tmp_path: Path, fake_upstream_port: int) -> None:
+    proc, port = start_serve("--upstream", f"http://127.0.0.1:{fake_upstream_port}/v1", "--workers", "2", cwd=tmp_path)
+    for _ in range(200):
+        if _listeners(port) == 2:
+            break
+        time.sleep(0.05)
+    workers = _workers(proc.pid)
+    assert len(workers) == 2
+    assert asyncio.run(_requests(port, 6)) == [200] * 6
+    stop_serve(proc, signal.SIGKILL)
+    assert all(ends_soon(pid, 30) for pid in workers), "no orphan keeps the port"
+    assert _listeners(port) == 0
+    # Each drained its recorder on the way out, as on SIGTERM.
+    assert sqlite3.connect(tmp_path / "proxy.db").execute("SELECT count(*) FROM exchanges").fetchone() == (6,)

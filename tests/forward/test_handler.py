@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import aiohttp
 import openai
 import pytest
 from aiohttp.test_utils import TestServer
@@ -197,12 +198,27 @@ async def test_embeddings_and_models_recorded_with_usage(proxy: Proxy) -> None:
     assert by_path["/v1/embeddings"]["prompt_tokens"] == emb.usage.prompt_tokens == 3
     assert by_path["/v1/embeddings"]["completion_tokens"] is None
     assert by_path["/v1/models"]["method"] == "GET" and by_path["/v1/models"]["usage_source"] == "missing"
+    # Never billed: no cost, and not an unknown one either (that means "billed but unpriced").
+    assert by_path["/v1/models"]["cost_source"] == "none" and by_path["/v1/models"]["cost_usd"] is None
+    assert by_path["/v1/embeddings"]["cost_source"] != "none"
 
 
 async def test_exchange_id_header_names_the_record(proxy: Proxy) -> None:
     raw = await proxy.client().chat.completions.with_raw_response.create(model="fake-model", messages=MESSAGES)
     [row] = await proxy.rows()
     assert raw.headers["x-proxy-exchange-id"] == row["id"]
+
+
+async def test_passthrough_names_no_record(start_proxy: ProxyFactory) -> None:
+    proxy = await start_proxy(mode="passthrough", max_body_bytes=1000)
+    raw = await proxy.client().chat.completions.with_raw_response.create(model="fake-model", messages=MESSAGES)
+    assert "x-proxy-exchange-id" not in raw.headers
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{proxy.url}/v1/chat/completions", data=b"x" * 2000) as too_big:
+            assert too_big.status == 413 and "X-Proxy-Exchange-Id" not in too_big.headers
+        async with http.post(f"{proxy.url}/s/bad%20id/v1/chat/completions", json={}) as bad_session:
+            assert bad_session.status == 400 and "X-Proxy-Exchange-Id" not in bad_session.headers
+    assert await proxy.rows() == []
 
 
 async def test_sessions_from_header_and_path_prefix(proxy: Proxy) -> None:

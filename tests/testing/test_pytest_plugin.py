@@ -546,7 +546,7 @@ def test_setup_errors_say_what_to_fix(pytester: pytest.Pytester, out: Path) -> N
     result.stdout.fnmatch_lines_random(
         [
             "*llm_proxy: cassette *test_chat.jsonl: line 1: format 'something else'*",
-            "*llm_proxy: config: replay.on_exhausted: Invalid enum value 'sometimes'*",
+            "*llm_proxy: replay.on_exhausted: Invalid enum value 'sometimes' (valid: error, repeat-last, cycle)*",
             "*llm_proxy: llm_cassette: 'sessions' is not a marker option*",
         ]
     )
