@@ -112,8 +112,11 @@ async def health(request: web.Request) -> web.Response:
             "spooled": stats.spooled,
             "unspooled": stats.unspooled,
             "dropped": stats.dropped,
+            "quarantined": stats.quarantined,
             "spool_files": len(st.recorder.spool_files()) if not ok else 0,
         },
+        # The writer is restarted should it ever die; how often, and the last cause.
+        "writer": {"restarts": stats.writer_restarts, "last_error": stats.writer_error},
     }
     return _json(payload)
 

@@ -142,7 +142,8 @@ def match_key(method: str, path: str, body: bytes, rules: KeyRules = DEFAULT_RUL
     """The 64-character key recordings are filed under; the same request always gets the same key."""
     digest = hashlib.sha256()
     for part in (KEY_VERSION, upstream, method.upper(), path):
-        digest.update(part.encode())
+        # A path may hold bytes that are not UTF-8 (aiohttp passes them as surrogates): keyed as sent.
+        digest.update(part.encode("utf-8", "surrogateescape"))
         digest.update(b"\n")
     digest.update(canonical_body(body, rules, family_for(method, path).ignored))
     return rules.id + digest.hexdigest()[:56]

@@ -36,6 +36,8 @@ class WriterStats(Protocol):
     spooled: int
     unspooled: int
     dropped: int
+    quarantined: int
+    writer_restarts: int
     database_ok: bool
 
 
@@ -66,6 +68,8 @@ class RecorderCollector(Collector):
             ("spooled", stats.spooled, "Exchanges written to the disk spool while the database was down"),
             ("unspooled", stats.unspooled, "Spooled exchanges written back to the database"),
             ("dropped", stats.dropped, "Exchanges lost (queue or spool full)"),
+            ("quarantined", stats.quarantined, "Exchanges the database refused, kept in quarantine files"),
+            ("writer_restarts", stats.writer_restarts, "Times the writer died and was restarted"),
         ):
             yield CounterMetricFamily(f"proxy_recorder_{name}", doc, value=value)
 

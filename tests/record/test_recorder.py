@@ -151,3 +151,88 @@ async def test_flush_full_batch_and_close_do_not_wait_for_the_delay(database: Da
         await recorder.close()
     assert time.monotonic() - started < 5
     assert recorder.stats.written == 5 and len(await database.rows()) == 5
+
+
+async def test_a_writer_that_dies_is_restarted_and_health_says_so(proxy: Proxy, monkeypatch) -> None:
+    recorder = proxy.recorder
+    real_next = recorder._next
+    crashes = iter([RuntimeError("a bug in the writer")])
+
+    async def next_that_dies_once() -> Exchange:
+        ex = await real_next()
+        for crash in crashes:  # outside any batch's protection: the writer itself dies
+            recorder._queue.task_done()
+            recorder.submit(ex)  # (so no record is lost to the injected crash)
+            raise crash
+        return ex
+
+    monkeypatch.setattr(recorder, "_next", next_that_dies_once)
+    client = proxy.client()
+    await client.models.list()  # taken by the call to _next the writer was already waiting in
+    assert len(await proxy.rows()) == 1
+    await client.models.list()
+    assert len(await proxy.rows()) == 2
+    await client.models.list()
+    assert len(await proxy.rows()) == 3
+    assert recorder.stats.writer_restarts == 1 and recorder.stats.quarantined == 0
+    health = await _health(proxy)
+    assert health["status"] == "ok"
+    assert health["writer"] == {"restarts": 1, "last_error": "RuntimeError: a bug in the writer"}
+
+
+async def test_an_on_written_hook_that_raises_does_not_spool_the_batch_again(
+    database: Database, tmp_path: Path
+) -> None:
+    def hook(batch: list[Exchange]) -> None:
+        raise ValueError("metrics broke")
+
+    recorder = Recorder(database.engine, spool_dir=tmp_path / "spool", on_written=hook)
+    await recorder.start()
+    for i in range(3):
+        recorder.submit(_exchange(i))
+    await recorder.close()
+    assert recorder.stats.written == 3 and recorder.stats.spooled == 0 and recorder.stats.dropped == 0
+    assert not recorder.spool_files() and len(await database.rows()) == 3
+
+
+async def test_a_failed_spool_write_leaves_no_partial_file(database: Database, tmp_path: Path, monkeypatch) -> None:
+    recorder = Recorder(database.engine, spool_dir=tmp_path / "spool")
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, path: Path, mode: str) -> None:
+            self.file = real_open(path, mode)
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.close()
+
+        def write(self, data: bytes) -> int:
+            self.file.write(data[:10])
+            raise OSError(28, "No space left on device")
+
+    import proxy.record.spool as spool_module
+
+    monkeypatch.setattr(spool_module, "open", FullDisk, raising=False)
+    for _ in range(3):
+        recorder._spool([_exchange(0)])
+    assert recorder.stats.dropped == 3 and recorder.stats.spooled == 0
+    assert list((tmp_path / "spool").iterdir()) == [], "no spool-*.tmp left behind"
+
+
+async def test_spool_is_retried_on_a_timer_without_traffic(proxy: Proxy, database: Database) -> None:
+    client = proxy.client()
+    await _rename(database, "exchanges", "exchanges_away")
+    await client.models.list()
+    await proxy.recorder.flush()
+    assert not proxy.recorder.stats.database_ok and proxy.recorder.spool_files()
+    await _rename(database, "exchanges_away", "exchanges")
+    # No request from now on: the writer's own timer (retry_interval 0.2 s here) writes the spool back.
+    for _ in range(100):
+        if proxy.recorder.stats.database_ok:
+            break
+        await asyncio.sleep(0.05)
+    assert (await _health(proxy))["status"] == "ok"
+    assert not proxy.recorder.spool_files() and len(await database.rows()) == 1
