@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from proxy.apis.chat.family import CHAT, COMPLETIONS
 from proxy.apis.family import Family
+from proxy.apis.messages.family import MESSAGES
 from proxy.apis.plain import EMBEDDINGS, OTHER
 
 # (method, path below the mount) -> family; add a line for a new family.
@@ -17,6 +18,7 @@ ENDPOINTS: dict[tuple[str, str], Family] = {
     ("POST", "/v1/chat/completions"): CHAT,
     ("POST", "/v1/completions"): COMPLETIONS,
     ("POST", "/v1/embeddings"): EMBEDDINGS,
+    ("POST", "/v1/messages"): MESSAGES,
 }
 ALL: tuple[Family, ...] = (*dict.fromkeys(ENDPOINTS.values()), OTHER)
 

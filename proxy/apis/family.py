@@ -20,7 +20,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
@@ -120,6 +120,10 @@ class Family(Protocol):
 
     def body_to_stream(self, body: bytes, wants_usage: bool) -> list[bytes] | None:
         """A recorded non-streamed body as the events a streamed request expects; None: not convertible."""
+        ...
+
+    def error_body(self, status: int, message: str, type_: str, code: str | None = None, **extra: Any) -> bytes:
+        """An error the proxy makes itself, in the shape this family's clients expect (``apis.errors``)."""
         ...
 
 

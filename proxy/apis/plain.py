@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from proxy.apis.chat.family import fold_body, read_request
+from proxy.apis.errors import openai_error_body
 from proxy.apis.family import COMMON_IGNORED, Event, Folded, RequestInfo, StreamFilter, StreamFold
 
 
@@ -20,6 +21,7 @@ class PlainFamily:
     name: str = "other"
     ignored: tuple[str, ...] = COMMON_IGNORED
     end_marker: str = "the end of its body"
+    error_body = staticmethod(openai_error_body)
 
     def read_request(self, body: bytes) -> RequestInfo | None:
         return read_request(body)

@@ -50,11 +50,12 @@ class Rejected(Exception):
         super().__init__(message)
         self.status, self.message, self.code, self.type = status, message, code, type_
 
-    def respond(self, ex: Exchange, recorded: bool) -> web.Response:
+    def respond(self, ex: Exchange, recorded: bool, family: Family) -> web.Response:
         ex.status = self.status
         ex.finish(Ending.REJECTED, self.message)
         # The id names a record only in a mode that records (passthrough makes none).
-        return error_response(self.status, self.message, self.type, self.code, ex.id if recorded else None)
+        exchange_id = ex.id if recorded else None
+        return error_response(self.status, self.message, self.type, self.code, exchange_id, family)
 
 
 async def forward(request: web.Request) -> web.StreamResponse:
@@ -71,14 +72,14 @@ async def forward(request: web.Request) -> web.StreamResponse:
         request_headers=redact_headers(request.headers, st.redact),
         store_bodies=st.settings.recorder.store_bodies,
     )
+    family = family_for(ex.method, ex.path)  # from the request line alone: even a refusal speaks its shape
     try:
         try:
             _identify(request, st, route, ex)
             upstream = _mount(st, route)
             body = await _read_body(request, st, ex)
         except Rejected as rejected:
-            return rejected.respond(ex, st.settings.mode.records)
-        family = family_for(ex.method, ex.path)
+            return rejected.respond(ex, st.settings.mode.records, family)
         info = _read_request(family, ex, body)
         if st.playback is not None:
             answered = await st.playback.answer(request, ex, family, info.wants_usage)
@@ -202,12 +203,12 @@ async def _forward_upstream(
         async with send(ex.request_body) as up:
             return await _respond(request, up, family, ex, st)
     except TimeoutError:
-        return _upstream_error(st, ex, 504, Ending.UPSTREAM_TIMEOUT, route.upstream, upstream, "timed out")
+        return _upstream_error(st, ex, family, 504, Ending.UPSTREAM_TIMEOUT, upstream, "timed out")
     except aiohttp.ClientError as exc:
         # aiohttp's message may quote the full URL, query credentials and all; the client and the record
         # get it redacted.
         detail = st.redactor.text(f"{type(exc).__name__}: {exc}") or ""
-        return _upstream_error(st, ex, 502, Ending.UPSTREAM_UNREACHABLE, route.upstream, upstream, detail)
+        return _upstream_error(st, ex, family, 502, Ending.UPSTREAM_UNREACHABLE, upstream, detail)
 
 
 def _proxy_headers(st: ProxyState, ex: Exchange) -> dict[str, str]:
@@ -268,8 +269,9 @@ async def _refuses_usage_option(up: aiohttp.ClientResponse, family: Family) -> b
 
 
 def _upstream_error(
-    st: ProxyState, ex: Exchange, status: int, ending: Ending, name: str, upstream: Upstream, detail: str
+    st: ProxyState, ex: Exchange, family: Family, status: int, ending: Ending, upstream: Upstream, detail: str
 ) -> web.Response:
+    name = ex.upstream
     host = URL(upstream.url).with_user(None).with_password(None)
     if status == 504:
         message, code = f"upstream {name!r} ({host}) timed out", "upstream_timeout"
@@ -277,7 +279,7 @@ def _upstream_error(
         message, code = f"upstream {name!r} ({host}) unreachable: {detail}", "upstream_unreachable"
     ex.status = status
     ex.finish(ending, message[:500])
-    response = error_response(status, message, "proxy_error", code)
+    response = error_response(status, message, "proxy_error", code, family=family)
     response.headers.update(_proxy_headers(st, ex))
     ex.response_body = bytes(response.body)  # type: ignore[arg-type]
     ex.response_headers = {"content-type": "application/json"}

@@ -9,7 +9,8 @@ Invariants:
 - A streamed request answered by a non-streamed recording, or the reverse, is converted and says so in
   ``X-Proxy-Replay-Converted``. Every answer carries ``X-Proxy-Replay: hit`` or ``miss`` and, on a hit,
   ``X-Proxy-Exchange-Id`` names the recording played.
-- A miss is a 404 in the OpenAI error shape (``type: replay_miss``; the SDK does not retry a 404) that
+- A miss is a 404 in the error shape of the request's API family (OpenAI's ``type: replay_miss``, or
+  Anthropic's ``not_found_error`` with ``code: replay_miss``; the SDKs do not retry a 404) that
   names the sessions searched and the closest recorded requests with their differing fields.
 """
 
@@ -19,10 +20,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from aiohttp import web
 
-from proxy.apis.codec import JSON_ENCODER
 from proxy.apis.family import Family, StreamFilter
 from proxy.config import Mode, Replay, Timing
 from proxy.headers import CONVERTED_HEADER, EXCHANGE_ID_HEADER, HOP_BY_HOP, REPLAY_HEADER, TIMING_HEADER
@@ -85,12 +86,13 @@ class Playback:
         except Exception as exc:  # noqa: BLE001 - any database failure: say so, never crash
             log.error("replay lookup failed: %s: %s", type(exc).__name__, exc)
             ex.replayed = True
-            return _error(503, f"replay: recordings unavailable ({type(exc).__name__})", "replay_unavailable")
+            message = f"replay: recordings unavailable ({type(exc).__name__})"
+            return _error(family, 503, message, "replay_unavailable")
         if rec is None and self.mode.forwards:
             return None
         ex.replayed = True
         if rec is None:
-            return await self._miss(ex, body, key, scope, take)
+            return await self._miss(ex, family, key, scope, take)
         hide = None if wants_usage else family.hiding_filter(MAX_EVENT_BYTES)
         return await self._play(request, ex, rec, family, hide, self._pacer(request, ex.t0))
 
@@ -131,7 +133,7 @@ class Playback:
         await pacer.at(rec.duration_ms)
         return web.Response(status=status, headers=headers, body=recorded)
 
-    async def _miss(self, ex: Exchange, body: bytes, key: str, scope: Scope, take: Take) -> web.Response:
+    async def _miss(self, ex: Exchange, family: Family, key: str, scope: Scope, take: Take) -> web.Response:
         where = describe_scope(scope)
         request_line = f"{ex.method} {ex.path}" + ("" if ex.upstream == "default" else f" (upstream {ex.upstream!r})")
         closest: list[Closest] = []
@@ -143,7 +145,7 @@ class Playback:
             )
         else:
             closest, compared = await self.index.closest(
-                scope, ex.method, ex.path, ex.upstream, body, self.settings.closest
+                scope, ex.method, ex.path, ex.upstream, ex.request_body, self.settings.closest
             )
             if not compared:
                 message = f"replay miss: {where} has no recorded {request_line} requests"
@@ -152,35 +154,19 @@ class Playback:
                 message = f"replay miss: no recording in {where} matches {request_line}. " + (
                     "Closest recorded requests: " + " ".join(parts) if parts else ""
                 )
-        payload = {
-            "error": {
-                "message": message,
-                "type": "replay_miss",
-                "code": "replay_miss",
-                "param": None,
-                "match_key": key,
-                "sessions": list(scope) if scope is not None else None,
-                "closest": [
-                    {
-                        "id": c.id,
-                        "session_id": c.session_id,
-                        "recordings": c.copies,
-                        "differences": [
-                            {"path": d.path, "request": _plain(d.request), "recorded": _plain(d.recorded)}
-                            for d in c.differences
-                        ],
-                    }
-                    for c in closest
-                ],
-            }
-        }
-        response = web.Response(status=404, body=JSON_ENCODER.encode(payload), content_type="application/json")
-        response.headers[REPLAY_HEADER] = "miss"
-        return response
+        closest_shown = [
+            {"id": c.id, "session_id": c.session_id, "recordings": c.copies, "differences": _shown(c)} for c in closest
+        ]
+        sessions = list(scope) if scope is not None else None
+        return _error(family, 404, message, "replay_miss", match_key=key, sessions=sessions, closest=closest_shown)
 
 
 def _plain(value: object) -> object:
     return None if value is MISSING else value
+
+
+def _shown(c: Closest) -> list[dict[str, Any]]:
+    return [{"path": d.path, "request": _plain(d.request), "recorded": _plain(d.recorded)} for d in c.differences]
 
 
 def _describe(c: Closest) -> str:
@@ -195,9 +181,9 @@ def _describe(c: Closest) -> str:
     return f"{c.id}{session}, {count}: {shown}" + (f"; and {more} more" if more > 0 else "")
 
 
-def _error(status: int, message: str, code: str) -> web.Response:
-    body = {"error": {"message": message, "type": code, "code": code, "param": None}}
-    response = web.Response(status=status, body=JSON_ENCODER.encode(body), content_type="application/json")
+def _error(family: Family, status: int, message: str, code: str, **extra: Any) -> web.Response:
+    body = family.error_body(status, message, code, code, **extra)
+    response = web.Response(status=status, body=body, content_type="application/json")
     response.headers[REPLAY_HEADER] = "miss"
     return response
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from proxy.apis.families import ALL, family_for
@@ -19,6 +21,8 @@ SSE = {"content-type": "text/event-stream"}
         ("post", "/v1/chat/completions/", "chat"),
         ("POST", "/v1/completions", "completions"),
         ("POST", "/v1/embeddings", "embeddings"),
+        ("POST", "/v1/messages", "messages"),
+        ("POST", "/v1/messages/count_tokens", "other"),
         ("GET", "/v1/chat/completions", "other"),
         ("GET", "/v1/models", "other"),
         ("POST", "/v1/audio/speech", "other"),
@@ -57,3 +61,10 @@ def test_a_stream_of_an_unknown_family_is_complete_when_its_body_ends() -> None:
 def test_a_chat_stream_without_its_end_marker_says_which_marker() -> None:
     ex = finished_stream("/v1/chat/completions", b'data: {"choices": [{"index": 0, "delta": {"content": "a"}}]}\n\n')
     assert ex.outcome is Outcome.UPSTREAM_CUT and ex.error == "stream ended without [DONE] or a finish_reason"
+
+
+@pytest.mark.parametrize("family", ALL, ids=lambda f: f.name)
+def test_every_family_makes_errors_its_clients_read(family: object) -> None:
+    body = json.loads(family.error_body(502, "upstream 'x' unreachable", "proxy_error", "upstream_unreachable", a=1))  # type: ignore[attr-defined]
+    assert body["error"]["message"] == "upstream 'x' unreachable" and body["error"]["code"] == "upstream_unreachable"
+    assert body["error"]["a"] == 1 and isinstance(body["error"]["type"], str)

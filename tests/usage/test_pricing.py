@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 
 import pytest
@@ -157,3 +158,53 @@ def test_cache_writes_priced_at_their_own_rates_each_token_once() -> None:
         (200 * 3.0 + 300 * 3.0 + 300 * 3.75 + 200 * 3.75 + 100 * 15.0) / 1e6
     )
     assert token_cost(Price(input=3.0, output=15.0), usage) == pytest.approx((1000 * 3.0 + 100 * 15.0) / 1e6)
+
+
+BUNDLED = PriceTable()
+
+
+@pytest.mark.parametrize(
+    ("model", "ref", "rates"),
+    [
+        # input, cache read, 5-minute write (1.25x input), 1-hour write (2x input), output: USD per million
+        ("claude-sonnet-4-5-20250929", "bundled:claude-sonnet-4-5", (3.0, 0.30, 3.75, 6.0, 15.0)),
+        ("claude-haiku-4-5-20251001", "bundled:claude-haiku-4-5", (1.0, 0.10, 1.25, 2.0, 5.0)),
+        ("claude-opus-4-5-20251101", "bundled:claude-opus-4-5", (5.0, 0.50, 6.25, 10.0, 25.0)),
+        ("claude-opus-4-1-20250805", "bundled:claude-opus-4-1", (15.0, 1.50, 18.75, 30.0, 75.0)),
+        ("claude-sonnet-4-20250514", "bundled:claude-sonnet-4", (3.0, 0.30, 3.75, 6.0, 15.0)),
+        ("claude-3-5-haiku-20241022", "bundled:claude-3-5-haiku", (0.80, 0.08, 1.0, 1.6, 4.0)),
+    ],
+)
+def test_bundled_anthropic_entries_price_each_kind_of_token(
+    model: str, ref: str, rates: tuple[float, float, float, float, float]
+) -> None:
+    entry = BUNDLED.lookup([model], AT)
+    assert entry is not None and entry.ref == ref
+    p = entry.price
+    assert (p.input, p.cached_input, p.cache_write, p.cache_write_1h, p.output) == rates
+    assert p.cache_write == pytest.approx(1.25 * p.input) and p.cache_write_1h == pytest.approx(2 * p.input)
+
+
+def test_a_messages_usage_costs_what_anthropic_bills_to_the_cent() -> None:
+    """A Messages body as Anthropic reports it, through the family's mapping, priced by the bundled table.
+
+    claude-sonnet-4-5: 40,000 uncached input at $3/M = $0.12; 600,000 cache reads at $0.30/M = $0.18;
+    80,000 5-minute writes at $3.75/M = $0.30; 50,000 1-hour writes at $6/M = $0.30; 20,000 output at
+    $15/M = $0.30. Total $1.20.
+    """
+    from proxy.apis.messages.family import MESSAGES
+
+    usage = {
+        "input_tokens": 40_000,
+        "cache_read_input_tokens": 600_000,
+        "cache_creation_input_tokens": 130_000,
+        "cache_creation": {"ephemeral_5m_input_tokens": 80_000, "ephemeral_1h_input_tokens": 50_000},
+        "output_tokens": 20_000,
+    }
+    body = json.dumps({"type": "message", "model": "claude-sonnet-4-5-20250929", "usage": usage}).encode()
+    folded = MESSAGES.fold_body(body)
+    cost = BUNDLED.cost([folded.model], AT, folded.usage)
+    assert cost.ref == "bundled:claude-sonnet-4-5" and cost.source is CostSource.COMPUTED
+    assert round(cost.usd or 0, 2) == 1.20 and cost.usd == pytest.approx(1.20)
+    # Cache reads and writes are part of the prompt: 40,000 + 600,000 + 130,000.
+    assert folded.usage.prompt_tokens == 770_000

@@ -19,7 +19,7 @@ from proxy.apis.chat.assemble import Assembler
 from proxy.apis.chat.usage_option import UsageChunkFilter, inject_usage, refuses_option
 from proxy.apis.chat.wire import CHUNK_DECODER, REQUEST_DECODER, RESPONSE_DECODER, record_usage
 from proxy.apis.codec import DECODE_ERRORS, JSON_ENCODER
-from proxy.apis.errors import error_message
+from proxy.apis.errors import error_message, openai_error_body
 from proxy.apis.family import COMMON_IGNORED, Event, Folded, RequestInfo, StreamFilter, StreamFold
 
 
@@ -99,6 +99,7 @@ class ChatFamily:
     name: str = "chat"
     ignored: tuple[str, ...] = (*COMMON_IGNORED, "stream_options")
     end_marker: str = "[DONE] or a finish_reason"
+    error_body = staticmethod(openai_error_body)
 
     def read_request(self, body: bytes) -> RequestInfo | None:
         return read_request(body)
