@@ -24,28 +24,11 @@ from tests.support import API_KEY
 pytest_plugins = ["pytester"]
 
 
-async def messages(request: web.Request) -> web.StreamResponse:
-    """A Messages API stream, framed as Anthropic frames it (named events)."""
-    request.app[fake_upstream.REQUESTS].append({"headers": dict(request.headers), "body": await request.json()})
-    events = [
-        ("message_start", {"type": "message_start", "message": {"id": "msg_fake", "role": "assistant"}}),
-        ("content_block_delta", {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "Bonjour"}}),
-        ("message_stop", {"type": "message_stop"}),
-    ]
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
-    for name, data in events:
-        await response.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
-    await response.write_eof()
-    return response
-
-
 class LiveUpstream:
-    """The fake upstream (and a Messages route) on its own event loop thread: ``requests`` is what reached it."""
+    """The fake upstream (chat, Messages, ...) on its own event loop thread: ``requests`` is what reached it."""
 
     def __init__(self) -> None:
         self.app = fake_upstream.create_app()
-        self.app.router.add_post("/v1/messages", messages)
         self._thread = LoopThread()
         self._runner = web.AppRunner(self.app, access_log=None)
         self.port = self._thread.call(self._start())
@@ -421,16 +404,33 @@ ANTHROPIC = (
     + """
 import urllib.request
 
+import anthropic
 
-def test_messages(llm_proxy):
+ASK = {
+    "model": "claude-haiku-4-5",
+    "max_tokens": 64,
+    "messages": [{"role": "user", "content": "Bonjour Paris"}],
+    "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+}
+
+
+def test_messages_with_the_sdk(llm_proxy):
     assert os.environ["ANTHROPIC_BASE_URL"] == llm_proxy.anthropic_base_url
+    client = anthropic.Anthropic(max_retries=0)  # its base URL and key from the environment
+    keep("messages", client.messages.create(**ASK).model_dump(mode="json"))
+    keep("messages", [e.model_dump(mode="json") for e in client.messages.create(stream=True, **ASK)])
+    with client.messages.stream(**ASK) as stream:
+        keep("messages", stream.get_final_message().model_dump(mode="json"))
+
+
+def test_messages_with_x_api_key(llm_proxy):
     body = {"model": "claude-x", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
     headers = {"x-api-key": os.environ["ANTHROPIC_API_KEY"], "anthropic-version": "2023-06-01"}
     request = urllib.request.Request(
         os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages", json.dumps(body).encode(), headers, method="POST"
     )
     with urllib.request.urlopen(request) as response:
-        keep("messages", response.read().decode())
+        keep("raw", response.read().decode())
 """
 )
 
@@ -438,22 +438,29 @@ def test_messages(llm_proxy):
 def test_anthropic_base_url_is_recorded_and_replayed(
     pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What the Anthropic SDK does (POST {ANTHROPIC_BASE_URL}/v1/messages with x-api-key) goes through the proxy."""
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-SECRET-abcdefghijklmnop")
+    """The Anthropic SDK (POST {ANTHROPIC_BASE_URL}/v1/messages) goes through the proxy, and replays offline."""
+    key = "sk-ant-test-SECRET-abcdefghijklmnop"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", key)
     pytester.makepyfile(test_anthropic=ANTHROPIC)
-    record(pytester, live_upstream, f"--llm-anthropic-upstream={live_upstream.url}", passed=1)
-    keys = [{k.lower(): v for k, v in r["headers"].items()}["x-api-key"] for r in live_upstream.requests]
-    assert keys == ["sk-ant-test-SECRET-abcdefghijklmnop"], "the client's own key reached the upstream"
-    (recorded,) = kept(out, "messages")
-    assert "event: content_block_delta" in recorded
-    (exchange,) = cassette(pytester, "test_anthropic/test_messages")
-    assert (exchange.upstream, exchange.path) == ("anthropic", "/v1/messages")
-    assert b"SECRET" not in (pytester.path / "cassettes/test_anthropic/test_messages.jsonl").read_bytes()
+    record(pytester, live_upstream, f"--llm-anthropic-upstream={live_upstream.url}", passed=2)
+    sent = [{k.lower(): v for k, v in r["headers"].items()} for r in live_upstream.requests]
+    # The SDK (2.x) sends its key as a Bearer token, curl and older SDKs as x-api-key: the client's own key.
+    assert [h.get("x-api-key") or h["authorization"].removeprefix("Bearer ") for h in sent] == [key] * 4
+    recorded = kept(out, "messages")
+    assert [b["type"] for b in recorded[0]["content"]] == ["text", "tool_use"]
+    assert recorded[1][0]["type"] == "message_start" and recorded[1][-1]["type"] == "message_stop"
+    assert recorded[2]["content"][1]["input"] == recorded[0]["content"][1]["input"]
+    (raw,) = kept(out, "raw")
+    assert "event: ping" in raw and "event: message_stop" in raw
+    exchanges = cassette(pytester, "test_anthropic/test_messages_with_the_sdk")
+    assert {(e.upstream, e.path) for e in exchanges} == {("anthropic", "/v1/messages")}
+    text = b"".join(p.read_bytes() for p in (pytester.path / "cassettes").rglob("*.jsonl"))
+    assert b"SECRET" not in text
 
     live_upstream.stop()
     monkeypatch.delenv("ANTHROPIC_API_KEY")
-    pytest_in(pytester).assert_outcomes(passed=1)
-    assert kept(out, "messages") == [recorded]
+    pytest_in(pytester).assert_outcomes(passed=2)
+    assert kept(out, "messages") == recorded and kept(out, "raw") == [raw]
 
 
 def test_cassettes_hold_no_key(pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path) -> None:
