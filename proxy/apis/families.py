@@ -12,6 +12,7 @@ from proxy.apis.chat.family import CHAT, COMPLETIONS
 from proxy.apis.family import Family
 from proxy.apis.messages.family import MESSAGES
 from proxy.apis.plain import EMBEDDINGS, OTHER
+from proxy.apis.responses.family import RESPONSES
 
 # (method, path below the mount) -> family; add a line for a new family.
 ENDPOINTS: dict[tuple[str, str], Family] = {
@@ -19,6 +20,7 @@ ENDPOINTS: dict[tuple[str, str], Family] = {
     ("POST", "/v1/completions"): COMPLETIONS,
     ("POST", "/v1/embeddings"): EMBEDDINGS,
     ("POST", "/v1/messages"): MESSAGES,
+    ("POST", "/v1/responses"): RESPONSES,
 }
 ALL: tuple[Family, ...] = (*dict.fromkeys(ENDPOINTS.values()), OTHER)
 

@@ -8,10 +8,8 @@ import pytest
 
 from proxy.apis.families import ALL, family_for
 from proxy.apis.family import Event, fold_stream
-from proxy.record.decode import finalize
-from proxy.record.exchange import Exchange, Outcome
-
-SSE = {"content-type": "text/event-stream"}
+from proxy.record.exchange import Outcome
+from tests.support.folding import finished_stream
 
 
 @pytest.mark.parametrize(
@@ -23,6 +21,8 @@ SSE = {"content-type": "text/event-stream"}
         ("POST", "/v1/embeddings", "embeddings"),
         ("POST", "/v1/messages", "messages"),
         ("POST", "/v1/messages/count_tokens", "other"),
+        ("POST", "/v1/responses", "responses"),
+        ("GET", "/v1/responses/resp_123", "other"),
         ("GET", "/v1/chat/completions", "other"),
         ("GET", "/v1/models", "other"),
         ("POST", "/v1/audio/speech", "other"),
@@ -43,14 +43,6 @@ def test_every_family_takes_any_bytes(family: object, body: bytes) -> None:
     events = [Event(1.0, len(body), "", body), Event(2.0, len(body), "x", body.decode("latin-1"))]
     fold_stream(family, events)  # type: ignore[arg-type]
     family.body_to_stream(body, False)  # type: ignore[attr-defined]
-
-
-def finished_stream(path: str, body: bytes) -> Exchange:
-    """A stream that arrived in one read and ended normally, decoded as the writer would."""
-    ex = Exchange(method="POST", path=path, stream=True, response_headers=SSE, upstream_status=200)
-    ex.response_body, ex.stream_chunks = body, [(3.0, len(body))]
-    ex.finish()
-    return finalize(ex)
 
 
 def test_a_stream_of_an_unknown_family_is_complete_when_its_body_ends() -> None:

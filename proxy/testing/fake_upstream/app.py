@@ -6,10 +6,10 @@ import argparse
 
 from aiohttp import web
 
-from proxy.testing.fake_upstream import chat, embeddings, messages, other
+from proxy.testing.fake_upstream import chat, embeddings, messages, other, responses
 from proxy.testing.fake_upstream.common import CONTROL, REQUESTS, Control
 
-FAMILIES = (chat, embeddings, messages, other)
+FAMILIES = (chat, responses, embeddings, messages, other)
 
 
 def create_app() -> web.Application:

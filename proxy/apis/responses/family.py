@@ -1,0 +1,122 @@
+"""The Responses family: reading requests, folding streams and bodies, conversion for replay.
+
+Invariants:
+- Responses always report usage, so nothing is injected and nothing is hidden from the client.
+- A stream is complete at its terminal event: ``response.completed`` (status completed),
+  ``response.incomplete`` (complete, finish reason ``incomplete_details.reason``, e.g.
+  ``max_output_tokens``) or ``response.failed`` (an error event: the failure the response carries).
+  An ``error`` event ends it as an error event too. Without any of them it is cut.
+- TTFT is the first event carrying output of any kind: a non-empty text, refusal, reasoning or
+  tool-call-arguments delta, an image, or a finished output item.
+- The finish reason is the response's ``status`` (``completed``, ``failed``), or for an incomplete one
+  the reason it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from proxy.apis.chat.family import read_request
+from proxy.apis.codec import DECODE_ERRORS
+from proxy.apis.errors import error_message
+from proxy.apis.family import COMMON_IGNORED, Event, Folded, RequestInfo, StreamFilter, StreamFold
+from proxy.apis.responses import convert
+from proxy.apis.responses.assemble import Assembler, produces_output
+from proxy.apis.responses.wire import EVENT_DECODER, RESPONSE_DECODER, ResponseObject, record_usage
+
+
+def finish_reason(response: ResponseObject | None) -> str | None:
+    if response is None:
+        return None
+    if response.status == "incomplete" and response.incomplete_details is not None:
+        return response.incomplete_details.reason or response.status
+    return response.status
+
+
+class ResponsesStreamFold:
+    """A Responses stream folded as it passes: outcome, TTFT, usage, and the response it amounts to."""
+
+    def __init__(self, text_limit: int) -> None:
+        self.asm = Assembler(text_limit)
+        self.folded = Folded()
+
+    def feed(self, events: Iterable[Event]) -> None:
+        asm, folded = self.asm, self.folded
+        for event in events:
+            folded.events += 1
+            try:
+                view = EVENT_DECODER.decode(event.data)
+            except DECODE_ERRORS:
+                folded.decode_errors += 1
+                continue
+            kind = view.type or event.type
+            asm.add(kind, view)
+            if folded.ttft_ms is None and produces_output(kind, view):
+                folded.ttft_ms = event.offset_ms
+            if folded.complete_at is None and (asm.terminal is not None or kind == "error"):
+                folded.complete_at = event.end
+
+    def result(self) -> Folded:
+        asm, folded = self.asm, self.folded
+        folded.usage = record_usage(asm.usage)
+        folded.provider_cost = asm.usage.cost if asm.usage is not None else None
+        folded.model = asm.model
+        folded.finish_reason = finish_reason(asm.response) if asm.terminal is not None else None
+        folded.assembled = asm.result()
+        if asm.error is not None:
+            folded.error, folded.error_event = error_message(asm.error), True
+        return folded
+
+
+@dataclass(frozen=True)
+class ResponsesFamily:
+    name: str = "responses"
+    # Fields that say how the answer is delivered, stored or attributed, never what it is.
+    ignored: tuple[str, ...] = (
+        *COMMON_IGNORED,
+        "stream_options",
+        "store",
+        "safety_identifier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+    )
+    end_marker: str = "response.completed, response.incomplete, response.failed or an error event"
+
+    def read_request(self, body: bytes) -> RequestInfo | None:
+        return read_request(body)
+
+    def usage_option(self, body: bytes, info: RequestInfo) -> bytes | None:
+        return None
+
+    def refuses_option(self, status: int, body: bytes) -> bool:
+        return False
+
+    def hiding_filter(self, max_event_bytes: int) -> StreamFilter | None:
+        return None
+
+    def stream_fold(self, text_limit: int) -> StreamFold:
+        return ResponsesStreamFold(text_limit)
+
+    def fold_body(self, body: bytes) -> Folded:
+        folded = Folded(complete_at=len(body))
+        if not body.lstrip().startswith(b"{"):
+            return folded
+        try:
+            view = RESPONSE_DECODER.decode(body)
+        except DECODE_ERRORS:
+            folded.decode_errors = 1
+            return folded
+        folded.usage = record_usage(view.usage)
+        folded.provider_cost = view.usage.cost if view.usage is not None else None
+        folded.model = view.model
+        folded.finish_reason = finish_reason(view)
+        if view.error is not None:
+            folded.error = error_message(view.error)
+        return folded
+
+    def body_to_stream(self, body: bytes, wants_usage: bool) -> list[bytes] | None:
+        return convert.response_to_events(body)
+
+
+RESPONSES = ResponsesFamily()
