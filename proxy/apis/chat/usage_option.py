@@ -3,7 +3,9 @@
 Invariants:
 - When a streamed request did not ask for ``stream_options.include_usage``, the proxy adds it
   (``inject_usage``) so the stream is recorded with the provider's own token counts, and
-  ``UsageChunkFilter`` holds back the usage-only chunk that client never asked for.
+  ``UsageChunkFilter`` holds back the usage-only chunk that client never asked for: a chunk carrying
+  ``usage`` and no content, with ``choices: []`` (OpenAI) or choices whose deltas (legacy: texts) are all
+  empty with no finish reason (LiteLLM's proxy, for chat and legacy completions).
 - The filter forwards whole events (a client cannot use half an event anyway); comment lines
   (keep-alives) still pass at once. A read made of whole events in which every ``"usage"`` is null
   (nearly every read of a stream) is forwarded as it is, without parsing: it cannot hold the usage chunk.

@@ -122,16 +122,31 @@ class RequestView(msgspec.Struct):
     user: str | None = None
 
 
-class UsageProbe(msgspec.Struct):
-    """Just enough of a chunk to tell a usage-only chunk (``choices: []`` plus usage) from the rest."""
+class ProbeChoice(msgspec.Struct):
+    delta: dict[str, Any] | None = None
+    text: Any = None
+    finish_reason: Any = None
+    logprobs: Any = None
 
-    choices: list[msgspec.Raw] | None = None
+    @property
+    def empty(self) -> bool:
+        """Nothing for a client: no delta value, no text, no finish reason, no logprobs."""
+        if self.text or self.finish_reason is not None or self.logprobs:
+            return False
+        return not self.delta or all(v is None or v == "" or v == [] or v == {} for v in self.delta.values())
+
+
+class UsageProbe(msgspec.Struct):
+    """Just enough of a chunk to tell a usage-only chunk from the rest: usage, and no choice with anything
+    in it (``choices: []`` as OpenAI sends it, or choices with empty deltas as LiteLLM's proxy does)."""
+
+    choices: list[ProbeChoice] | None = None
     # Raw cannot sit in a union with None; an absent field and an explicit null both read as b"null".
     usage: msgspec.Raw = msgspec.Raw(b"null")
 
     @property
     def usage_only(self) -> bool:
-        return not self.choices and bytes(self.usage) != b"null"
+        return bytes(self.usage) != b"null" and all(c.empty for c in self.choices or ())
 
 
 CHUNK_DECODER = msgspec.json.Decoder(ChatCompletionChunk)

@@ -2,9 +2,9 @@
 
 Used by the tests and the benchmark, and as the demo upstream of ``proxy serve --demo`` (``demo``); standalone:
 ``python -m proxy.testing.fake_upstream --port 9000``.
-One module per API family (``chat``, ``embeddings``, ``other``), each with its ``ROUTES``; ``app`` puts them
-together; ``common`` holds what they share. Behaviour is chosen by the request's ``model`` (so the real SDKs can
-drive every case):
+One module per API family (``chat`` with legacy ``/v1/completions``, ``responses``, ``embeddings``,
+``other``), each with its ``ROUTES``; ``app`` puts them together; ``common`` holds what they share.
+Behaviour is chosen by the request's ``model`` (so the real SDKs can drive every case); for chat:
 
 - any other model: a reply that echoes the last user message word by word, usage from word counts.
 - ``fake-tools``: a tool call whose JSON arguments arrive in pieces.
@@ -16,6 +16,9 @@ drive every case):
 - ``fake-error-401`` / ``-429`` / ``-500``: that status, an OpenAI error body, ``x-request-id`` and
   rate-limit headers.
 - ``fake-no-usage``: a stream that never reports usage, even when asked.
+- ``fake-litellm``: the usage a stream was asked for comes on a chunk with one empty choice (an empty
+  ``delta``; for legacy completions an empty ``text``), as LiteLLM's proxy sends it, not on ``choices: []``.
+- ``fake-usage-every-chunk``: every chunk carries the usage so far, asked for or not.
 - ``fake-html`` (200 HTML), ``fake-text-error`` (502 text/plain), ``fake-json-for-stream`` (JSON even
   when a stream was asked for), ``fake-huge-event`` (one event of ``event_bytes``), ``fake-raw`` (sends
   the request's ``raw_sse`` string as latin-1 bytes in ``split``-sized writes).

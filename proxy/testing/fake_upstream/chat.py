@@ -1,4 +1,5 @@
-"""Chat completions (and legacy completions, served the same way) as OpenAI, OpenRouter and vLLM stream them.
+"""Chat completions, and legacy completions (``text`` choices, ``text_completion`` objects), as OpenAI,
+OpenRouter, vLLM and LiteLLM stream them.
 
 The chat wire shapes here (``chunk_object``, ``completion_object``) are also the benchmark upstream's.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +29,7 @@ from proxy.testing.fake_upstream.common import (
     status_error,
     stream_end,
     stream_start,
+    write_events,
 )
 
 
@@ -99,6 +102,44 @@ def _tool_call_full(arguments: str) -> dict[str, Any]:
     return {"id": "call_fake1", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
 
 
+@dataclass
+class _Call:
+    """One chat (or legacy completions) request and the answer the fake gives it."""
+
+    model: str
+    n: int
+    pieces: list[str]
+    usage: dict[str, Any]
+    ident: str
+    created: int
+    legacy: bool  # /v1/completions: `text` choices, `text_completion` objects
+    tool_arguments: str
+
+    def choice(self, i: int, piece: str | None, finish: str | None) -> dict[str, Any]:
+        """A streamed choice: a text piece (legacy), a content delta, or the empty delta that ends it."""
+        if self.legacy:
+            return {"text": piece or "", "index": i, "logprobs": None, "finish_reason": finish}
+        delta: dict[str, Any] = {} if piece is None else {"content": piece}
+        if piece is not None and self.model == "fake-reasoning":
+            delta["reasoning_content"] = "think "
+        return {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+    def answer(self) -> dict[str, Any]:
+        tools = self.model == "fake-tools" and not self.legacy
+        choices = []
+        for i in range(self.n):
+            finish = "tool_calls" if tools else "stop"
+            if self.legacy:
+                choices.append({"text": "".join(self.pieces), "index": i, "logprobs": None, "finish_reason": finish})
+                continue
+            message: dict[str, Any] = {"role": "assistant", "content": None if tools else "".join(self.pieces)}
+            if tools:
+                message["tool_calls"] = [_tool_call_full(self.tool_arguments)]
+            choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": finish})
+        obj = completion_object(self.ident, self.created, self.model, choices, self.usage)
+        return {**obj, "object": "text_completion"} if self.legacy else obj
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("model", ""), str):
@@ -114,30 +155,39 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     misbehaving = odd.handler(model, body)
     if misbehaving is not None:
         return await misbehaving(request)
-    n = int(body.get("n") or 1)
+    legacy = request.path.rstrip("/").endswith("/v1/completions")
     control = request.app[CONTROL]
-    pieces = echo_pieces(_last_user_text(body.get("messages")), events_of(request), control.reply_prefix)
-    usage = _usage(model, len(_words(body.get("messages"))), len(pieces) * n)
+    prompt = _prompt_text(body.get("prompt")) if legacy else _last_user_text(body.get("messages"))
+    pieces = echo_pieces(prompt, events_of(request), control.reply_prefix)
+    n = int(body.get("n") or 1)
+    prompt_tokens = len(prompt.split()) if legacy else len(_words(body.get("messages")))
     created = int(time.time())
-    ident = f"chatcmpl-fake{created}-{len(request.app[REQUESTS])}"  # unique: repeated prompts differ
+    call = _Call(
+        model=model,
+        n=n,
+        pieces=pieces,
+        usage=_usage(model, prompt_tokens, len(pieces) * n),
+        ident=f"{'cmpl' if legacy else 'chatcmpl'}-fake{created}-{len(request.app[REQUESTS])}",  # repeats differ
+        created=created,
+        legacy=legacy,
+        tool_arguments=control.tool_arguments,
+    )
     if body.get("stream"):
-        return await _stream(request, body, model, pieces, n, usage, ident, created)
+        return await _stream(request, body, call)
     if delay_of(request):
         await asyncio.sleep(delay_of(request))
-    tools = model == "fake-tools"
-    choices = []
-    for i in range(n):
-        message: dict[str, Any] = {"role": "assistant", "content": None if tools else "".join(pieces)}
-        if tools:
-            message["tool_calls"] = [_tool_call_full(control.tool_arguments)]
-        finish = "tool_calls" if tools else "stop"
-        choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": finish})
-    data = ENC.encode(completion_object(ident, created, model, choices, usage))
+    data = ENC.encode(call.answer())
     headers = {"x-request-id": "req_fake_ok"}
     if request.headers.get("x-fake-gzip") == "1":
         data = gzip.compress(data)
         headers["Content-Encoding"] = "gzip"
     return web.Response(body=data, content_type="application/json", headers=headers)
+
+
+def _prompt_text(prompt: Any) -> str:
+    if isinstance(prompt, list):
+        return " ".join(p for p in prompt if isinstance(p, str))
+    return prompt if isinstance(prompt, str) else ""
 
 
 def _tool_chunks(arguments: str) -> list[list[dict[str, Any]]]:
@@ -151,67 +201,75 @@ def _tool_chunks(arguments: str) -> list[list[dict[str, Any]]]:
     return choices
 
 
-async def _stream(
-    request: web.Request,
-    body: dict[str, Any],
-    model: str,
-    pieces: list[str],
-    n: int,
-    usage: dict[str, Any],
-    ident: str,
-    created: int,
-) -> web.StreamResponse:
+def _chunks(body: dict[str, Any], call: _Call) -> list[bytes]:
+    """Every event of the stream, as the upstream sends it."""
+    model, n = call.model, call.n
     openrouter = model == "fake-openrouter"
     eol = "\r\n" if openrouter else "\n"
     include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and model != "fake-no-usage"
     common: dict[str, Any] = {"provider": "FakeProvider"} if openrouter else {"usage": None} if include_usage else {}
+    every = model == "fake-usage-every-chunk"  # usage so far on every chunk, asked for or not
+    sent = 0
 
     def chunk(choices: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> bytes:
-        stamp = created + 0.5 if openrouter else created
-        return sse(chunk_object(ident, stamp, model, choices, **{**common, **(extra or {})}), eol)
+        stamp = call.created + 0.5 if openrouter else call.created
+        fields = {**common, **(extra or {})}
+        if every:
+            fields["usage"] = {
+                **call.usage,
+                "completion_tokens": sent,
+                "total_tokens": call.usage["prompt_tokens"] + sent,
+            }
+        obj = chunk_object(call.ident, stamp, model, choices, **fields)
+        if call.legacy:
+            obj = {**obj, "object": "text_completion"}
+            del obj["system_fingerprint"]
+        return sse(obj, eol)
 
-    role = {"role": "assistant", "content": ""}
-    out = [chunk([{"index": i, "delta": role, "logprobs": None, "finish_reason": None} for i in range(n)])]
-    if model == "fake-tools":
-        out += [chunk(choices) for choices in _tool_chunks(request.app[CONTROL].tool_arguments)]
+    out = []
+    if not call.legacy:
+        role = {"role": "assistant", "content": ""}
+        out.append(chunk([{"index": i, "delta": role, "logprobs": None, "finish_reason": None} for i in range(n)]))
+    if model == "fake-tools" and not call.legacy:
+        out += [chunk(choices) for choices in _tool_chunks(call.tool_arguments)]
         finish = "tool_calls"
     else:
-        for piece in pieces:
+        for piece in call.pieces:
             for i in range(n):
-                delta: dict[str, Any] = {"content": piece}
-                if model == "fake-reasoning":
-                    delta["reasoning_content"] = "think "
-                out.append(chunk([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}]))
+                sent += 1
+                out.append(chunk([call.choice(i, piece, None)]))
         finish = "stop"
     if model == "fake-error-midstream":
         out = out[:3]
         error = {"error": {"code": 502, "message": "provider overloaded mid-generation"}}
         out.append(chunk([{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}], error))
-    elif model == "fake-cut":
-        out = out[:3]
-    else:
-        last = [{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish} for i in range(n)]
-        if openrouter:
-            out.append(chunk(last, {"usage": usage}))
-        else:
-            out.append(chunk(last))
-            if include_usage:
-                out.append(chunk([], {"usage": usage}))
-        out.append(f"data: [DONE]{eol}{eol}".encode())
-
-    resp = await stream_start(request)
-    if openrouter:
-        await resp.write(f": OPENROUTER PROCESSING{eol}{eol}".encode())
-    gate, delay = request.app[CONTROL].gate, delay_of(request)
-    for k, data in enumerate(out):
-        if k == 1 and gate is not None:
-            await gate.wait()
-        if delay and k:
-            await asyncio.sleep(delay)
-        if openrouter and k == len(out) // 2:
-            await resp.write(f": OPENROUTER PROCESSING{eol}{eol}".encode())
-        await resp.write(data)
+        return out
     if model == "fake-cut":
+        return out[:3]
+    last = [call.choice(i, None, finish) for i in range(n)]
+    if openrouter:
+        out.append(chunk(last, {"usage": call.usage}))
+    else:
+        out.append(chunk(last))
+        if include_usage and model == "fake-litellm":
+            # LiteLLM's proxy carries usage on a chunk with one empty choice, not on `choices: []`.
+            out.append(chunk([call.choice(0, None, None)], {"usage": call.usage}))
+        elif include_usage:
+            out.append(chunk([], {"usage": call.usage}))
+    out.append(f"data: [DONE]{eol}{eol}".encode())
+    return out
+
+
+async def _stream(request: web.Request, body: dict[str, Any], call: _Call) -> web.StreamResponse:
+    openrouter = call.model == "fake-openrouter"
+    eol = "\r\n" if openrouter else "\n"
+    out = _chunks(body, call)
+    resp = await stream_start(request)
+    comment = f": OPENROUTER PROCESSING{eol}{eol}".encode()
+    if openrouter:
+        await resp.write(comment)
+    await write_events(request, resp, out, {len(out) // 2: comment} if openrouter else None)
+    if call.model == "fake-cut":
         cut(request)
         return resp
     await stream_end(request, resp)

@@ -102,6 +102,22 @@ async def stream_start(request: web.Request, request_id: str = "req_fake_stream"
     return resp
 
 
+async def write_events(
+    request: web.Request, resp: web.StreamResponse, events: list[bytes], before: dict[int, bytes] | None = None
+) -> None:
+    """Writes the events paced by ``x-fake-delay-ms``, held after the first one while ``CONTROL.gate`` is
+    set; ``before`` puts extra bytes (keep-alive comments) before the event of that index."""
+    gate, delay = request.app[CONTROL].gate, delay_of(request)
+    for k, data in enumerate(events):
+        if k == 1 and gate is not None:
+            await gate.wait()
+        if delay and k:
+            await asyncio.sleep(delay)
+        if before and k in before:
+            await resp.write(before[k])
+        await resp.write(data)
+
+
 async def stream_end(request: web.Request, resp: web.StreamResponse) -> None:
     """Ends the body, after ``x-fake-eof-delay-ms`` when asked (a client may leave before the upstream's end)."""
     if "x-fake-eof-delay-ms" in request.headers:

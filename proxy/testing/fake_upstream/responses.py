@@ -38,6 +38,7 @@ from proxy.testing.fake_upstream.common import (
     status_error,
     stream_end,
     stream_start,
+    write_events,
 )
 
 CUT_AFTER = 5  # events sent before fake-cut drops the connection, and before a mid-stream failure
@@ -228,13 +229,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
 
 async def _send(request: web.Request, events: list[bytes], cut_after: bool) -> web.StreamResponse:
     resp = await stream_start(request)
-    gate, delay = request.app[CONTROL].gate, delay_of(request)
-    for k, data in enumerate(events):
-        if k == 1 and gate is not None:
-            await gate.wait()
-        if delay and k:
-            await asyncio.sleep(delay)
-        await resp.write(data)
+    await write_events(request, resp, events)
     if cut_after:
         cut(request)
         return resp
