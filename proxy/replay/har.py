@@ -1,7 +1,10 @@
 """HAR 1.2 (the browser dev-tools archive format) for an exported session. Pure, no I/O.
 
 Invariants:
-- Built from export ``Record``s, so it carries the same (secret-free) headers and bodies as the JSONL.
+- Built from export ``Record``s, so it carries the same (secret-free) headers and bodies as the JSONL,
+  except that a response is what the client received: the part a client that left early got, less the
+  usage chunk the proxy asked for on behalf of a client that did not (hidden by the API family's filter,
+  as it was live).
 - URLs are the upstream's base URL (credentials stripped) plus the path below ``/v1``; an upstream not
   in the configuration gets ``http://NAME.upstream.invalid/v1``.
 - Proxy-specific facts ride in underscore fields (``_exchangeId``, ``_session``, ``_usage``, ``_ttftMs``),
@@ -17,7 +20,11 @@ from typing import Any
 
 from yarl import URL
 
+from proxy.apis.families import family_for
 from proxy.replay.export import Record, restore_body
+
+# A recording's events are no larger than the live filter let through.
+MAX_EVENT_BYTES = 16 << 20
 
 
 def _base(name: str, base_urls: Mapping[str, str]) -> str:
@@ -46,9 +53,20 @@ def _reason(status: int | None) -> str:
         return ""
 
 
+def received(record: Record, body: bytes | None) -> bytes | None:
+    """The response body as the client received it."""
+    if body is None:
+        return None
+    if record.delivered_bytes is not None:
+        body = body[: record.delivered_bytes]
+    hide = family_for(record.method, record.path).hiding_filter(MAX_EVENT_BYTES) if record.usage_injected else None
+    return hide.feed(body) + hide.close() if hide is not None else body
+
+
 def entry(record: Record, base_urls: Mapping[str, str]) -> dict[str, Any]:
     request_body, _ = restore_body(record.request.body)
     response_body, chunks = restore_body(record.response.body)
+    response_body = received(record, response_body)
     duration = record.duration_ms or 0.0
     wait = chunks[0][0] if chunks else duration
     url = _base(record.upstream, base_urls) + "/" + record.path.removeprefix("/v1/")

@@ -6,6 +6,8 @@ Invariants:
   offsets divided by the speed factor (``original``) or at once (``instant``). Comments, CRLFs and event
   framing are untouched, except that a usage-only chunk is held back from a client that did not ask for
   usage, with the same filter of the API family the live path uses.
+- A recording of a client that left early replays what that client received: the upstream's status and
+  headers, and the bytes it got (``delivered_bytes``), not the 499 the record says.
 - A streamed request answered by a non-streamed recording, or the reverse, is converted and says so in
   ``X-Proxy-Replay-Converted``. Every answer carries ``X-Proxy-Replay: hit`` or ``miss`` and, on a hit,
   ``X-Proxy-Exchange-Id`` names the recording played.
@@ -30,6 +32,7 @@ from proxy.headers import CONVERTED_HEADER, EXCHANGE_ID_HEADER, HOP_BY_HOP, REPL
 from proxy.record.decode import is_event_stream, split_reads
 from proxy.record.exchange import Exchange, Outcome
 from proxy.record.redact import REDACTED
+from proxy.replay.har import MAX_EVENT_BYTES
 from proxy.replay.index import Closest, ReplayIndex, Scope, Take, describe_scope
 from proxy.replay.matchkey import MISSING
 from proxy.store.stored import Stored, StoredBody
@@ -38,8 +41,6 @@ log = logging.getLogger("proxy.replay.playback")
 
 _NOT_REPLAYED = HOP_BY_HOP | {"content-length", "content-encoding", "date", "server"}
 _SHOWN_DIFFERENCES = 5
-# A recording's events are no larger than the live filter let through.
-MAX_EVENT_BYTES = 16 << 20
 
 
 class Pacer:
@@ -106,17 +107,19 @@ class Playback:
         pacer: Pacer,
     ) -> web.StreamResponse:
         body = rec.body or StoredBody()
-        recorded = body.response_body or b""
+        recorded, chunks = body.response_body or b"", body.stream_chunks
         status = rec.status if rec.status is not None else 500  # the index offers only recordings with one
-        if rec.outcome == Outcome.CLIENT_DISCONNECTED and rec.upstream_status is not None:
-            status = rec.upstream_status  # stored as 499, but the client that left had received this one
+        if rec.outcome == Outcome.CLIENT_DISCONNECTED:
+            # Stored as 499, but the client that left had received the upstream's status and these bytes.
+            status = rec.upstream_status if rec.upstream_status is not None else status
+            recorded, chunks = as_delivered(recorded, chunks, body.delivered_bytes)
         headers = {k: v for k, v in body.response_headers.items() if k not in _NOT_REPLAYED and v != REDACTED}
         headers[REPLAY_HEADER] = "hit"
         headers[EXCHANGE_ID_HEADER] = rec.id
         ok = 200 <= status < 300
         if is_event_stream(body.response_headers):
             if ex.stream or not ok or body.assembled is None:
-                reads = split_reads(recorded, body.stream_chunks, rec.duration_ms)
+                reads = split_reads(recorded, chunks, rec.duration_ms)
                 return await _stream(request, status, headers, reads, pacer, hide)
             headers["content-type"] = "application/json"
             headers[CONVERTED_HEADER] = "stream-to-json"
@@ -159,6 +162,19 @@ class Playback:
         ]
         sessions = list(scope) if scope is not None else None
         return _error(family, 404, message, "replay_miss", match_key=key, sessions=sessions, closest=closest_shown)
+
+
+def as_delivered(
+    body: bytes, chunks: list[tuple[float, int]], delivered: int | None
+) -> tuple[bytes, list[tuple[float, int]]]:
+    """The body and its reads cut to the ``delivered`` bytes a client got before it left (None: all)."""
+    if delivered is None or delivered >= len(body):
+        return body, chunks
+    kept = [(offset, end) for offset, end in chunks if end <= delivered]
+    reaching = next(((offset, delivered) for offset, end in chunks if end > delivered), None)
+    if reaching is not None and (not kept or kept[-1][1] < delivered):
+        kept.append(reaching)
+    return body[:delivered], kept
 
 
 def _plain(value: object) -> object:

@@ -23,7 +23,9 @@ async def test_har_export(start_proxy: ProxyFactory, database: Database) -> None
     first = entries[0]
     assert first["request"]["url"] == "https://api.example.com/v1/chat/completions"
     assert json.loads(first["request"]["postData"]["text"])["model"] == "fake-openrouter"
-    assert first["response"]["content"]["text"].encode() == received[0]
+    # What each client received: for the streams that did not ask for usage, without the chunk the proxy asked for.
+    assert [e["response"]["content"]["text"].encode() for e in entries] == received
+    assert b'"usage":{' not in received[1] and entries[1]["response"]["bodySize"] == len(received[1])
     assert first["response"]["content"]["mimeType"].startswith("text/event-stream")
     assert first["timings"]["wait"] + first["timings"]["receive"] == pytest.approx(first["time"])
     assert entries[4]["response"]["status"] == 500 and entries[4]["response"]["statusText"] == "Internal Server Error"

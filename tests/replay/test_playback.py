@@ -12,7 +12,10 @@ import aiohttp
 import openai
 import pytest
 from aiohttp.test_utils import TestServer
+from sqlalchemy import update
 
+from proxy.replay.playback import as_delivered
+from proxy.store.tables import exchange_bodies, exchanges
 from tests.support import API_KEY, Proxy, ProxyFactory, upstream_requests
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -272,6 +275,33 @@ async def test_a_stream_the_client_left_replays_with_the_status_it_received(star
         model="fake-model", messages=msgs("leave early"), stream=True
     )
     assert [c.choices[0].delta.content async for c in replayed if c.choices][:2] == ["", "Echo: "]
+
+
+async def test_a_stream_the_client_left_replays_only_the_bytes_it_received(start_proxy: ProxyFactory) -> None:
+    recorder = await start_proxy()
+    body = {"model": "fake-model", "messages": msgs("the whole answer"), "stream": True}
+    async with aiohttp.ClientSession() as http, http.post(f"{recorder.url}/s/cut/v1/chat/completions", json=body) as r:
+        await r.read()
+    await recorder.recorder.flush()
+    (stored,) = (await recorder.bodies()).values()
+    events = stored["response_body"].split(b"\n\n")
+    delivered = len(b"\n\n".join(events[:2])) + 2 + 5  # two events and 5 bytes of the third reached the client
+    # What the live path records when a write to a client fails: the bytes read, how far the client got.
+    async with recorder.database.engine.begin() as conn:
+        await conn.execute(update(exchanges).values(outcome="client_disconnected", status=499))
+        await conn.execute(update(exchange_bodies).values(delivered_bytes=delivered))
+    lenient = await start_replay(start_proxy, include_partial=True)
+    async with aiohttp.ClientSession() as http, http.post(f"{lenient.url}/s/cut/v1/chat/completions", json=body) as r:
+        assert (r.status, r.headers["X-Proxy-Replay"]) == (200, "hit")
+        assert await r.read() == stored["response_body"][:delivered]
+
+
+def test_as_delivered_cuts_the_reads_where_the_client_stopped() -> None:
+    reads = [(1.0, 4), (2.0, 9), (3.0, 12)]
+    assert as_delivered(b"aaaabbbbbcc", reads, None) == (b"aaaabbbbbcc", reads)
+    assert as_delivered(b"aaaabbbbbccc", reads, 6) == (b"aaaabb", [(1.0, 4), (2.0, 6)])
+    assert as_delivered(b"aaaabbbbbccc", reads, 9) == (b"aaaabbbbb", [(1.0, 4), (2.0, 9)])
+    assert as_delivered(b"aaaabbbbbccc", reads, 0) == (b"", [(1.0, 0)])
 
 
 async def test_auto_mode_replays_hits_and_records_misses(start_proxy: ProxyFactory, upstream: TestServer) -> None:
