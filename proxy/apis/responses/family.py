@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from proxy.apis.chat.family import read_request
 from proxy.apis.codec import DECODE_ERRORS
-from proxy.apis.errors import error_message
+from proxy.apis.errors import error_message, openai_error_body
 from proxy.apis.family import COMMON_IGNORED, Event, Folded, RequestInfo, StreamFilter, StreamFold
 from proxy.apis.responses import convert
 from proxy.apis.responses.assemble import Assembler, produces_output
@@ -82,6 +82,7 @@ class ResponsesFamily:
         "prompt_cache_retention",
     )
     end_marker: str = "response.completed, response.incomplete, response.failed or an error event"
+    error_body = staticmethod(openai_error_body)
 
     def read_request(self, body: bytes) -> RequestInfo | None:
         return read_request(body)
