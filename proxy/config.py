@@ -204,6 +204,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     redact_body_patterns: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_BODY_PATTERNS))
     # Query parameter names (case-insensitive) whose values are credentials; see DEFAULT_QUERY_PARAMS.
     redact_query_params: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_QUERY_PARAMS))
+    # Seconds a client may take to send a request line and headers (a slowloris guard); 0 = no limit.
+    header_timeout: float = 10.0
     # Secret for API-key fingerprints; empty = a random one generated once and kept in the database.
     fingerprint_secret: str = ""
     # Bearer token for /_proxy/ admin routes; required when listening on a non-loopback address.

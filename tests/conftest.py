@@ -28,6 +28,7 @@ from tests.support import (
     FaultReport,
     Proxy,
     ProxyFactory,
+    ProxyTestServer,
     make_database,
     make_settings,
 )
@@ -75,22 +76,22 @@ async def upstream(aiohttp_server: Callable[..., Any]) -> TestServer:
 
 
 @pytest.fixture
-async def start_proxy(
-    aiohttp_server: Callable[..., Any], database: Database, upstream: TestServer, tmp_path: Path
-) -> AsyncIterator[ProxyFactory]:
+async def start_proxy(database: Database, upstream: TestServer, tmp_path: Path) -> AsyncIterator[ProxyFactory]:
     started: list[Proxy] = []
 
     async def start(upstream_url: str | None = None, **overrides: Any) -> Proxy:
         url = upstream_url if upstream_url is not None else str(upstream.make_url("/v1"))
         settings = make_settings(url, database, tmp_path, **overrides)
         app: web.Application = create_app(settings, database.engine)
-        server = await aiohttp_server(app)  # TestServer runs with handler_cancellation=True
+        server = ProxyTestServer(app)
+        await server.start_server()  # with handler_cancellation=True, as `proxy serve`
         started.append(Proxy(server, database, []))
         return started[-1]
 
     yield start
     for proxy in started:
         await proxy.close()
+        await proxy.server.close()
 
 
 @pytest.fixture

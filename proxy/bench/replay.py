@@ -22,6 +22,7 @@ from aiohttp import web
 
 from proxy.config import Settings
 from proxy.forward.app import create_app
+from proxy.forward.server import ProxyRunner
 from proxy.record.exchange import Exchange
 from proxy.replay.matchkey import KeyRules, match_key
 from proxy.store import db, migrate
@@ -62,7 +63,7 @@ async def main(recordings: int, requests: int) -> None:
              "recorder": {"spool_dir": str(Path(tmp) / "spool")}},
             Settings,
         )  # fmt: skip
-        runner = web.AppRunner(create_app(settings, engine), access_log=None)
+        runner = ProxyRunner(create_app(settings, engine), access_log=None)
         started = time.perf_counter()
         await runner.setup()  # runs the app's start-up: re-keys every recording
         startup = time.perf_counter() - started

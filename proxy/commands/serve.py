@@ -14,6 +14,7 @@ exists (so workers never race to create it), then supervises N workers (``proxy.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import logging
 import socket
@@ -32,6 +33,7 @@ from proxy.config_text import upstream_url_warning
 
 log = logging.getLogger("proxy")
 DEMO_START_TIMEOUT = 30.0
+QUIET_LIBRARIES = ("sqlalchemy", "aiosqlite", "asyncpg")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -127,7 +129,17 @@ def demo_upstream() -> Iterator[str]:
 
 
 def _configure_logging(settings: Settings) -> None:
+    """The proxy's log: every record scrubbed of credentials, whichever library wrote it."""
+    from proxy.record.redact import LogScrubber, Redactor, configured_secrets
+
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scrubber = LogScrubber(Redactor.from_settings(settings), configured_secrets(settings))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(scrubber)
+    # At DEBUG these would echo every statement with its parameters and result rows (recorded traffic,
+    # the fingerprint secret): the proxy's log level is not a request for SQL tracing.
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 async def _tune_gc(_app: object) -> None:
@@ -154,9 +166,8 @@ async def _stopped(app: object) -> None:
 
 
 def _serve(settings: Settings) -> None:
-    from aiohttp import web
-
     from proxy.forward.app import create_app
+    from proxy.forward.server import serve
 
     try:
         import uvloop
@@ -168,18 +179,10 @@ def _serve(settings: Settings) -> None:
     app = create_app(settings)
     app.on_startup.append(_tune_gc)
     app.on_cleanup.append(_stopped)
+    access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
+    reuse_port = settings.workers > 1
     try:
-        web.run_app(
-            app,
-            host=host,
-            port=port,
-            reuse_port=settings.workers > 1 or None,
-            access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
-            # Cancel a handler as soon as its client disconnects, so upstream streams stop at once.
-            handler_cancellation=True,
-            shutdown_timeout=30,
-            print=None,
-        )
+        asyncio.run(serve(app, host=host, port=port, reuse_port=reuse_port, access_log=access_log, shutdown_timeout=30))
     except OSError as exc:  # the address was taken between the check and the bind
         raise ConfigError(f"listen: cannot listen on {settings.listen}: {exc.strerror or exc}") from None
 

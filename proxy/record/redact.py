@@ -249,20 +249,35 @@ class LogScrubber(logging.Filter):
     (aiohttp's, the database drivers') whose text the proxy does not control.
     """
 
-    def __init__(self, redactor: Redactor) -> None:
+    def __init__(self, redactor: Redactor, literals: Iterable[str] = ()) -> None:
         super().__init__()
         self.redactor = redactor
+        # Secrets from the configuration, masked wherever they appear whatever their shape.
+        self.literals = sorted({s for s in literals if len(s) >= 6}, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a broken format string must not lose the record
             message = f"{record.msg!r} {record.args!r}"
-        record.msg, record.args = self.redactor.text(message), None
+        record.msg, record.args = self._scrub(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = self.redactor.text(record.exc_text)
+            record.exc_text = self._scrub(record.exc_text)
         if record.stack_info:
-            record.stack_info = self.redactor.text(record.stack_info)
+            record.stack_info = self._scrub(record.stack_info)
         return True
+
+    def _scrub(self, text: str) -> str:
+        text = self.redactor.text(text) or ""
+        for secret in self.literals:
+            text = text.replace(secret, REDACTED)
+        return text
+
+
+def configured_secrets(settings: Settings) -> list[str]:
+    """Secrets the configuration itself holds: the fingerprint secret, the admin token, upstream keys."""
+    values = [settings.fingerprint_secret, settings.admin_token]
+    values += [up.api_key for up in settings.all_upstreams().values()]
+    return [v for v in values if v]

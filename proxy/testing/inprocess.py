@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.config import ConfigError, Mode, Settings, settings_from_tree
 from proxy.forward.app import create_app
+from proxy.forward.server import ProxyRunner
 from proxy.forward.state import STATE
 from proxy.headers import REPLAY_HEADER
 from proxy.replay.export import Record, import_records, session_records
@@ -111,7 +112,7 @@ class InProcessProxy:
         self._inflight = 0
         self._idle: asyncio.Event | None = None
         self._engine: AsyncEngine | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner: ProxyRunner | None = None
         self.recordings = 0  # in the cassette when the proxy started
 
     @property
@@ -132,7 +133,7 @@ class InProcessProxy:
         self._idle.set()
         app = create_app(self.settings, engine)
         app.middlewares.append(self._middleware())
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5)
+        self._runner = ProxyRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.port = self._runner.addresses[0][1]

@@ -81,7 +81,7 @@ def test_every_field_of_a_record_taken_from_input_is_masked() -> None:
 
 def test_log_scrubber_masks_messages_arguments_and_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
     logger = logging.getLogger("tests.scrubbed")
-    scrubber = LogScrubber(Redactor())
+    scrubber = LogScrubber(Redactor(), ["configured-secret-value", "short"])
     logger.addFilter(scrubber)
     try:
         with caplog.at_level(logging.DEBUG, logger="tests.scrubbed"):
@@ -91,10 +91,12 @@ def test_log_scrubber_masks_messages_arguments_and_tracebacks(caplog: pytest.Log
             except ValueError:
                 logger.exception("failed %d", 1)
             logger.info("bad %s %s", "format")  # a broken format string still logs, scrubbed
+            logger.info("admin token is %s", "configured-secret-value")  # any shape, from the configuration
     finally:
         logger.removeFilter(scrubber)
     assert "GET /v1/models?key=[redacted]" in caplog.text and "Authorization: [redacted]" in caplog.text
-    assert GEMINI_KEY not in caplog.text and len(caplog.records) == 3
+    assert GEMINI_KEY not in caplog.text and "configured-secret-value" not in caplog.text
+    assert "admin token is [redacted]" in caplog.text and len(caplog.records) == 4
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -14,11 +14,13 @@ from typing import Any
 import msgspec
 import openai
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.config import Settings
+from proxy.forward.server import ProxyRunner
 from proxy.forward.state import STATE
 from proxy.record.recorder import Recorder
 from proxy.store import db, migrate
@@ -104,6 +106,13 @@ async def make_database(kind: str, tmp_path: Path) -> AsyncIterator[Database]:
         async with admin.begin() as conn:
             await conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         await admin.dispose()
+
+
+class ProxyTestServer(TestServer):
+    """A test server running the proxy app as ``proxy serve`` does: through ``ProxyRunner``."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return ProxyRunner(self.app, **kwargs)
 
 
 def upstream_requests(server: TestServer) -> list[dict[str, Any]]:

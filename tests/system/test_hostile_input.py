@@ -1,9 +1,12 @@
-"""Hostile and malformed input: request targets cannot pick the upstream, limits, bad bodies and session ids; the proxy
-stays up and records each request once."""
+"""Hostile and malformed input: request targets cannot pick the upstream, limits, bad bodies and session ids,
+malformed request heads and heads that never end; the proxy stays up and records each request once."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -204,3 +207,116 @@ async def test_many_concurrent_bad_requests_each_recorded_once(proxy: Proxy) -> 
     assert {status for status, _ in results} == {400}
     rows = await proxy.rows()
     assert len(rows) == len(payloads) == len({r["id"] for r in rows})
+
+
+KEY = API_KEY.encode()
+MALFORMED_WITH_KEYS = [
+    # Bare LF line ends.
+    b"POST /v1/chat/completions HTTP/1.1\nHost: x\nAuthorization: Bearer " + KEY + b"\nContent-Length: 2\n\n{}",
+    # A control byte after a header value.
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY + b"\x01\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-api-key: " + KEY + b"\x7f\r\n\r\n",
+    # A control byte in the query, next to a query key.
+    b"GET /v1/models?key=" + KEY + b"\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+    # A bad chunk after a good head, and a request line that is not HTTP.
+    b"POST /v1/x HTTP/1.1\r\nHost: x\r\napi-key: " + KEY + b"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n0\r\n\r\n",
+    b"\x16\x03\x01 TLS? Authorization: Bearer " + KEY + b"\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)  # the HTTP parser's errors, not storage
+async def test_malformed_requests_never_put_a_key_in_the_log_or_the_answer(
+    proxy: Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, aiohttp's included
+    answers = [await raw_http(proxy.server.port, raw) for raw in MALFORMED_WITH_KEYS]
+    for answer in answers:
+        assert status_of(answer) == 400, answer
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert b"application/json" in head and KEY not in answer and KEY[8:24] not in answer
+        error = json.loads(body)["error"]
+        assert error["code"] == "bad_request" and error["message"].startswith("malformed HTTP request: "), error
+    assert "malformed request from" in caplog.text
+    assert API_KEY not in caplog.text and API_KEY[8:24] not in caplog.text, caplog.text
+    assert (await proxy.client().models.list()).data, "still serving"
+
+
+async def _closed_within(
+    reader: asyncio.StreamReader, timeout: float, started: float | None = None
+) -> tuple[float, bytes | None]:
+    """Seconds from ``started`` (default: now) until the proxy closes the connection, and what it sent
+    before (None: reset, as a client still writing to a closed connection is)."""
+    started = time.monotonic() if started is None else started
+    try:
+        data: bytes | None = await asyncio.wait_for(reader.read(), timeout)
+    except ConnectionResetError:
+        data = None
+    return time.monotonic() - started, data
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)  # a property of the server, not of storage
+async def test_connections_that_never_finish_their_headers_are_closed(
+    start_proxy: ProxyFactory, fault_report: FaultReport
+) -> None:
+    timeout, held = 1.0, 1000
+    proxy = await start_proxy(header_timeout=timeout)
+    port = proxy.server.port
+    conns, opened = [], []
+    for i in range(held):
+        opened.append(time.monotonic())
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        if i % 3 == 1:
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Le")  # half a head
+        elif i % 3 == 2:
+            writer.write(b"GET /v1/models?x=")  # then a byte every 0.1 s, never finishing
+        conns.append((reader, writer))
+    trickling = [w for i, (_, w) in enumerate(conns) if i % 3 == 2]
+
+    async def trickle() -> None:
+        for _ in range(int(timeout * 2 / 0.1)):
+            for writer in trickling:
+                if not writer.is_closing():
+                    writer.write(b"a")
+            await asyncio.sleep(0.1)
+
+    trickler = asyncio.create_task(trickle())
+    assert (await proxy.client().models.list()).data, "other clients are served meanwhile"
+    pairs = zip(conns, opened, strict=True)
+    results = await asyncio.gather(*(_closed_within(reader, timeout + 10, at) for (reader, _), at in pairs))
+    trickler.cancel()
+    slowest = max(seconds for seconds, _ in results)
+    for writer in (w for _, w in conns):
+        writer.close()
+    for i, (_, data) in enumerate(results):
+        assert (data is None and i % 3 == 2) or (data or b"").startswith(b"HTTP/1.1 408 "), (i, data)
+    assert slowest < timeout + 5, f"held {slowest:.1f} s with header_timeout {timeout} s"
+    fault_report.add(
+        f"{held} connections that never finish their headers (silent, half a head, a byte every 0.1 s)",
+        held,
+        0,
+        f"408 and closed at most {slowest:.1f} s after opening (header_timeout {timeout:g} s); others served",
+    )
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+async def test_the_head_deadline_applies_to_each_request_not_to_slow_but_complete_ones(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = await start_proxy(header_timeout=0.6)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.server.port)
+    # A head sent in pieces that completes within the deadline is served; so is a second one after a pause
+    # longer than the deadline (idle time between requests belongs to the keep-alive timeout).
+    for pause_before in (0.0, 1.0):
+        await asyncio.sleep(pause_before)
+        for piece in (b"GET /v1/models HTTP/1.1\r\n", b"Host: x\r\n", b"\r\n"):
+            writer.write(piece)
+            await asyncio.sleep(0.1)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line)
+        await reader.readexactly(int(fields[b"Content-Length"]))
+    # The third request starts but never finishes its head: the deadline runs from its first byte.
+    writer.write(b"GET /v1/models HTTP/1.1\r\nHo")
+    seconds, data = await _closed_within(reader, 5)
+    assert (data or b"").startswith(b"HTTP/1.1 408 ") and seconds < 3
+    writer.close()
