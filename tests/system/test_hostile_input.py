@@ -245,11 +245,11 @@ async def _closed_within(
     reader: asyncio.StreamReader, timeout: float, started: float | None = None
 ) -> tuple[float, bytes | None]:
     """Seconds from ``started`` (default: now) until the proxy closes the connection, and what it sent
-    before (None: reset, as a client still writing to a closed connection is)."""
+    before (None: reset or a broken pipe, as a client still writing to a closed connection gets)."""
     started = time.monotonic() if started is None else started
     try:
         data: bytes | None = await asyncio.wait_for(reader.read(), timeout)
-    except ConnectionResetError:
+    except ConnectionError:  # reset, or a broken pipe seen by the trickling writer first
         data = None
     return time.monotonic() - started, data
 
