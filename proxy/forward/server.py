@@ -28,7 +28,8 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.web_protocol import RequestHandler
 
-from proxy.errors import error_body, error_response
+from proxy.apis.errors import openai_error_body
+from proxy.errors import error_response
 from proxy.forward.state import SETTINGS
 from proxy.record.redact import Redactor
 
@@ -93,7 +94,8 @@ class ProxyProtocol(RequestHandler):
             return
         peer = transport.get_extra_info("peername")
         log.info("closing a connection from %s: no complete request head within %g s", peer, self._header_timeout)
-        body = error_body(
+        body = openai_error_body(
+            408,
             f"request line and headers not received within {self._header_timeout:g} s",
             "invalid_request_error",
             "request_timeout",
