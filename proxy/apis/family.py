@@ -19,12 +19,15 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
+from proxy.apis.codec import DECODE_ERRORS
 from proxy.record.exchange import Usage
+
+V = TypeVar("V")
 
 # Top-level request fields that never change an answer, for every family: not part of the match key.
 COMMON_IGNORED = ("stream", "user", "metadata")
@@ -136,3 +139,30 @@ def fold_stream(family: Family, events: Iterable[Event], text_limit: int = NO_TE
     fold = family.stream_fold(text_limit)
     fold.feed(events)
     return fold.result()
+
+
+class NoUsageOption:
+    """For families whose upstream reports usage unasked: nothing is added to a request, nothing hidden."""
+
+    def usage_option(self, body: bytes, info: RequestInfo) -> bytes | None:
+        return None
+
+    def refuses_option(self, status: int, body: bytes) -> bool:
+        return False
+
+    def hiding_filter(self, max_event_bytes: int) -> StreamFilter | None:
+        return None
+
+
+def fold_json_body(body: bytes, decoder: msgspec.json.Decoder[V], fill: Callable[[Folded, V], None]) -> Folded:
+    """A non-streamed JSON body decoded with ``decoder`` and folded by ``fill``; anything else folds to nothing."""
+    folded = Folded(complete_at=len(body))
+    if not body.lstrip().startswith(b"{"):
+        return folded
+    try:
+        view = decoder.decode(body)
+    except DECODE_ERRORS:
+        folded.decode_errors = 1
+        return folded
+    fill(folded, view)
+    return folded

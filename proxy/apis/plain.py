@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from proxy.apis.chat.family import fold_body, read_request
 from proxy.apis.codec import DECODE_ERRORS
 from proxy.apis.errors import openai_error_body
-from proxy.apis.family import COMMON_IGNORED, Event, Folded, RequestInfo, StreamFilter, StreamFold
+from proxy.apis.family import COMMON_IGNORED, Event, Folded, NoUsageOption, RequestInfo, StreamFold
 from proxy.apis.responses.wire import USAGE_DECODER, record_usage
 from proxy.record.exchange import Usage
 
@@ -33,7 +33,7 @@ def _usage(body: bytes) -> Usage | None:
 
 
 @dataclass(frozen=True)
-class PlainFamily:
+class PlainFamily(NoUsageOption):
     name: str = "other"
     ignored: tuple[str, ...] = COMMON_IGNORED
     end_marker: str = "the end of its body"
@@ -41,15 +41,6 @@ class PlainFamily:
 
     def read_request(self, body: bytes) -> RequestInfo | None:
         return read_request(body)
-
-    def usage_option(self, body: bytes, info: RequestInfo) -> bytes | None:
-        return None
-
-    def refuses_option(self, status: int, body: bytes) -> bool:
-        return False
-
-    def hiding_filter(self, max_event_bytes: int) -> StreamFilter | None:
-        return None
 
     def stream_fold(self, text_limit: int) -> StreamFold:
         return _PlainFold()

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from proxy.apis.chat import convert
 from proxy.apis.chat.assemble import Assembler
 from proxy.apis.chat.usage_option import UsageChunkFilter, inject_usage, refuses_option
-from proxy.apis.chat.wire import CHUNK_DECODER, REQUEST_DECODER, RESPONSE_DECODER, record_usage
+from proxy.apis.chat.wire import CHUNK_DECODER, REQUEST_DECODER, RESPONSE_DECODER, ResponseView, record_usage
 from proxy.apis.codec import DECODE_ERRORS, JSON_ENCODER
 from proxy.apis.errors import error_message, openai_error_body
-from proxy.apis.family import COMMON_IGNORED, Event, Folded, RequestInfo, StreamFilter, StreamFold
+from proxy.apis.family import COMMON_IGNORED, Event, Folded, RequestInfo, StreamFilter, StreamFold, fold_json_body
 
 
 def read_request(body: bytes) -> RequestInfo | None:
@@ -34,16 +34,7 @@ def read_request(body: bytes) -> RequestInfo | None:
     return RequestInfo(model=view.model, stream=bool(view.stream), user=view.user, wants_usage=wants)
 
 
-def fold_body(body: bytes) -> Folded:
-    """A JSON response body with OpenAI's ``usage``: chat, completions, embeddings and many others."""
-    folded = Folded(complete_at=len(body))
-    if not body.lstrip().startswith(b"{"):
-        return folded
-    try:
-        view = RESPONSE_DECODER.decode(body)
-    except DECODE_ERRORS:
-        folded.decode_errors = 1
-        return folded
+def _fill(folded: Folded, view: ResponseView) -> None:
     folded.usage = record_usage(view.usage)
     folded.provider_cost = view.usage.cost if view.usage is not None else None
     folded.model = view.model
@@ -51,7 +42,11 @@ def fold_body(body: bytes) -> Folded:
         folded.finish_reason = view.choices[0].finish_reason
     if view.error is not None:
         folded.error = error_message(view.error)
-    return folded
+
+
+def fold_body(body: bytes) -> Folded:
+    """A JSON response body with OpenAI's ``usage``: chat, completions, embeddings and many others."""
+    return fold_json_body(body, RESPONSE_DECODER, _fill)
 
 
 class ChatStreamFold:

@@ -18,10 +18,25 @@ from dataclasses import dataclass
 
 from proxy.apis.codec import DECODE_ERRORS, JSON_ENCODER
 from proxy.apis.errors import anthropic_error_body, error_message
-from proxy.apis.family import COMMON_IGNORED, Event, Folded, RequestInfo, StreamFilter, StreamFold
+from proxy.apis.family import (
+    COMMON_IGNORED,
+    Event,
+    Folded,
+    NoUsageOption,
+    RequestInfo,
+    StreamFold,
+    fold_json_body,
+)
 from proxy.apis.messages import convert
 from proxy.apis.messages.assemble import Assembler
-from proxy.apis.messages.wire import EVENT_DECODER, MESSAGE_DECODER, REQUEST_DECODER, record_usage, usage_view
+from proxy.apis.messages.wire import (
+    EVENT_DECODER,
+    MESSAGE_DECODER,
+    REQUEST_DECODER,
+    MessageView,
+    record_usage,
+    usage_view,
+)
 
 
 class MessagesStreamFold:
@@ -59,8 +74,15 @@ class MessagesStreamFold:
         return folded
 
 
+def _fill(folded: Folded, view: MessageView) -> None:
+    folded.usage = record_usage(view.usage)
+    folded.model, folded.finish_reason = view.model, view.stop_reason
+    if view.error is not None:
+        folded.error = error_message(view.error)
+
+
 @dataclass(frozen=True)
-class MessagesFamily:
+class MessagesFamily(NoUsageOption):
     name: str = "messages"
     # ``metadata.user_id`` names the end user; it changes no answer.
     ignored: tuple[str, ...] = COMMON_IGNORED
@@ -77,32 +99,11 @@ class MessagesFamily:
         user = view.metadata.user_id if view.metadata is not None else None
         return RequestInfo(model=view.model, stream=bool(view.stream), user=user)
 
-    def usage_option(self, body: bytes, info: RequestInfo) -> bytes | None:
-        return None
-
-    def refuses_option(self, status: int, body: bytes) -> bool:
-        return False
-
-    def hiding_filter(self, max_event_bytes: int) -> StreamFilter | None:
-        return None
-
     def stream_fold(self, text_limit: int) -> StreamFold:
         return MessagesStreamFold(text_limit)
 
     def fold_body(self, body: bytes) -> Folded:
-        folded = Folded(complete_at=len(body))
-        if not body.lstrip().startswith(b"{"):
-            return folded
-        try:
-            view = MESSAGE_DECODER.decode(body)
-        except DECODE_ERRORS:
-            folded.decode_errors = 1
-            return folded
-        folded.usage = record_usage(view.usage)
-        folded.model, folded.finish_reason = view.model, view.stop_reason
-        if view.error is not None:
-            folded.error = error_message(view.error)
-        return folded
+        return fold_json_body(body, MESSAGE_DECODER, _fill)
 
     def body_to_stream(self, body: bytes, wants_usage: bool) -> list[bytes] | None:
         return convert.message_to_events(body)

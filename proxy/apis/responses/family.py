@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from proxy.apis.chat.family import read_request
 from proxy.apis.codec import DECODE_ERRORS
 from proxy.apis.errors import error_message, openai_error_body
-from proxy.apis.family import COMMON_IGNORED, Event, Folded, RequestInfo, StreamFilter, StreamFold
+from proxy.apis.family import (
+    COMMON_IGNORED,
+    Event,
+    Folded,
+    NoUsageOption,
+    RequestInfo,
+    StreamFold,
+    fold_json_body,
+)
 from proxy.apis.responses import convert
 from proxy.apis.responses.assemble import Assembler, produces_output
 from proxy.apis.responses.wire import EVENT_DECODER, RESPONSE_DECODER, ResponseObject, record_usage
@@ -69,8 +77,17 @@ class ResponsesStreamFold:
         return folded
 
 
+def _fill(folded: Folded, view: ResponseObject) -> None:
+    folded.usage = record_usage(view.usage)
+    folded.provider_cost = view.usage.cost if view.usage is not None else None
+    folded.model = view.model
+    folded.finish_reason = finish_reason(view)
+    if view.error is not None:
+        folded.error = error_message(view.error)
+
+
 @dataclass(frozen=True)
-class ResponsesFamily:
+class ResponsesFamily(NoUsageOption):
     name: str = "responses"
     # Fields that say how the answer is delivered, stored or attributed, never what it is.
     ignored: tuple[str, ...] = (
@@ -87,34 +104,11 @@ class ResponsesFamily:
     def read_request(self, body: bytes) -> RequestInfo | None:
         return read_request(body)
 
-    def usage_option(self, body: bytes, info: RequestInfo) -> bytes | None:
-        return None
-
-    def refuses_option(self, status: int, body: bytes) -> bool:
-        return False
-
-    def hiding_filter(self, max_event_bytes: int) -> StreamFilter | None:
-        return None
-
     def stream_fold(self, text_limit: int) -> StreamFold:
         return ResponsesStreamFold(text_limit)
 
     def fold_body(self, body: bytes) -> Folded:
-        folded = Folded(complete_at=len(body))
-        if not body.lstrip().startswith(b"{"):
-            return folded
-        try:
-            view = RESPONSE_DECODER.decode(body)
-        except DECODE_ERRORS:
-            folded.decode_errors = 1
-            return folded
-        folded.usage = record_usage(view.usage)
-        folded.provider_cost = view.usage.cost if view.usage is not None else None
-        folded.model = view.model
-        folded.finish_reason = finish_reason(view)
-        if view.error is not None:
-            folded.error = error_message(view.error)
-        return folded
+        return fold_json_body(body, RESPONSE_DECODER, _fill)
 
     def body_to_stream(self, body: bytes, wants_usage: bool) -> list[bytes] | None:
         return convert.response_to_events(body)
