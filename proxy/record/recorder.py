@@ -386,12 +386,26 @@ class Recorder:
     def _quarantine(self, records: list[tuple[Exchange, str]]) -> None:
         if not records:
             return
+        records = [self._masked(ex, error) for ex, error in records]
         try:
             self.spool.quarantine(records)
         except Exception as exc:  # noqa: BLE001 - the disk refuses even this: count the loss
             self._drop([ex for ex, _ in records], f"quarantine write failed: {exc}")
             return
         self.stats.quarantined += len(records)
+
+    def _masked(self, ex: Exchange, error: str) -> tuple[Exchange, str]:
+        """A record masked before it goes to disk, whichever step it failed at (masking is idempotent).
+
+        One that cannot even be masked keeps only its identity and the error: a secret never reaches the disk.
+        """
+        try:
+            self.redactor.exchange(ex)
+            return ex, self.redactor.text(error) or ""
+        except Exception as exc:  # noqa: BLE001 - whatever broke the record may break its masking too
+            bare = Exchange(method=ex.method, path="", status=ex.status)
+            bare.id, bare.started_at = ex.id, ex.started_at
+            return bare, f"{type(exc).__name__} while masking; the record's fields were left out"
 
     def _drop(self, batch: list[Exchange], why: str) -> None:
         self.stats.dropped += len(batch)

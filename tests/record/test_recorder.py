@@ -10,6 +10,7 @@ import aiohttp
 
 from proxy.record.exchange import Exchange
 from proxy.record.recorder import Recorder
+from proxy.usage.pricing import PriceTable
 from tests.support import Database, FaultReport, Proxy
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -236,3 +237,27 @@ async def test_spool_is_retried_on_a_timer_without_traffic(proxy: Proxy, databas
         await asyncio.sleep(0.05)
     assert (await _health(proxy))["status"] == "ok"
     assert not proxy.recorder.spool_files() and len(await database.rows()) == 1
+
+
+class _BrokenPrices(PriceTable):
+    def apply(self, ex: Exchange) -> None:
+        raise RuntimeError("pricing broke")
+
+
+async def test_a_record_quarantined_before_its_masking_step_reaches_the_disk_masked(
+    database: Database, tmp_path: Path
+) -> None:
+    key = "sk-proj-" + "q" * 40
+    recorder = Recorder(database.engine, spool_dir=tmp_path / "spool", pricing=_BrokenPrices())
+    await recorder.start()
+    ex = Exchange(method="POST", path="/v1/chat/completions", status=200)
+    ex.request_body = b'{"model": "m", "user": "' + key.encode() + b'", "messages": []}'
+    ex.user = key
+    ex.finish()
+    recorder.submit(ex)
+    await recorder.close()
+    assert recorder.stats.quarantined == 1
+    [quarantine] = recorder.spool.quarantine_files()
+    kept = quarantine.read_bytes()
+    assert key.encode() not in kept and b"pricing broke" in kept
+    assert ex.id.encode() in kept
