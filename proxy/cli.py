@@ -1,7 +1,8 @@
 """The ``proxy`` command: builds the parser from the command modules and maps errors to exit codes.
 
 Exit codes: 0 success; 1 a failure while working; 2 a usage or configuration error (bad flag or key, no
-proxy database at the URL, an address in use: one line on stderr naming it); 130 interrupted (quietly).
+proxy database at the URL, an address in use: one line on stderr naming it, and for a bad flag the
+command whose ``--help`` tells more); 130 interrupted (quietly).
 A reader that goes away (``proxy usage | head``) ends the command quietly too.
 
 Only the standard library is imported at module level, so a Ctrl-C while the rest loads is quiet as well.
@@ -13,16 +14,37 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the proxy's usage errors: one line naming the problem and the command, exit code 2.
+
+    Subcommand parsers are of this class too (``add_subparsers`` makes its parsers with the parent's
+    class), so a bad flag is named by the innermost command that was given, not by ``proxy``.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = super().parse_known_args(args, namespace)
+        # Stock argparse leaves a subcommand's leftovers to the top-level parser, which names itself.
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     from proxy.commands import db, logs, prune, replay, serve, sessions, show, transfer, usage
 
-    parser = argparse.ArgumentParser(prog="proxy", description="Recording reverse proxy for OpenAI-compatible APIs")
+    parser = Parser(prog="proxy", description="Recording reverse proxy for OpenAI-compatible APIs")
     sub = parser.add_subparsers(dest="command", required=True)
     # Each module registers its own subcommands, in the order `proxy --help` lists them; add a new one here.
     for module in (serve, db, prune, transfer, replay, usage, sessions, logs, show):

@@ -52,3 +52,28 @@ def test_python_dash_m_and_console_script_agree(tmp_path: Path) -> None:
     for cmd in ([PY, "-m", "proxy", "--help"], [str(script), "--help"]):
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         assert out.returncode == 0 and "serve" in out.stdout and "db" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["serve", "--bogus"], "proxy serve: unrecognized arguments: --bogus (see proxy serve --help)"),
+        (["usage", "--format", "nope"], "proxy usage: argument --format: invalid choice: 'nope' (choose from "
+                                        "'table', 'json', 'csv') (see proxy usage --help)"),
+        (["db", "upgrade", "--x", "1"], "proxy db upgrade: unrecognized arguments: --x 1 (see proxy db upgrade "),
+        (["db"], "proxy db: the following arguments are required: db_command (see proxy db --help)"),
+        (["serve", "--listen"], "proxy serve: argument --listen: expected one argument (see proxy serve --help)"),
+        (["--bogus", "serve"], "proxy: unrecognized arguments: --bogus (see proxy --help)"),
+        (["colour"], "proxy: argument command: invalid choice: 'colour' (choose from "),
+    ],
+)
+def test_a_usage_error_is_one_line_naming_the_command(tmp_path: Path, args: list[str], line: str) -> None:
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == "", result
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(line), result.stderr
+
+
+def test_help_still_shows_the_usage_block(tmp_path: Path) -> None:
+    result = run_cli("serve", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: proxy serve [-h]") and "--upstream" in result.stdout
