@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run a proxy that records nothing (proxy-norec): the cost of recording is the difference",
     )
+    p.add_argument(
+        "--relay-compare",
+        action="store_true",
+        help="run the proxy with the response relay on (--relay) and a twin with it off (proxy-norelay)",
+    )
     p.add_argument("--profile", action="store_true", help="one extra round per scenario under py-spy")
     p.add_argument("--no-write-rate", action="store_true", help="skip the database write-rate measurement")
     p.add_argument("--write-rate-n", type=int, help="records per writer for the write rate (default 5000, quick 500)")
@@ -97,6 +102,7 @@ def parse(argv: list[str] | None = None) -> Options:
         peer_bin=a.peer_bin,
         client_usage=a.client_usage,
         passthrough=a.passthrough,
+        relay_compare=a.relay_compare,
         profile=a.profile,
         write_rate=not a.no_write_rate,
         write_rate_n=a.write_rate_n or (500 if a.quick else 5000),

@@ -11,9 +11,9 @@ high-water mark (``VmHWM``) after, the slowest and the 99th-percentile probe, th
 through the proxy as a ratio of direct, and what the record says (bytes passed, truncated, usage).
 
 ``--proxy-src DIR`` runs the proxy from another checkout (the same figures for an older commit; copy
-this file into its ``proxy/bench/`` first). Inside the proxy a sampler measures the longest stretch of
-CPU its event-loop thread spent between two 2 ms ticks: what a step held the loop, without the waits
-for a core that a busy machine adds to every wall-clock figure.
+this file and ``loopwatch.py`` into its ``proxy/bench/`` first). Inside the proxy ``loopwatch``
+measures the longest stretch of CPU its event-loop thread spent between two 2 ms ticks: what a step
+held the loop, without the waits for a core that a busy machine adds to every wall-clock figure.
 """
 
 from __future__ import annotations
@@ -31,13 +31,12 @@ from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
+from proxy.bench import loopwatch
 from proxy.bench.procs import PY, Service, free_port, peak_rss_mb, rss_mb
 from proxy.bench.upstream import stream_parts
 
 PROBE_TIMEOUT = 60.0
-SAMPLER = web.AppKey("bigstream_sampler", asyncio.Task)
 CONTROL_SECONDS = 5.0
 
 
@@ -84,48 +83,6 @@ async def start_probe(url: str, every: float) -> asyncio.subprocess.Process:
 async def stop_probe(proc: asyncio.subprocess.Process) -> list[float]:
     out, _ = await proc.communicate(b"")
     return sorted(json.loads(out))
-
-
-async def sample_loop(path: Path) -> None:
-    """In the proxy: per second, the longest stretch of CPU its loop thread spent between two 2 ms ticks.
-
-    Wall-clock gaps on a busy machine include time the process waited for a core; the CPU the loop
-    thread used between two ticks (``thread_time``) is what a step of the proxy itself held the loop.
-    Writes ``[[unix_time, cpu_ms, wall_ms], ...]`` once a second.
-    """
-    seconds: list[list[float]] = []
-    second = [time.time(), 0.0, 0.0]
-    while True:
-        wall, cpu = time.perf_counter(), time.thread_time()
-        await asyncio.sleep(0.002)
-        second[1] = max(second[1], (time.thread_time() - cpu) * 1000)
-        second[2] = max(second[2], (time.perf_counter() - wall) * 1000)
-        if time.time() - second[0] >= 1.0:
-            seconds.append(second)
-            path.write_text(json.dumps(seconds))
-            second = [time.time(), 0.0, 0.0]
-
-
-def sampled_serve() -> None:
-    """``proxy serve`` (the arguments after ``-c``) with ``sample_loop`` running in the proxy's loop."""
-
-    from proxy import cli
-    from proxy.forward import app as forward_app
-
-    create = forward_app.create_app
-    path = Path(os.environ["BIGSTREAM_SAMPLES"])
-
-    def create_app(*args: object, **kwargs: object) -> web.Application:
-        app = create(*args, **kwargs)  # type: ignore[arg-type]
-
-        async def start(_app: web.Application) -> None:
-            _app[SAMPLER] = asyncio.create_task(sample_loop(path))
-
-        app.on_startup.append(start)
-        return app
-
-    forward_app.create_app = create_app  # type: ignore[assignment]
-    sys.exit(cli.main(sys.argv[1:]))
 
 
 def recorded(db: Path, skip: int = 0) -> tuple[int | None, bool, int | None, str] | None:
@@ -204,11 +161,9 @@ async def run(args: argparse.Namespace) -> None:
     up_port = free_port()
     upstream = Service("upstream", [PY, "-m", "proxy.bench.upstream", "--port", str(up_port)], up_port, work)
     port = free_port()
-    sampled = "import proxy.bench.bigstream as b; b.sampled_serve()"
-    cmd = [PY, "-c", sampled, "serve", "--upstream", upstream.url, "--listen", f"127.0.0.1:{port}"]
-    samples = work / "loop.json"
+    samples = work / "loop.jsonl"
+    cmd = [*loopwatch.command(samples), "serve", "--upstream", upstream.url, "--listen", f"127.0.0.1:{port}"]
     env = {
-        "BIGSTREAM_SAMPLES": str(samples),
         "PYTHONPATH": os.pathsep.join(
             filter(
                 None, [str(Path(args.proxy_src).resolve()) if args.proxy_src else "", str(Path(__file__).parents[2])]
@@ -239,11 +194,10 @@ async def run(args: argparse.Namespace) -> None:
         f" record was written {result['recorded_after_s']:.1f} s after it): median {result['probe_median_ms']:.1f} ms,"
         f" p99 {result['probe_p99_ms']:.1f} ms, slowest {result['probe_max_ms']:.1f} ms"
     )
-    since = float(result["measured_from"])  # type: ignore[arg-type]
-    loop = [s for s in json.loads(samples.read_text()) if s[0] >= since]
+    loop = loopwatch.window(samples, float(result["measured_from"]), time.time()) or {}  # type: ignore[arg-type]
     print(
-        f"inside the proxy, the longest loop-thread CPU between two 2 ms ticks: {max(s[1] for s in loop):.1f} ms"
-        f" (wall clock, waits for a core included: {max(s[2] for s in loop):.1f} ms)"
+        f"inside the proxy, the longest loop-thread CPU between two 2 ms ticks: {loop.get('cpu_ms', 0):.1f} ms"
+        f" (wall clock, waits for a core included: {loop.get('wall_ms', 0):.1f} ms)"
     )
     print(f"the same probe against the idle proxy for {CONTROL_SECONDS:.0f} s (control): {result['idle']}")
     print(f"record (response_bytes, truncated, completion_tokens, outcome): {result['record']}")

@@ -44,15 +44,31 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def _stat_ticks(stat: Path) -> int:
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+
+
 def cpu_seconds(pid: int) -> float:
-    total = 0
+    return sum(_stat_ticks(Path(f"/proc/{p}/stat")) for p in descendants(pid)) / CLK_TCK
+
+
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU of the process tree split into its processes' main threads (serving) and all other threads.
+
+    In the proxy the main thread runs the serving event loop; the others are the recorder's writer and
+    spool threads (and idle helpers such as a worker's supervisor watch).
+    """
+    main = total = 0
     for p in descendants(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / CLK_TCK
+        # The process's own counters include threads that already ended; its main thread's are its task's.
+        total += _stat_ticks(Path(f"/proc/{p}/stat"))
+        main += _stat_ticks(Path(f"/proc/{p}/task/{p}/stat"))
+    other = total - main
+    return main / CLK_TCK, other / CLK_TCK
 
 
 def _status_kb(pid: int, key: str) -> int:

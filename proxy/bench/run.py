@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy.engine import make_url
 
-from proxy.bench import procs, profile, report, writerate
+from proxy.bench import loopwatch, procs, profile, report, writerate
 from proxy.bench.peers import find_peers
 from proxy.bench.records import RecordCounter
 from proxy.bench.scenarios import SCENARIOS, Scenario, Target, run_round
@@ -49,6 +49,8 @@ class Options:
     client_usage: bool = False
     # Also run a one-worker proxy in passthrough mode: the cost of recording is the difference.
     passthrough: bool = False
+    # Also run a one-worker proxy with the response relay off (``--no-relay``), the relay on in ``proxy``.
+    relay_compare: bool = False
     profile: bool = False
     write_rate: bool = True
     write_rate_n: int = 5000
@@ -137,14 +139,23 @@ async def _drop_postgres(url: str, name: str) -> None:
 
 
 def _proxy_service(
-    name: str, upstream: procs.Service, url: str, workers: int, work: Path, mode: str = "record"
-) -> procs.Service:
+    name: str,
+    upstream: procs.Service,
+    url: str,
+    workers: int,
+    work: Path,
+    mode: str = "record",
+    extra: tuple[str, ...] = (),
+) -> tuple[procs.Service, Path | None]:
+    """Our proxy as users run it; a one-worker proxy runs under ``loopwatch`` (returned: its samples file)."""
     port = procs.free_port()
     listen = f"127.0.0.1:{port}"
-    cmd = [procs.PY, "-m", "proxy", "serve", "--upstream", upstream.url, "--listen", listen, "--db", url]
-    cmd += ["--workers", str(workers), "--mode", mode]
+    loop_file = work / f"loop-{name}.jsonl" if workers == 1 else None
+    start = loopwatch.command(loop_file) if loop_file is not None else [procs.PY, "-m", "proxy"]
+    cmd = [*start, "serve", "--upstream", upstream.url, "--listen", listen, "--db", url]
+    cmd += ["--workers", str(workers), "--mode", mode, *extra]
     env = {"PROXY_LOG_LEVEL": "WARNING", "PROXY_RECORDER_SPOOL_DIR": str(work / "spool")}
-    return procs.Service(name, cmd, port, work, env=env)
+    return procs.Service(name, cmd, port, work, env=env), loop_file
 
 
 async def _wait_http(service: procs.Service, timeout: float = 90.0) -> None:
@@ -175,9 +186,21 @@ class _Section:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     profiles: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, svc: procs.Service, kind: str, counter: RecordCounter | None = None) -> None:
+    def add(
+        self, svc: procs.Service, kind: str, counter: RecordCounter | None = None, loop_file: Path | None = None
+    ) -> None:
         self.services.append(svc)
-        self.targets.append(Target(svc.name, kind, svc, counter))
+        self.targets.append(Target(svc.name, kind, svc, counter, loop_file))
+
+    def start_proxy(
+        self, name: str, kind: str, upstream: procs.Service, workers: int = 1, extra: tuple[str, ...] = ()
+    ) -> None:
+        mode = "passthrough" if kind == "passthrough" else "record"
+        svc, loop_file = _proxy_service(name, upstream, self.url, workers, self.work, mode, extra)
+        svc.start()
+        if kind == "proxy":
+            self.counter = self.counter or RecordCounter(self.url)
+        self.add(svc, kind, self.counter if kind == "proxy" else None, loop_file)
 
     def stop(self) -> None:
         for svc in self.services:
@@ -186,15 +209,14 @@ class _Section:
 
 async def _start_targets(sec: _Section, opts: Options, upstream: procs.Service, *, with_peers: bool) -> None:
     sec.targets.append(Target("direct", "direct", upstream))
+    # With --relay-compare the one-worker proxy runs with the relay on and a twin with it off.
+    relay = ("--relay",) if opts.relay_compare else ()
     for w in opts.workers:
-        svc = _proxy_service("proxy" if w == 1 else f"proxy-{w}w", upstream, sec.url, w, sec.work)
-        svc.start()
-        sec.counter = sec.counter or RecordCounter(sec.url)
-        sec.add(svc, "proxy", sec.counter)
+        sec.start_proxy("proxy" if w == 1 else f"proxy-{w}w", "proxy", upstream, w, relay)
+    if opts.relay_compare:
+        sec.start_proxy("proxy-norelay", "proxy", upstream, 1, ("--no-relay",))
     if opts.passthrough:
-        svc = _proxy_service("proxy-norec", upstream, sec.url, 1, sec.work, mode="passthrough")
-        svc.start()
-        sec.add(svc, "passthrough")
+        sec.start_proxy("proxy-norec", "passthrough", upstream, 1, relay)
     if with_peers and opts.peers:
         peers, sec.skipped = find_peers(opts.peers, upstream.port, sec.work, [Path(p) for p in opts.peer_bin])
         for svc in peers:

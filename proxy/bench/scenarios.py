@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import msgspec
 
-from proxy.bench import procs
+from proxy.bench import loopwatch, procs
 from proxy.bench.loadgen import LoadSpec
 from proxy.bench.profile import Profiler
 from proxy.bench.records import RecordCounter
@@ -102,6 +103,7 @@ class Target:
     kind: str  # "direct", "proxy" (records), "passthrough" (our proxy, recording off) or "peer"
     service: procs.Service
     records: RecordCounter | None = None  # set when the target records
+    loop_file: Path | None = None  # where ``loopwatch`` samples the target's serving loop (our one-worker proxies)
 
 
 @dataclass
@@ -119,6 +121,13 @@ class RoundResult:
     peak_reset: bool
     records: dict[str, Any] | None = None
     profile: dict[str, Any] | None = field(default=None)
+    # Our proxies: CPU of the serving thread and of the others (the recorder's), per request.
+    serving_cpu_ms_per_request: float | None = None
+    recording_cpu_ms_per_request: float | None = None
+    # The longest the serving loop was held during the round (``loopwatch``), in ms.
+    loop_stall: dict[str, float] | None = None
+    # What the proxy's health says about its recorder after the round (lag, queue depth).
+    recorder: dict[str, Any] | None = None
 
 
 class LoadProcess:
@@ -164,6 +173,45 @@ async def upstream_stats(upstream: procs.Service) -> dict[str, dict[str, int]]:
         return await r.json()
 
 
+async def recorder_health(target: Target) -> dict[str, Any] | None:
+    """The recorder's figures from our proxy's ``/_proxy/health`` (lag and queue depth where it has them)."""
+    url = f"http://127.0.0.1:{target.service.port}/_proxy/health"
+    try:
+        async with aiohttp.ClientSession() as s, s.get(url, timeout=aiohttp.ClientTimeout(10)) as r:
+            health = await r.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    rec = health.get("recorder") or {}
+    keep = ("queue_depth", "queue_max_depth", "max_queue_depth", "lag_ms", "dropped", "spooled", "overflowed")
+    return {k: rec[k] for k in keep if k in rec}
+
+
+class Internals:
+    """What a round reads inside our proxy: CPU per thread kind, loop holds, the recorder's state."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.ours = target.kind in ("proxy", "passthrough")
+        self.split0 = self.split1 = procs.thread_cpu_seconds(target.service.pid) if self.ours else (0.0, 0.0)
+        self.since = self.until = time.time()
+
+    def stop(self) -> None:
+        """Read the counters when the round's CPU is read (the load done and every record written)."""
+        if self.ours:
+            self.split1 = procs.thread_cpu_seconds(self.target.service.pid)
+            self.until = time.time()
+
+    async def fill(self, r: RoundResult, sent: int) -> None:
+        if not self.ours or not sent:
+            return
+        r.serving_cpu_ms_per_request = round((self.split1[0] - self.split0[0]) * 1000 / sent, 4)
+        r.recording_cpu_ms_per_request = round((self.split1[1] - self.split0[1]) * 1000 / sent, 4)
+        if self.target.loop_file is not None:
+            r.loop_stall = loopwatch.window(self.target.loop_file, self.since, self.until)
+        if self.target.kind == "proxy":
+            r.recorder = await recorder_health(self.target)
+
+
 def load_spec(scenario: Scenario, target: Target, *, label: str, client_usage: bool) -> LoadSpec:
     return LoadSpec(
         url=target.service.url + "/chat/completions",
@@ -201,6 +249,7 @@ async def run_round(
     pid = target.service.pid
     peak_reset = procs.reset_peak(pid)
     cpu0, up_cpu0 = procs.cpu_seconds(pid), procs.cpu_seconds(upstream.pid)
+    internals = Internals(target)
     if profiler is not None:
         profiler.start()
     result = await load.go()
@@ -212,6 +261,7 @@ async def run_round(
     if profiler is not None:
         profiler.stop()
     cpu = procs.cpu_seconds(pid) - cpu0
+    internals.stop()
     up_cpu = procs.cpu_seconds(upstream.pid) - up_cpu0
     peak = procs.peak_rss_mb(pid)
     if records is not None:
@@ -220,7 +270,7 @@ async def run_round(
             {label: result["sent"], warm_label: result["warmup_sent"]}, stats, drain_s=drain_s
         )
     sent = result["sent"]
-    return RoundResult(
+    out = RoundResult(
         scenario=scenario.name,
         repeat=repeat,
         target=target.name,
@@ -234,3 +284,5 @@ async def run_round(
         peak_reset=peak_reset,
         records=record_check,
     )
+    await internals.fill(out, sent)
+    return out

@@ -63,6 +63,10 @@ def test_quick_run_writes_complete_report(backend: str, tmp_path: Path) -> None:
         assert records["tokens_db"] == records["tokens_upstream"] > 0
     stream = section["summary"]["fast-streams-c32"]["proxy"]
     assert stream["ttfe_p50_ms"] is not None and stream["events_per_s"] > 0
+    # Inside the proxy: CPU split by thread kind (adding up to the whole), and the loop's longest hold.
+    assert stream["serving_cpu_ms"] > 0 and stream["recording_cpu_ms"] is not None
+    assert abs(stream["serving_cpu_ms"] + stream["recording_cpu_ms"] - stream["cpu_ms_per_request"]) < 0.05
+    assert stream["loop_stall_cpu_ms"] is not None and stream["loop_stall_wall_ms"] is not None
 
     rounds = [r for r in section["rounds"] if r["target"] == "proxy"]
     assert len(rounds) == len(scenarios)
@@ -77,4 +81,4 @@ def test_quick_run_writes_complete_report(backend: str, tmp_path: Path) -> None:
     lost = next(t for t in report["targets"] if t["target"].startswith("lost records"))
     assert lost["pass"] is True and lost["value"] == 0
     markdown = (tmp_path / "latest.md").read_text()
-    assert "| proxy |" in markdown and "Database write rate" in markdown
+    assert "| proxy |" in markdown and "Database write rate" in markdown and "Inside our proxy" in markdown
