@@ -99,9 +99,6 @@ async def test_full_spool_drops_and_counts(database: Database, tmp_path: Path) -
     assert recorder.stats.dropped == 1 and recorder.stats.spooled == 0
 
 
-DELAY = 0.5
-
-
 def _exchange(i: int) -> Exchange:
     ex = Exchange(method="POST", path="/v1/chat/completions", session_id=f"batch-{i}", status=200)
     ex.response_headers = {"content-type": "application/json"}
@@ -119,13 +116,16 @@ async def _wait_written(recorder: Recorder, n: int, timeout: float) -> float:
 
 
 async def test_records_arriving_one_by_one_share_a_transaction(database: Database, tmp_path: Path) -> None:
-    recorder = Recorder(database.engine, batch_delay=DELAY, spool_dir=tmp_path / "spool")
+    delay = 3.0  # far longer than five submissions take, even on a loaded machine
+    recorder = Recorder(database.engine, batch_delay=delay, spool_dir=tmp_path / "spool")
     await recorder.start()
     try:
+        started = time.monotonic()
         for i in range(5):
             recorder.submit(_exchange(i))
             await asyncio.sleep(0.01)  # the writer is idle and awake between submissions
-        await _wait_written(recorder, 5, timeout=DELAY * 4)
+        assert time.monotonic() - started < delay, "the loop was too slow to submit within one batch delay"
+        await _wait_written(recorder, 5, timeout=delay + 60)
         assert recorder.stats.batches == 1
         assert len(await database.rows()) == 5
     finally:

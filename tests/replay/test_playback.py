@@ -346,20 +346,22 @@ async def test_original_timing_reproduces_gaps_and_instant_does_not_wait(start_p
     url = f"{replayer.url}/s/t/v1/chat/completions"
     times, data = await _read_times(url, body, {})
     assert data == original
-    # Never early; a loaded machine may make it a little late (deadlines are absolute, so lateness
-    # does not add up over the stream).
-    assert offsets[-1] * 0.95 < times[-1] < offsets[-1] + 150, (times, offsets)
+    # Never early. A loaded machine may make it late, so the bounds are relative: a replay that skipped
+    # the waits, or waited each gap twice, still falls outside them.
+    total = offsets[-1]
+    assert total * 0.95 < times[-1] < total * 1.5 + 100, (times, offsets)
     gaps = [b - a for a, b in itertools.pairwise(times) if b - a > 20]
     # As the first client saw them (the usage chunk the proxy injected was held back from both).
     recorded_gaps = [b - a for a, b in itertools.pairwise(live) if b - a > 20]
     assert len(recorded_gaps) >= 5 and len(gaps) >= len(recorded_gaps) - 1, (gaps, recorded_gaps)
-    assert abs(statistics.median(gaps) - statistics.median(recorded_gaps)) < 15, (gaps, recorded_gaps)
+    recorded_median = statistics.median(recorded_gaps)
+    assert abs(statistics.median(gaps) - recorded_median) < recorded_median * 0.4, (gaps, recorded_gaps)
 
-    times, data = await _read_times(url, body, {"X-Proxy-Replay-Timing": "10"})
+    fast, data = await _read_times(url, body, {"X-Proxy-Replay-Timing": "10"})
     assert data == original
-    assert offsets[-1] / 10 * 0.9 < times[-1] < offsets[-1] / 10 + 100
-    times, data = await _read_times(url, body, {"X-Proxy-Replay-Timing": "instant"})
-    assert times[-1] < 100 and data == original
+    assert total / 10 * 0.9 < fast[-1] < times[-1] / 3, (fast, times)
+    instant, data = await _read_times(url, body, {"X-Proxy-Replay-Timing": "instant"})
+    assert instant[-1] < total / 2 and data == original, (instant, offsets)
 
 
 async def test_named_mounts_replay_with_no_upstream_configured(start_proxy: ProxyFactory, upstream: TestServer) -> None:
