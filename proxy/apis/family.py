@@ -10,7 +10,7 @@ Invariants:
 - Never raises on what a client or upstream sent: an undecodable request is ``None``, an undecodable
   event is counted in ``Folded.decode_errors`` and skipped.
 - Streams are folded incrementally (``StreamFold``), so a stream of any length is folded as it passes,
-  in bounded memory.
+  in bounded memory; one loop (``EventFold.feed``) drives every family's fold, the family adds its step.
 - ``Folded.complete_at`` is where the family's own end marker ended (``[DONE]`` for chat,
   ``response.completed`` for Responses, ``message_stop`` for Messages); a stream without it is never
   complete. Token counts are what the provider reported, mapped onto ``record.exchange.Usage``; never 0
@@ -20,7 +20,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
@@ -28,6 +28,7 @@ from proxy.apis.codec import DECODE_ERRORS
 from proxy.record.exchange import Usage
 
 V = TypeVar("V")
+A = TypeVar("A")
 
 # Top-level request fields that never change an answer, for every family: not part of the match key.
 COMMON_IGNORED = ("stream", "user", "metadata")
@@ -134,6 +135,49 @@ class Family(Protocol):
 NO_TEXT_LIMIT = 1 << 62
 
 
+class EventFold(Generic[V, A]):
+    """The loop every family's stream fold runs (a ``StreamFold``): count each event, decode it with the
+    family's ``decoder``, let the family's ``step`` fold it into its ``assembler`` (made with the text
+    limit), and note TTFT and the end where the step first says so. The family adds ``step`` and ``result``.
+
+    An event whose data is one of ``end_data`` (chat's ``[DONE]``) is an end marker with nothing to
+    decode; an event that does not decode is counted in ``decode_errors`` and skipped.
+    """
+
+    decoder: ClassVar[msgspec.json.Decoder[Any]]
+    assembler: Callable[[int], A]
+    end_data: ClassVar[tuple[str | bytes, ...]] = ()
+
+    def __init__(self, text_limit: int) -> None:
+        self.folded = Folded()
+        self.asm = self.assembler(text_limit)
+
+    def feed(self, events: Iterable[Event]) -> None:
+        folded, decoder, step, end_data = self.folded, self.decoder, self.step, self.end_data
+        for event in events:
+            folded.events += 1
+            if event.data in end_data:
+                folded.complete_at = event.end if folded.complete_at is None else folded.complete_at
+                continue
+            try:
+                view = decoder.decode(event.data)
+            except DECODE_ERRORS:
+                folded.decode_errors += 1
+                continue
+            output, ended = step(event, view)
+            if folded.ttft_ms is None and output:
+                folded.ttft_ms = event.offset_ms
+            if folded.complete_at is None and ended:
+                folded.complete_at = event.end
+
+    def step(self, event: Event, view: V) -> tuple[bool, bool]:
+        """Fold one decoded event in; say whether output has come yet and whether the stream has ended."""
+        raise NotImplementedError
+
+    def result(self) -> Folded:
+        raise NotImplementedError
+
+
 def fold_stream(family: Family, events: Iterable[Event], text_limit: int = NO_TEXT_LIMIT) -> Folded:
     """A whole stream's events folded at once (tests, and streams recorded before the live fold)."""
     fold = family.stream_fold(text_limit)
@@ -151,6 +195,17 @@ class NoUsageOption:
         return False
 
     def hiding_filter(self, max_event_bytes: int) -> StreamFilter | None:
+        return None
+
+
+def decode_request(body: bytes, decoder: msgspec.json.Decoder[V]) -> V | None:
+    """A JSON request body decoded with ``decoder``; None for anything else (not the proxy's to judge: the
+    upstream answers a malformed request itself)."""
+    if not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        return decoder.decode(body)
+    except DECODE_ERRORS:
         return None
 
 

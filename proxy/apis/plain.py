@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from proxy.apis.chat.family import fold_body, read_request
 from proxy.apis.codec import DECODE_ERRORS
 from proxy.apis.errors import openai_error_body
-from proxy.apis.family import COMMON_IGNORED, Event, Folded, NoUsageOption, RequestInfo, StreamFold
+from proxy.apis.family import COMMON_IGNORED, Event, Folded, NoUsageOption, StreamFold
 from proxy.apis.responses.wire import USAGE_DECODER, record_usage
 from proxy.record.exchange import Usage
 
@@ -38,9 +38,7 @@ class PlainFamily(NoUsageOption):
     ignored: tuple[str, ...] = COMMON_IGNORED
     end_marker: str = "the end of its body"
     error_body = staticmethod(openai_error_body)
-
-    def read_request(self, body: bytes) -> RequestInfo | None:
-        return read_request(body)
+    read_request = staticmethod(read_request)
 
     def stream_fold(self, text_limit: int) -> StreamFold:
         return _PlainFold()

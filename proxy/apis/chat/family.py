@@ -11,25 +11,37 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from proxy.apis.chat import convert
 from proxy.apis.chat.assemble import Assembler
 from proxy.apis.chat.usage_option import UsageChunkFilter, inject_usage, refuses_option
-from proxy.apis.chat.wire import CHUNK_DECODER, REQUEST_DECODER, RESPONSE_DECODER, ResponseView, record_usage
-from proxy.apis.codec import DECODE_ERRORS, JSON_ENCODER
+from proxy.apis.chat.wire import (
+    CHUNK_DECODER,
+    REQUEST_DECODER,
+    RESPONSE_DECODER,
+    ChatCompletionChunk,
+    ResponseView,
+    record_usage,
+)
+from proxy.apis.codec import JSON_ENCODER
 from proxy.apis.errors import error_message, openai_error_body
-from proxy.apis.family import COMMON_IGNORED, Event, Folded, RequestInfo, StreamFilter, StreamFold, fold_json_body
+from proxy.apis.family import (
+    COMMON_IGNORED,
+    Event,
+    EventFold,
+    Folded,
+    RequestInfo,
+    StreamFilter,
+    decode_request,
+    fold_json_body,
+)
 
 
 def read_request(body: bytes) -> RequestInfo | None:
-    if not body.lstrip().startswith(b"{"):
+    view = decode_request(body, REQUEST_DECODER)
+    if view is None:
         return None
-    try:
-        view = REQUEST_DECODER.decode(body)
-    except DECODE_ERRORS:
-        return None  # not ours to judge: the upstream answers malformed JSON itself
     wants = bool(view.stream_options and view.stream_options.include_usage)
     return RequestInfo(model=view.model, stream=bool(view.stream), user=view.user, wants_usage=wants)
 
@@ -49,30 +61,16 @@ def fold_body(body: bytes) -> Folded:
     return fold_json_body(body, RESPONSE_DECODER, _fill)
 
 
-class ChatStreamFold:
+class ChatStreamFold(EventFold[ChatCompletionChunk, Assembler]):
     """A chat stream folded as it passes into the record's fields and the ``chat.completion`` it amounts to."""
 
-    def __init__(self, text_limit: int) -> None:
-        self.asm = Assembler(text_limit)
-        self.folded = Folded()
+    decoder = CHUNK_DECODER
+    assembler = Assembler
+    end_data = ("[DONE]", b"[DONE]")
 
-    def feed(self, events: Iterable[Event]) -> None:
-        asm, folded = self.asm, self.folded
-        for event in events:
-            folded.events += 1
-            if event.data in ("[DONE]", b"[DONE]"):
-                folded.complete_at = event.end if folded.complete_at is None else folded.complete_at
-                continue
-            try:
-                chunk = CHUNK_DECODER.decode(event.data)
-            except DECODE_ERRORS:
-                folded.decode_errors += 1
-                continue
-            asm.add(chunk)
-            if folded.ttft_ms is None and asm.has_output:
-                folded.ttft_ms = event.offset_ms
-            if folded.complete_at is None and asm.all_finished:
-                folded.complete_at = event.end
+    def step(self, event: Event, chunk: ChatCompletionChunk) -> tuple[bool, bool]:
+        self.asm.add(chunk)
+        return self.asm.has_output, self.asm.all_finished
 
     def result(self) -> Folded:
         asm, folded = self.asm, self.folded
@@ -95,9 +93,9 @@ class ChatFamily:
     ignored: tuple[str, ...] = (*COMMON_IGNORED, "stream_options")
     end_marker: str = "[DONE] or a finish_reason"
     error_body = staticmethod(openai_error_body)
-
-    def read_request(self, body: bytes) -> RequestInfo | None:
-        return read_request(body)
+    read_request = staticmethod(read_request)
+    stream_fold = staticmethod(ChatStreamFold)
+    fold_body = staticmethod(fold_body)
 
     def usage_option(self, body: bytes, info: RequestInfo) -> bytes | None:
         # Usage comes on a stream only when asked for (stream_options.include_usage): the proxy asks.
@@ -108,12 +106,6 @@ class ChatFamily:
 
     def hiding_filter(self, max_event_bytes: int) -> StreamFilter | None:
         return UsageChunkFilter(max_event_bytes)
-
-    def stream_fold(self, text_limit: int) -> StreamFold:
-        return ChatStreamFold(text_limit)
-
-    def fold_body(self, body: bytes) -> Folded:
-        return fold_body(body)
 
     def body_to_stream(self, body: bytes, wants_usage: bool) -> list[bytes] | None:
         return convert.completion_to_events(body, wants_usage)

@@ -13,18 +13,18 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from proxy.apis.codec import DECODE_ERRORS, JSON_ENCODER
+from proxy.apis.codec import JSON_ENCODER
 from proxy.apis.errors import anthropic_error_body, error_message
 from proxy.apis.family import (
     COMMON_IGNORED,
     Event,
+    EventFold,
     Folded,
     NoUsageOption,
     RequestInfo,
-    StreamFold,
+    decode_request,
     fold_json_body,
 )
 from proxy.apis.messages import convert
@@ -34,33 +34,22 @@ from proxy.apis.messages.wire import (
     MESSAGE_DECODER,
     REQUEST_DECODER,
     MessageView,
+    StreamEvent,
     record_usage,
     usage_view,
 )
 
 
-class MessagesStreamFold:
+class MessagesStreamFold(EventFold[StreamEvent, Assembler]):
     """A Messages stream folded as it passes into the record's fields and the ``message`` it amounts to."""
 
-    def __init__(self, text_limit: int) -> None:
-        self.asm = Assembler(text_limit)
-        self.folded = Folded()
+    decoder = EVENT_DECODER
+    assembler = Assembler
 
-    def feed(self, events: Iterable[Event]) -> None:
-        asm, folded = self.asm, self.folded
-        for event in events:
-            folded.events += 1
-            try:
-                data = EVENT_DECODER.decode(event.data)
-            except DECODE_ERRORS:
-                folded.decode_errors += 1
-                continue
-            data.type = data.type or event.type or None
-            asm.add(data)
-            if folded.ttft_ms is None and asm.has_output:
-                folded.ttft_ms = event.offset_ms
-            if folded.complete_at is None and (asm.stopped or asm.error is not None):
-                folded.complete_at = event.end
+    def step(self, event: Event, data: StreamEvent) -> tuple[bool, bool]:
+        data.type = data.type or event.type or None
+        self.asm.add(data)
+        return self.asm.has_output, self.asm.stopped or self.asm.error is not None
 
     def result(self) -> Folded:
         asm, folded = self.asm, self.folded
@@ -88,19 +77,14 @@ class MessagesFamily(NoUsageOption):
     ignored: tuple[str, ...] = COMMON_IGNORED
     end_marker: str = "message_stop"
     error_body = staticmethod(anthropic_error_body)
+    stream_fold = staticmethod(MessagesStreamFold)
 
     def read_request(self, body: bytes) -> RequestInfo | None:
-        if not body.lstrip().startswith(b"{"):
+        view = decode_request(body, REQUEST_DECODER)
+        if view is None:
             return None
-        try:
-            view = REQUEST_DECODER.decode(body)
-        except DECODE_ERRORS:
-            return None  # the upstream answers a malformed request itself
         user = view.metadata.user_id if view.metadata is not None else None
         return RequestInfo(model=view.model, stream=bool(view.stream), user=user)
-
-    def stream_fold(self, text_limit: int) -> StreamFold:
-        return MessagesStreamFold(text_limit)
 
     def fold_body(self, body: bytes) -> Folded:
         return fold_json_body(body, MESSAGE_DECODER, _fill)

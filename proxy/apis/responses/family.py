@@ -14,24 +14,21 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from proxy.apis.chat.family import read_request
-from proxy.apis.codec import DECODE_ERRORS
 from proxy.apis.errors import error_message, openai_error_body
 from proxy.apis.family import (
     COMMON_IGNORED,
     Event,
+    EventFold,
     Folded,
     NoUsageOption,
-    RequestInfo,
-    StreamFold,
     fold_json_body,
 )
 from proxy.apis.responses import convert
 from proxy.apis.responses.assemble import Assembler, produces_output
-from proxy.apis.responses.wire import EVENT_DECODER, RESPONSE_DECODER, ResponseObject, record_usage
+from proxy.apis.responses.wire import EVENT_DECODER, RESPONSE_DECODER, ResponseObject, StreamEvent, record_usage
 
 
 def finish_reason(response: ResponseObject | None) -> str | None:
@@ -42,28 +39,16 @@ def finish_reason(response: ResponseObject | None) -> str | None:
     return response.status
 
 
-class ResponsesStreamFold:
+class ResponsesStreamFold(EventFold[StreamEvent, Assembler]):
     """A Responses stream folded as it passes: outcome, TTFT, usage, and the response it amounts to."""
 
-    def __init__(self, text_limit: int) -> None:
-        self.asm = Assembler(text_limit)
-        self.folded = Folded()
+    decoder = EVENT_DECODER
+    assembler = Assembler
 
-    def feed(self, events: Iterable[Event]) -> None:
-        asm, folded = self.asm, self.folded
-        for event in events:
-            folded.events += 1
-            try:
-                view = EVENT_DECODER.decode(event.data)
-            except DECODE_ERRORS:
-                folded.decode_errors += 1
-                continue
-            kind = view.type or event.type
-            asm.add(kind, view)
-            if folded.ttft_ms is None and produces_output(kind, view):
-                folded.ttft_ms = event.offset_ms
-            if folded.complete_at is None and (asm.terminal is not None or kind == "error"):
-                folded.complete_at = event.end
+    def step(self, event: Event, view: StreamEvent) -> tuple[bool, bool]:
+        kind = view.type or event.type
+        self.asm.add(kind, view)
+        return produces_output(kind, view), self.asm.terminal is not None or kind == "error"
 
     def result(self) -> Folded:
         asm, folded = self.asm, self.folded
@@ -100,12 +85,8 @@ class ResponsesFamily(NoUsageOption):
     )
     end_marker: str = "response.completed, response.incomplete, response.failed or an error event"
     error_body = staticmethod(openai_error_body)
-
-    def read_request(self, body: bytes) -> RequestInfo | None:
-        return read_request(body)
-
-    def stream_fold(self, text_limit: int) -> StreamFold:
-        return ResponsesStreamFold(text_limit)
+    read_request = staticmethod(read_request)
+    stream_fold = staticmethod(ResponsesStreamFold)
 
     def fold_body(self, body: bytes) -> Folded:
         return fold_json_body(body, RESPONSE_DECODER, _fill)
