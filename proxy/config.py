@@ -206,6 +206,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     redact_query_params: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_QUERY_PARAMS))
     # Seconds a client may take to send a request line and headers (a slowloris guard); 0 = no limit.
     header_timeout: float = 10.0
+    # Seconds a client may take to send a request body once its headers are in; 0 = no limit.
+    body_timeout: float = 120.0
     # Secret for API-key fingerprints; empty = a random one generated once and kept in the database.
     fingerprint_secret: str = ""
     # Bearer token for /_proxy/ admin routes; required when listening on a non-loopback address.

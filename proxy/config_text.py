@@ -163,8 +163,9 @@ def validate(settings: Settings, *, require_upstream: bool) -> None:
     for name in settings.redact_query_params:
         if not name or any(c in name for c in "&=#? "):
             raise ConfigError(f"redact_query_params: not a query parameter name: {name!r}")
-    if settings.header_timeout < 0:
-        raise ConfigError("header_timeout: must be >= 0 seconds (0 = no limit)")
+    for name in ("header_timeout", "body_timeout"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{name}: must be >= 0 seconds (0 = no limit)")
     _validate_replay(settings.replay)
     for model, entries in settings.pricing.items():
         check_prices(f"pricing.{model}", entries)

@@ -55,7 +55,11 @@ class Rejected(Exception):
         ex.finish(Ending.REJECTED, self.message)
         # The id names a record only in a mode that records (passthrough makes none).
         exchange_id = ex.id if recorded else None
-        return error_response(self.status, self.message, self.type, self.code, exchange_id, family)
+        response = error_response(self.status, self.message, self.type, self.code, exchange_id, family)
+        if self.status == 408:
+            # The rest of the body may never come: the connection is closed, not kept for a next request.
+            response.force_close()
+        return response
 
 
 async def forward(request: web.Request) -> web.StreamResponse:
@@ -120,12 +124,16 @@ def _identify(request: web.Request, st: ProxyState, route: Route, ex: Exchange) 
 
 
 async def _read_body(request: web.Request, st: ProxyState, ex: Exchange) -> bytes:
-    limit = st.settings.max_body_bytes
+    limit, deadline = st.settings.max_body_bytes, st.settings.body_timeout
     declared = request.content_length
     try:
         if declared is not None and declared > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
-        body = await request.read()
+        async with asyncio.timeout(deadline or None):
+            body = await request.read()
+    except TimeoutError:
+        # A client trickling its body (or stopping halfway) must not hold a connection and a handler forever.
+        raise Rejected(408, f"request body not received within {deadline:g} s", "request_timeout") from None
     except web.HTTPRequestEntityTooLarge:
         # Answered before reading the rest of the body; aiohttp then closes the connection.
         raise Rejected(

@@ -92,6 +92,30 @@ async def test_body_over_limit_is_413_without_reading_the_rest(start_proxy: Prox
     assert [(r["status"], r["outcome"]) for r in rows] == [(413, "rejected"), (413, "rejected")]
 
 
+async def test_a_body_that_stops_halfway_is_408_recorded_and_closed(
+    start_proxy: ProxyFactory, upstream: TestServer
+) -> None:
+    proxy = await start_proxy(body_timeout=0.6)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.server.port)
+    head = f"POST {URL} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    writer.write(head.encode() + b'{"model": "x", ')  # 15 of the 100 bytes, then nothing more
+    started = time.monotonic()
+    answer = await asyncio.wait_for(reader.readuntil(b"}}"), 5)
+    answered = time.monotonic() - started
+    # Then aiohttp reads what may still come for its lingering time (10 s), so a client gets the answer
+    # rather than a reset, and closes the connection.
+    closed, _ = await _closed_within(reader, 20, started)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in answer, answer
+    assert answered < 4 and closed < 15, f"answered after {answered:.1f} s, closed after {closed:.1f} s"
+    error = ANY_DECODER.decode(answer.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error["code"] == "request_timeout" and error["type"] == "invalid_request_error"
+    assert (await proxy.client().models.list()).data, "still serving"
+    rows = await proxy.rows()
+    assert [(r["status"], r["outcome"]) for r in rows if r["path"] == URL] == [(408, "rejected")]
+    assert not [r for r in upstream_requests(upstream) if r["path"] == URL], "nothing half-read was forwarded"
+
+
 @pytest.mark.parametrize(
     ("data", "content_type"),
     [
