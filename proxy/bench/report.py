@@ -329,8 +329,61 @@ def _profile(name: str, prof: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+# The summary table: (row label, scenario, metric, digits, unit, signed).
+_HEADLINE: tuple[tuple[str, str, str, int, str, bool], ...] = (
+    ("added latency p50, non-streamed, c=1", "nonstream-c1", "added_p50_ms", 2, " ms", True),
+    ("added latency p99, non-streamed, c=1", "nonstream-c1", "added_p99_ms", 2, " ms", True),
+    ("CPU per non-streamed request, c=1", "nonstream-c1", "cpu_ms_per_request", 2, " ms", False),
+    ("CPU per non-streamed request, c=32", "nonstream-c32", "cpu_ms_per_request", 2, " ms", False),
+    ("throughput, c=32, vs direct", "nonstream-c32", "x_direct", 2, "x", False),
+    ("CPU per 50-event paced stream (c=32)", "paced-50ev-c32", "cpu_ms_per_request", 2, " ms", False),
+    ("of which recording (other threads)", "paced-50ev-c32", "recording_cpu_ms", 2, " ms", False),
+    ("CPU per 200-event fast stream (c=32)", "fast-streams-c32", "cpu_ms_per_request", 2, " ms", False),
+    ("fast streams, events/s vs direct", "fast-streams-c32", "x_direct", 2, "x", False),
+    ("200 paced streams, added TTFE p50", "paced-c200", "added_ttfe_p50_ms", 1, " ms", True),
+    ("500 paced streams, added TTFE p50", "paced-c500", "added_ttfe_p50_ms", 1, " ms", True),
+    ("peak RSS, 500 paced streams", "paced-c500", "peak_rss_mb", 0, " MB", False),
+    ("longest serving-loop hold, any scenario", "*", "loop_stall_cpu_ms", 1, " ms", False),
+    ("recorder lag p99, any scenario", "*", "recorder_lag_p99_ms", 0, " ms", False),
+)
+
+
+def _columns(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(column title, {scenario: figures}) for our proxy on each database, then the other targets."""
+    cols: list[tuple[str, dict[str, Any]]] = []
+    for i, section in enumerate(report["sections"]):
+        s = section["summary"]
+        names = [PROXY] + ([n for t in s.values() for n in t if n not in (PROXY, DIRECT, CONTROL)] if i == 0 else [])
+        for name in dict.fromkeys(names):
+            title = f"{name}, {section['database']}" if name == PROXY else name
+            cols.append((title, {scenario: t[name] for scenario, t in s.items() if name in t}))
+    return cols
+
+
+def _cell(figures: dict[str, Any], scenario: str, key: str, digits: int, unit: str, signed: bool) -> str:
+    if scenario == "*":
+        vals = [f[key] for f in figures.values() if f.get(key) is not None]
+        value = max(vals) if vals else None
+    else:
+        value = figures.get(scenario, {}).get(key)
+    if value is None:
+        return ""
+    return (f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}") + unit
+
+
+def headline(report: dict[str, Any]) -> list[str]:
+    """One table of the figures the README quotes: each target a column, side by side from one run."""
+    cols = _columns(report)
+    lines = ["## Summary", "", "| | " + " | ".join(t for t, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+    for label, scenario, key, digits, unit, signed in _HEADLINE:
+        cells = [_cell(f, scenario, key, digits, unit, signed) for _, f in cols]
+        if any(cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def markdown(report: dict[str, Any]) -> str:
-    lines = _head(report)
+    lines = _head(report) + headline(report)
     for section in report["sections"]:
         lines += [f"## {section['database']}", ""]
         for name, targets in section["summary"].items():

@@ -58,3 +58,13 @@ def test_without_nginx_the_ratios_are_not_measured() -> None:
     checks = {c["target"]: c for c in report.check_targets([{"summary": summary}])}
     assert checks["CPU per non-streamed request vs nginx, c=1"]["value"] is None
     assert checks["CPU per non-streamed request vs nginx, c=1"]["pass"] is None
+
+
+def test_the_summary_puts_every_target_side_by_side() -> None:
+    result = {"sections": [{"database": "sqlite", "summary": _summary()}]}
+    table = report.headline(result)
+    assert table[2] == "| | proxy, sqlite | nginx |"
+    row = next(line for line in table if line.startswith("| CPU per non-streamed request, c=1 |"))
+    assert row == "| CPU per non-streamed request, c=1 | 0.50 ms | 0.12 ms |"
+    stall = next(line for line in table if line.startswith("| longest serving-loop hold"))
+    assert stall.endswith("| 9.0 ms |  |")
