@@ -6,9 +6,10 @@ Invariants:
   expressions in ``_bucket``.
 - Usage reports read the ``usage_hourly`` rollup for whole hours and the narrow ``exchanges`` table for
   the rest (see ``usage``); bodies are read for one exchange (or one session) at a time.
-- Token sums cover the exchanges that reported usage and are NULL when none did (never a made-up 0);
-  cost sums the known costs (NULL when none is known); ``unknown_cost`` counts exchanges whose cost is
-  unknown, ``missing_usage`` those without usage.
+- Each token sum covers the exchanges that reported that column and is NULL when none did (never a
+  made-up 0); ``<column>_reported`` says how many did. Cost sums the known costs (NULL when none is
+  known; ``cost_usd_reported`` counts them); ``unknown_cost`` counts exchanges whose cost is unknown,
+  ``missing_usage`` those without usage.
 - Percentiles are nearest-rank, estimated from log histograms (``store/rollup.py``): within 19% of the
   exact value, the same whichever table a report reads.
 - Times in and out are aware UTC datetimes (SQLite stores naive UTC text, so binds drop the offset there).
@@ -139,11 +140,13 @@ async def _fold_raw(conn: AsyncConnection, dims: list[str], f: Filters, groups: 
     """Aggregate exchanges in SQL: sums in one pass, then one pass per histogram."""
     where = where_clauses(conn, f)
     exprs = [_dimension(conn, d) for d in dims]
+    reported = X.usage_source != "missing"
     by_name = {
         "requests": func.count(),
         "errors": count_if(IS_ERROR),
-        "usage_reported": count_if(X.usage_source != "missing"),
-        **{name: func.sum(X[name]) for name in TOKENS},
+        "usage_reported": count_if(reported),
+        **{name: func.sum(case((reported, X[name]))) for name in TOKENS},
+        **{rollup.REPORTED[name]: func.count(case((reported, X[name]))) for name in TOKENS},
         "cost_known": func.count(X.cost_usd),
         "unknown_cost": count_if(X.cost_source == str(CostSource.UNKNOWN)),
         "missing_usage": count_if(X.usage_source == "missing"),
@@ -220,10 +223,12 @@ def _report_row(dims: list[str], key: tuple[Any, ...], acc: Acc) -> dict[str, An
     s = acc.sums
     data["requests"] = s["requests"]
     data["errors"] = s["errors"]
-    reported = s["usage_reported"] > 0
     for name in TOKENS:
-        data[name] = s[name] if reported else None
+        data[name] = s[name] if s[rollup.REPORTED[name]] else None
     data["cost_usd"] = round(acc.cost, 9) if s["cost_known"] else None
+    for name in TOKENS:
+        data[rollup.REPORTED[name]] = s[rollup.REPORTED[name]]
+    data["cost_usd_reported"] = s["cost_known"]
     data["unknown_cost"] = s["unknown_cost"]
     data["missing_usage"] = s["missing_usage"]
     for p in LATENCY_PERCENTILES:

@@ -13,8 +13,10 @@ Invariants:
   compare against the same edges. A percentile estimate therefore lies in the same
   bucket as the true nearest-rank value: within a factor 2^(1/4) (19%) of it.
 - ``Acc`` folds exchanges (raw rows) and rollup rows alike, so every report has the same semantics
-  whichever it reads: sums over exchanges that reported usage (NULL when none did), cost summed over known
-  costs (NULL when none is known), percentiles estimated from the histograms.
+  whichever it reads: each token column summed over the exchanges that reported it, with a count of them
+  (``REPORTED``; the sum is NULL when none did, so an upstream that reports only ``total_tokens`` shows no
+  made-up prompt or completion 0), cost summed over known costs with their count (``cost_known``; NULL
+  when none is known), percentiles estimated from the histograms.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ TOKENS = (
     "total_tokens",
     "cache_write_tokens",
 )
+# How many exchanges reported each token column: the sum is shown only when at least one did.
+REPORTED = {name: f"{name}_reported" for name in TOKENS}
 # Every column a rollup row adds up, in one order for building and reading rows.
 ADDITIVE = (*SUMS, "cost_usd", *LATENCY, *TTFT)
 
@@ -119,7 +123,9 @@ class Acc:
         else:
             s["usage_reported"] += 1
             for name in TOKENS:
-                s[name] += row[name] or 0
+                if row[name] is not None:
+                    s[name] += row[name]
+                    s[REPORTED[name]] += 1
         if row["cost_usd"] is not None:
             s["cost_known"] += 1
             self.cost += row["cost_usd"]

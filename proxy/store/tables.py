@@ -3,7 +3,8 @@
 Invariants:
 - ``exchanges`` is narrow: one row per exchange with every column a usage query filters or sums on, and
   no body data, so scans for dashboards stay cheap. Bodies live in ``exchange_bodies`` (1:1, cascade).
-- Token columns are NULL when the provider reported nothing (``usage_source = 'missing'``), never 0.
+- Token columns are NULL when the provider reported nothing (``usage_source = 'missing'``), never 0, and
+  each is NULL on its own when the provider reported others but not it (only ``total_tokens``, say).
 - No column ever holds a secret: headers are stored redacted and keys only as a keyed fingerprint.
 - ``usage_hourly`` and ``usage_daily`` are rollups of ``exchanges`` kept by the writer (see
   ``store/rollup.py``); they can always be rebuilt from ``exchanges``.
@@ -212,6 +213,13 @@ ROLLUP_SUMS = (
     "unknown_cost",
     "missing_usage",
     "cache_write_tokens",
+    # How many exchanges reported each token column (0006): a sum over none of them is NULL, not 0.
+    "prompt_tokens_reported",
+    "completion_tokens_reported",
+    "cached_tokens_reported",
+    "reasoning_tokens_reported",
+    "total_tokens_reported",
+    "cache_write_tokens_reported",
 )
 
 

@@ -10,7 +10,9 @@ from typing import Any
 from proxy.admin.api import keyset_json
 from proxy.admin.views import encode
 from proxy.store import browse
+from proxy.store.writes import insert_exchanges
 from tests.support import API_KEY, Database, Proxy, ProxyFactory
+from tests.support.reported import TOKEN_FIELDS, WHOLE_HOUR, hand_made
 from tests.support.traffic import admin_get, cli_stdout, link_resend, mixed_traffic
 
 TOKEN = "admin-secret-token-123"
@@ -138,3 +140,12 @@ async def test_a_malformed_key_filter_is_a_clear_error(proxy: Proxy) -> None:
         assert API_KEY not in body["error"]["message"], "a pasted key is not echoed back"
         status, body, _ = await admin_get(proxy, f"/_proxy/{route}?key=fp_0123abcd")
         assert status == 200, route
+
+
+async def test_usage_shows_null_for_a_column_no_exchange_reported(proxy: Proxy, database: Database) -> None:
+    async with database.engine.begin() as conn:
+        await insert_exchanges(conn, hand_made())
+    for by in ("model", "model,hour", "model,session"):
+        status, rows, _ = await admin_get(proxy, f"/_proxy/usage?by={by}")
+        assert status == 200, rows
+        assert {r["model"]: {n: (r[n], r[f"{n}_reported"]) for n in TOKEN_FIELDS} for r in rows} == WHOLE_HOUR, by

@@ -12,6 +12,7 @@ from proxy.record.exchange import CostSource, Exchange
 from proxy.store.writes import insert_exchanges
 from tests.support import Database
 from tests.support.cli import run_cli
+from tests.support.reported import TOKEN_FIELDS, WHOLE_HOUR, hand_made
 
 
 async def _seed(database: Database) -> None:
@@ -53,3 +54,24 @@ async def test_recompute_cost_prints_json_when_asked(sqlite_db: Database, tmp_pa
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [{"examined": 2, "changed": 2, "days_rebuilt": 1}]
+
+
+async def test_a_column_no_exchange_reported_is_null_in_every_grouping(sqlite_db: Database, tmp_path: Path) -> None:
+    async with sqlite_db.engine.begin() as conn:
+        await insert_exchanges(conn, hand_made())
+
+    def cli(*args: str) -> str:
+        out = run_cli("usage", *args, "--db", sqlite_db.url, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    for by in ("model", "model,hour", "model,day", "model,api", "model,session", "model,key", "model,status"):
+        rows = json.loads(await asyncio.to_thread(cli, "--by", by, "--format", "json"))
+        figures = {r["model"]: {n: (r[n], r[f"{n}_reported"]) for n in TOKEN_FIELDS} for r in rows}
+        assert figures == WHOLE_HOUR, by
+    [total] = json.loads(await asyncio.to_thread(cli, "--format", "json"))
+    assert (total["prompt_tokens"], total["prompt_tokens_reported"], total["total_tokens"]) == (10, 1, 34)
+    lines = (await asyncio.to_thread(cli, "--by", "model")).splitlines()
+    head = lines[0].split()
+    cells = {line.split()[0]: dict(zip(head, line.split(), strict=True)) for line in lines[1:]}
+    assert (cells["t"]["prompt_tokens"], cells["t"]["total_tokens"], cells["m"]["prompt_tokens"]) == ("-", "12", "10")

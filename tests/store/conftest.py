@@ -59,6 +59,8 @@ def fixture_set() -> list[Exchange]:
                 cache_write_tokens=prompt // 5 if ex.api == "messages" else None,
                 cache_write_1h_tokens=prompt // 7 if ex.api == "messages" and i % 2 else None,
             )
+            if i % 13 == 1:  # an upstream that reports only the total (a non-streamed Responses call, say)
+                ex.usage = Usage.from_provider(total_tokens=prompt + completion)
             ex.provider_cost = 0.0042 if ex.upstream == "openrouter" else None
             ex.returned_model = returned
         PRICES.apply(ex)

@@ -164,3 +164,55 @@ async def test_0005_counts_response_bytes_and_keeps_old_bodies(database: Databas
     async with database.engine.begin() as conn:
         await conn.execute(update.update().where(update.c.exchange_id == rows[1]["id"]).values(delivered_bytes=5 << 30))
     assert any(b["delivered_bytes"] == 5 << 30 for b in (await database.bodies()).values())
+
+
+async def test_0006_counts_the_exchanges_that_reported_each_column(database: Database) -> None:
+    """Rollups written before 0006 summed a column over every exchange with usage. Upgraded, each column
+    counts the exchanges that reported it; for exchanges pruned since, a part of the sum that is not 0
+    proves they reported it (hand-computed below)."""
+    await migrate.downgrade(database.engine, "0003_replay_links")
+    hour = datetime(2026, 11, 20, 10, tzinfo=UTC)
+
+    def row(i: int, model: str, usage: dict[str, int]) -> dict[str, Any]:
+        return {
+            **dict.fromkeys(COLUMNS_0001),
+            "id": f"00000000-0000-7000-8000-{i:012d}",
+            "started_at": hour + timedelta(minutes=i),
+            "method": "POST",
+            "path": "/v1/responses",
+            "upstream": "default",
+            "model": model,
+            "status": 200,
+            "stream": False,
+            "outcome": "complete",
+            **usage,
+            "usage_source": "provider" if usage else "missing",
+            "cost_source": "unknown",
+        }
+
+    rows = [
+        row(1, "m", {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}),
+        row(2, "m", {"total_tokens": 7}),
+        row(3, "m", {}),
+        row(4, "m", {"prompt_tokens": 4, "completion_tokens": 0, "total_tokens": 4, "cached_tokens": 0}),  # pruned
+        row(5, "t", {"total_tokens": 9}),
+        row(6, "t", {"total_tokens": 3}),  # pruned
+    ]
+    table = sa.table("exchanges", *[sa.column(name) for name in COLUMNS_0001])
+    async with database.engine.begin() as conn:
+        await conn.execute(table.insert(), rows)
+    await migrate.upgrade(database.engine, "0005_response_bytes")  # 0004 fills the rollups
+    async with database.engine.begin() as conn:
+        await conn.execute(table.delete().where(table.c.id.in_([rows[3]["id"], rows[5]["id"]])))
+    await migrate.upgrade(database.engine)
+
+    counts = [f"{n}_reported" for n in rollup.TOKENS]
+    # m: prompt 10 kept + 4 pruned (shown by its sum); completion 5 kept, the pruned 0 proves nothing;
+    # total 15 + 7 kept + 4 pruned; cached only the pruned 0. t: totals 9 kept + 3 pruned.
+    want = {
+        "m": dict(zip(counts, (2, 1, 0, 0, 3, 0), strict=True)),
+        "t": dict(zip(counts, (0, 0, 0, 0, 2, 0), strict=True)),
+    }
+    for _, name in rollup.TABLES:
+        got = {r["model"]: {c: r[c] for c in counts} for r in await rollup_rows(database, name)}
+        assert got == want, name

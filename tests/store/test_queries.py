@@ -10,10 +10,16 @@ from typing import Any
 
 import pytest
 
+from proxy.config import Price
 from proxy.record.exchange import Exchange, Outcome, UsageSource
 from proxy.store import queries, rollup
 from proxy.store.filters import Filters
+from proxy.store.prune import prune
+from proxy.store.writes import insert_exchanges
+from proxy.usage.accounting import recompute_costs
+from proxy.usage.pricing import PriceTable
 from tests.support import Database
+from tests.support.reported import FROM_10_15, HOUR, TOKEN_FIELDS, WHOLE_HOUR, hand_made
 
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -48,10 +54,15 @@ def expected(exs: list[Exchange], dims: list[str]) -> dict[tuple[Any, ...], dict
         reported = [e for e in members if e.usage.source is UsageSource.PROVIDER]
         known = [e.cost_usd for e in members if e.cost_usd is not None]
 
-        def total(attr: str, reported: list[Exchange] = reported) -> int | None:
-            return sum(getattr(e.usage, attr) or 0 for e in reported) if reported else None
+        def told(attr: str, reported: list[Exchange] = reported) -> list[int]:
+            return [v for e in reported if (v := getattr(e.usage, attr)) is not None]
+
+        def total(attr: str) -> int | None:
+            return sum(told(attr)) if told(attr) else None
 
         out[key] = {
+            **{f"{name}_reported": len(told(name)) for name in queries.TOKENS},
+            "cost_usd_reported": len(known),
             "requests": len(members),
             "errors": sum((e.status or 0) >= 400 or e.outcome is not Outcome.COMPLETE for e in members),
             "prompt_tokens": total("prompt_tokens"),
@@ -75,7 +86,8 @@ def check(rows: list[dict[str, Any]], exs: list[Exchange], dims: list[str]) -> N
     assert set(got) == set(want)
     for key, w in want.items():
         g = got[key]
-        for name in ("requests", "errors", "unknown_cost", "missing_usage", *queries.TOKENS):
+        reported = [f"{name}_reported" for name in queries.TOKENS]
+        for name in ("requests", "errors", "unknown_cost", "missing_usage", *queries.TOKENS, *reported):
             assert g[name] == w[name], (key, name)
         assert g["cost_usd"] == (pytest.approx(w["cost_usd"]) if w["cost_usd"] is not None else None), key
         for metric, ps in (("latency", queries.LATENCY_PERCENTILES), ("ttft", queries.TTFT_PERCENTILES)):
@@ -94,10 +106,15 @@ GROUPINGS = [[], *[[d] for d in queries.DIMENSIONS], ["model", "day"], ["status"
 
 
 async def test_every_grouping(database: Database, recorded: list[Exchange]) -> None:
+    shapes = set()
     for dims in GROUPINGS:
         async with database.engine.connect() as conn:
             rows = await queries.usage(conn, dims)
         check(rows, recorded, dims)
+        shapes |= {(r["prompt_tokens_reported"] > 0, r["total_tokens_reported"] > r["prompt_tokens_reported"])
+                   for r in rows}  # fmt: skip
+    # Groups that only an upstream reporting totals fed, and groups where some exchanges reported prompt tokens.
+    assert {(False, True), (True, True)} <= shapes
 
 
 def window(exs: list[Exchange], since: datetime | None, until: datetime | None) -> list[Exchange]:
@@ -149,3 +166,28 @@ def test_plan_covers_the_window_exactly() -> None:
         assert a_end == b_start
     assert covered[-1][1] == until
     assert {s[0] for s in segments} == {"raw", "hour", "day"}
+
+
+async def _figures(database: Database, dims: list[str], filters: Filters | None = None) -> dict[str, dict[str, Any]]:
+    async with database.engine.connect() as conn:
+        rows = await queries.usage(conn, dims, filters)
+    return {r["model"]: {n: (r[n], r[f"{n}_reported"]) for n in TOKEN_FIELDS} for r in rows}
+
+
+async def test_each_column_sums_only_the_exchanges_that_reported_it(database: Database) -> None:
+    async with database.engine.begin() as conn:
+        await insert_exchanges(conn, hand_made())
+    assert await _figures(database, ["model"]) == WHOLE_HOUR  # rollups
+    assert await _figures(database, ["session", "model"]) == WHOLE_HOUR  # exchanges
+    assert await _figures(database, ["model"], Filters(since=HOUR + timedelta(minutes=15))) == FROM_10_15  # both
+
+    # Rebuilding the day's rollups (re-pricing) and pruning every exchange keep the same figures.
+    prices = PriceTable({"m": Price(input=2.0, cached_input=0.5, output=8.0)}, bundled=False)
+    result = await recompute_costs(database.engine, prices, Filters())
+    assert (result.changed, result.days_rebuilt) == (1, 1)
+    # 8 uncached prompt tokens at $2/M, 2 cached at $0.5/M, 5 completion tokens at $8/M.
+    repriced = {**WHOLE_HOUR, "m": {**WHOLE_HOUR["m"], "cost_usd": (0.000057, 1)}}
+    assert await _figures(database, ["model"]) == repriced
+    await prune(database.engine, HOUR + timedelta(days=1))
+    assert await database.rows() == []
+    assert await _figures(database, ["model", "day"]) == repriced
