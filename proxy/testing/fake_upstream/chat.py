@@ -6,7 +6,6 @@ The chat wire shapes here (``chunk_object``, ``completion_object``) are also the
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import time
 from dataclasses import dataclass
@@ -19,17 +18,11 @@ from proxy.testing.fake_upstream.common import (
     CONTROL,
     ENC,
     REQUESTS,
-    cut,
-    delay_of,
     echo_pieces,
-    events_of,
-    invalid_body,
-    read_body,
+    pause,
+    read_openai_request,
+    send_stream,
     sse,
-    status_error,
-    stream_end,
-    stream_start,
-    write_events,
 )
 
 
@@ -141,13 +134,10 @@ class _Call:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body = await read_body(request)
-    if not isinstance(body, dict) or not isinstance(body.get("model", ""), str):
-        return invalid_body()
+    body = await read_openai_request(request)
+    if isinstance(body, web.Response):
+        return body
     model = str(body.get("model", "fake-model"))
-    refused = status_error(model)
-    if refused is not None:
-        return refused
     if model == "fake-strict" and "stream_options" in body:
         # Servers that validate strictly (older vLLM, some gateways) refuse the field outright.
         error = {"message": "stream_options: Extra inputs are not permitted", "type": "BadRequestError", "code": 400}
@@ -158,7 +148,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     legacy = request.path.rstrip("/").endswith("/v1/completions")
     control = request.app[CONTROL]
     prompt = _prompt_text(body.get("prompt")) if legacy else _last_user_text(body.get("messages"))
-    pieces = echo_pieces(prompt, events_of(request), control.reply_prefix)
+    pieces = echo_pieces(request, prompt)
     n = int(body.get("n") or 1)
     prompt_tokens = len(prompt.split()) if legacy else len(_words(body.get("messages")))
     created = int(time.time())
@@ -174,8 +164,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     )
     if body.get("stream"):
         return await _stream(request, body, call)
-    if delay_of(request):
-        await asyncio.sleep(delay_of(request))
+    await pause(request)
     data = ENC.encode(call.answer())
     headers = {"x-request-id": "req_fake_ok"}
     if request.headers.get("x-fake-gzip") == "1":
@@ -264,16 +253,10 @@ async def _stream(request: web.Request, body: dict[str, Any], call: _Call) -> we
     openrouter = call.model == "fake-openrouter"
     eol = "\r\n" if openrouter else "\n"
     out = _chunks(body, call)
-    resp = await stream_start(request)
+    # OpenRouter's keep-alive comment, before the first event and again mid-stream.
     comment = f": OPENROUTER PROCESSING{eol}{eol}".encode()
-    if openrouter:
-        await resp.write(comment)
-    await write_events(request, resp, out, {len(out) // 2: comment} if openrouter else None)
-    if call.model == "fake-cut":
-        cut(request)
-        return resp
-    await stream_end(request, resp)
-    return resp
+    before = {0: comment, len(out) // 2: comment} if openrouter else None
+    return await send_stream(request, out, before=before, cut_after=call.model == "fake-cut")
 
 
 ROUTES = [

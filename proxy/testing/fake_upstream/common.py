@@ -42,6 +42,23 @@ async def read_body(request: web.Request) -> Any:
     return body
 
 
+async def read_openai_request(request: web.Request) -> dict[str, Any] | web.Response:
+    """The JSON object an OpenAI-style request sends (noted like ``read_body``), or the answer it gets
+    instead: OpenAI's 400 for a body that is not an object with a string ``model``, the error a
+    ``fake-error-NNN`` model asks for."""
+    body = await read_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("model", ""), str):
+        return invalid_body()
+    refused = status_error(str(body.get("model")))
+    return refused if refused is not None else body
+
+
+async def pause(request: web.Request) -> None:
+    """The wait ``x-fake-delay-ms`` asks for before a JSON reply."""
+    if delay_of(request):
+        await asyncio.sleep(delay_of(request))
+
+
 def invalid_body() -> web.Response:
     """What OpenAI answers to a body it cannot parse or validate."""
     err = {
@@ -80,8 +97,10 @@ def events_of(request: web.Request) -> int | None:
     return int(value) if value is not None else None
 
 
-def echo_pieces(text: str, events: int | None, prefix: str = "") -> list[str]:
-    """The echo reply word by word (repeated or cut to ``events`` pieces when asked)."""
+def echo_pieces(request: web.Request, text: str) -> list[str]:
+    """The echo reply to ``text`` word by word, after the app's ``reply_prefix`` (repeated or cut to
+    ``x-fake-events`` pieces when asked)."""
+    events, prefix = events_of(request), request.app[CONTROL].reply_prefix
     pieces = [f"{w} " for w in f"{prefix}Echo: {text or 'nothing'}".split()]
     if events is not None:
         pieces = (pieces * (events // max(len(pieces), 1) + 1))[:events]
@@ -123,6 +142,25 @@ async def stream_end(request: web.Request, resp: web.StreamResponse) -> None:
     if "x-fake-eof-delay-ms" in request.headers:
         await asyncio.sleep(float(request.headers["x-fake-eof-delay-ms"]) / 1000)
     await resp.write_eof()
+
+
+async def send_stream(
+    request: web.Request,
+    events: list[bytes],
+    *,
+    request_id: str = "req_fake_stream",
+    before: dict[int, bytes] | None = None,
+    cut_after: bool = False,
+) -> web.StreamResponse:
+    """A whole event stream: its headers, the events as ``write_events`` writes them, then the end of the
+    body (``stream_end``), or with ``cut_after`` a dropped connection instead (``cut``)."""
+    resp = await stream_start(request, request_id)
+    await write_events(request, resp, events, before)
+    if cut_after:
+        cut(request)
+    else:
+        await stream_end(request, resp)
+    return resp
 
 
 def cut(request: web.Request) -> None:

@@ -16,24 +16,11 @@ events, HTTP 200), ``fake-cut`` (the connection dropped before ``message_stop``)
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
 
-from proxy.testing.fake_upstream.common import (
-    CONTROL,
-    DEC,
-    REQUESTS,
-    cut,
-    delay_of,
-    echo_pieces,
-    events_of,
-    read_body,
-    sse,
-    stream_end,
-    stream_start,
-)
+from proxy.testing.fake_upstream.common import CONTROL, DEC, REQUESTS, echo_pieces, pause, read_body, send_stream, sse
 
 CACHE_USAGE = {
     "cache_creation_input_tokens": 300,
@@ -92,7 +79,7 @@ def _blocks(request: web.Request, body: dict[str, Any]) -> Blocks:
         deltas = [{"type": "thinking_delta", "thinking": w} for w in ("The user ", "wants an echo.")]
         deltas.append({"type": "signature_delta", "signature": SIGNATURE})
         blocks.append(({"type": "thinking", "thinking": "", "signature": ""}, deltas))
-    pieces = echo_pieces(last, events_of(request), control.reply_prefix)
+    pieces = echo_pieces(request, last)
     blocks.append(({"type": "text", "text": ""}, [{"type": "text_delta", "text": p} for p in pieces]))
     if body.get("tools"):
         args = control.tool_arguments
@@ -143,8 +130,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     message |= {"stop_reason": None, "stop_sequence": None, "usage": _usage(body, 1)}
     if body.get("stream"):
         return await _stream(request, message, blocks, stop_reason, _usage(body, output))
-    if delay_of(request):
-        await asyncio.sleep(delay_of(request))
+    await pause(request)
     message |= {"content": [_finished(b, d) for b, d in blocks], "stop_reason": stop_reason}
     message["usage"] = _usage(body, output)
     return web.json_response(message, headers={"request-id": f"req_{ident}"})
@@ -186,19 +172,7 @@ async def _stream(
         out = [*out[:5], sse(error, event="error")]
     elif model == "fake-cut":
         out = out[:5]
-    resp = await stream_start(request, f"req_{message['id']}")
-    gate, delay = request.app[CONTROL].gate, delay_of(request)
-    for k, data in enumerate(out):
-        if k == 1 and gate is not None:
-            await gate.wait()
-        if delay and k:
-            await asyncio.sleep(delay)
-        await resp.write(data)
-    if model == "fake-cut":
-        cut(request)
-        return resp
-    await stream_end(request, resp)
-    return resp
+    return await send_stream(request, out, request_id=f"req_{message['id']}", cut_after=model == "fake-cut")
 
 
 ROUTES = [web.post("/v1/messages", messages)]

@@ -19,7 +19,6 @@ response with its usage. No ``[DONE]``. Models (besides those of ``common``):
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -28,17 +27,11 @@ from aiohttp import web
 from proxy.testing.fake_upstream.common import (
     CONTROL,
     REQUESTS,
-    cut,
-    delay_of,
     echo_pieces,
-    events_of,
-    invalid_body,
-    read_body,
+    pause,
+    read_openai_request,
+    send_stream,
     sse,
-    status_error,
-    stream_end,
-    stream_start,
-    write_events,
 )
 
 CUT_AFTER = 5  # events sent before fake-cut drops the connection, and before a mid-stream failure
@@ -76,7 +69,7 @@ class _Reply:
     def __init__(self, request: web.Request, body: dict[str, Any]) -> None:
         self.model = str(body.get("model"))
         control = request.app[CONTROL]
-        self.pieces = echo_pieces(input_text(body), events_of(request), control.reply_prefix)
+        self.pieces = echo_pieces(request, input_text(body))
         self.arguments = control.tool_arguments
         self.summary = ["Thinking ", "it ", "over."] if self.model == "fake-reasoning" else []
         created = int(time.time())
@@ -201,16 +194,12 @@ class _Reply:
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
-    body = await read_body(request)
-    if not isinstance(body, dict) or not isinstance(body.get("model", ""), str):
-        return invalid_body()
-    refused = status_error(str(body.get("model")))
-    if refused is not None:
-        return refused
+    body = await read_openai_request(request)
+    if isinstance(body, web.Response):
+        return body
     reply = _Reply(request, body)
     if not body.get("stream"):
-        if delay_of(request):
-            await asyncio.sleep(delay_of(request))
+        await pause(request)
         return web.json_response(reply.final(), headers={"x-request-id": "req_fake_ok"})
     events = reply.stream()
     if reply.model == "fake-failed":
@@ -224,17 +213,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
         events = reply.sent
     elif reply.model == "fake-cut":
         events = events[:CUT_AFTER]
-    return await _send(request, events, cut_after=reply.model == "fake-cut")
-
-
-async def _send(request: web.Request, events: list[bytes], cut_after: bool) -> web.StreamResponse:
-    resp = await stream_start(request)
-    await write_events(request, resp, events)
-    if cut_after:
-        cut(request)
-        return resp
-    await stream_end(request, resp)
-    return resp
+    return await send_stream(request, events, cut_after=reply.model == "fake-cut")
 
 
 ROUTES = [web.post("/v1/responses", responses)]
