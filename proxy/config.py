@@ -124,6 +124,12 @@ class Upstream(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_connections: int = 0
 
 
+class Server(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # Copy streamed response bodies to the client inside the callbacks that receive them (forward.relay),
+    # below aiohttp's stream API; false = through aiohttp's StreamReader and StreamResponse (forward.tee).
+    relay: bool = False
+
+
 class Database(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: str = DEFAULT_DATABASE_URL
     # Apply Alembic migrations at `proxy serve` start-up.
@@ -183,6 +189,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mode: Mode = Mode.RECORD
     upstream: Upstream = msgspec.field(default_factory=Upstream)
     upstreams: dict[str, Upstream] = {}
+    server: Server = msgspec.field(default_factory=Server)
     database: Database = msgspec.field(default_factory=Database)
     recorder: Recorder = msgspec.field(default_factory=Recorder)
     retention: Retention = msgspec.field(default_factory=Retention)
@@ -284,6 +291,7 @@ def _enum_keys() -> dict[str, type[enum.Enum]]:
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "upstream": Upstream,
+    "server": Server,
     "database": Database,
     "recorder": Recorder,
     "retention": Retention,

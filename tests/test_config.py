@@ -139,12 +139,13 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     example = ROOT / "config.example.toml"
     settings = load_settings(str(example), env={})
     text = example.read_text()
-    for section in ("", "upstream", "database", "recorder", "retention", "replay"):
+    for section in ("", "upstream", "server", "database", "recorder", "retention", "replay"):
         struct = settings if not section else getattr(settings, section)
         for name in struct.__struct_fields__:
             if name in (
                 "upstreams",
                 "upstream",
+                "server",
                 "database",
                 "recorder",
                 "retention",

@@ -51,6 +51,8 @@ def flags_tree(args: argparse.Namespace) -> dict[str, Any]:
     }
     if replay:
         tree["replay"] = replay
+    if getattr(args, "relay", None) is not None:
+        tree["server"] = {"relay": args.relay}
     if getattr(args, "workers", None):
         tree["workers"] = args.workers
     return tree

@@ -222,4 +222,10 @@ def register(sub: Subparsers) -> None:
     serve.add_argument(
         "--workers", type=int, metavar="N", help="worker processes sharing the port (SO_REUSEPORT); default 1"
     )
+    serve.add_argument(
+        "--relay",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="copy streamed bodies below aiohttp's stream API (server.relay); --no-relay: through aiohttp's streams",
+    )
     serve.set_defaults(func=cmd_serve)

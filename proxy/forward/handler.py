@@ -26,6 +26,7 @@ from proxy.apis.families import family_for
 from proxy.apis.family import Family, RequestInfo
 from proxy.config import Upstream
 from proxy.errors import error_response
+from proxy.forward.relay import relay_body
 from proxy.forward.routes import SESSION_ID, Route, resolve_route
 from proxy.forward.state import STATE, ProxyState
 from proxy.forward.tee import copy_body
@@ -259,7 +260,10 @@ async def _respond(
     if up.content_length is not None and tap.out is None:
         response.content_length = up.content_length
     await response.prepare(request)
-    await copy_body(request, up, response, ex, tap, usage_filter)
+    # The relay forwards bytes as sent, so a stream the client must get decoded goes through the tee.
+    relay = st.settings.server.relay and tap.out is None
+    if not (relay and await relay_body(request, up, response, ex, tap, usage_filter)):
+        await copy_body(request, up, response, ex, tap, usage_filter)
     return response
 
 

@@ -60,28 +60,40 @@ async def copy_body(
                     return
             out = usage_filter.feed(data) if usage_filter is not None else data
             if out and not await _send(response, out):
-                _client_gone(ex)
+                client_gone(ex)
                 return
             if behind:  # after the write: the client never waits for the record
                 await tap.catch_up()
             ex.delivered = tap.total - (usage_filter.held if usage_filter is not None else 0)
-        if usage_filter is not None and not await _send(response, usage_filter.close()):
-            _client_gone(ex)
-            return
-        ex.delivered = tap.total
-        try:
-            await response.write_eof()
-        except ConnectionError:
-            _client_gone(ex)
+        await finish_body(response, ex, tap, usage_filter)
     except asyncio.CancelledError:
-        _client_gone(ex)
+        client_gone(ex)
         raise
-    except TimeoutError:
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        upstream_failed(request, ex, exc)
+
+
+async def finish_body(
+    response: web.StreamResponse, ex: Exchange, tap: BodyTap, usage_filter: StreamFilter | None
+) -> None:
+    """The body ended as the upstream meant it to: what the filter held, then the response's end."""
+    if usage_filter is not None and not await _send(response, usage_filter.close()):
+        client_gone(ex)
+        return
+    ex.delivered = tap.total
+    try:
+        await response.write_eof()
+    except ConnectionError:
+        client_gone(ex)
+
+
+def upstream_failed(request: web.Request, ex: Exchange, exc: BaseException) -> None:
+    """The upstream stalled (a read or total timeout) or broke off mid-body: recorded, the client cut too."""
+    if isinstance(exc, TimeoutError):
         ex.finish(Ending.UPSTREAM_TIMEOUT, "upstream read timed out mid-response")
-        _abort(request)
-    except aiohttp.ClientError as exc:
+    else:
         ex.finish(Ending.UPSTREAM_CUT, f"upstream failed mid-response: {type(exc).__name__}: {exc}"[:500])
-        _abort(request)
+    _abort(request)
 
 
 async def _send(response: web.StreamResponse, data: bytes) -> bool:
@@ -95,7 +107,7 @@ async def _send(response: web.StreamResponse, data: bytes) -> bool:
     return True
 
 
-def _client_gone(ex: Exchange) -> None:
+def client_gone(ex: Exchange) -> None:
     ex.finish(Ending.CLIENT_LEFT, "client disconnected mid-response")
 
 

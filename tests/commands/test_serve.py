@@ -16,6 +16,8 @@ import aiohttp
 import openai
 import pytest
 
+from proxy.cli import build_parser
+from proxy.commands import flags_tree
 from proxy.config import ConfigError, load_settings
 from tests.support import API_KEY, FaultReport
 from tests.support.cli import ends_soon, free_port, proxy_cmd, run_cli, start_serve, stop_serve, wait_port
@@ -313,3 +315,11 @@ def test_workers_exit_when_their_supervisor_is_killed(tmp_path: Path, fake_upstr
     assert _listeners(port) == 0
     # Each drained its recorder on the way out, as on SIGTERM.
     assert sqlite3.connect(tmp_path / "proxy.db").execute("SELECT count(*) FROM exchanges").fetchone() == (6,)
+
+
+@pytest.mark.parametrize(("argv", "relay"), [([], False), (["--relay"], True), (["--no-relay"], False)])
+def test_relay_flag_sets_server_relay(argv: list[str], relay: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXY_SERVER_RELAY", "false" if relay else "true")  # the flag wins over the environment
+    args = build_parser().parse_args(["serve", "--demo", *argv])
+    settings = load_settings(None, flags_tree(args))
+    assert settings.server.relay is (relay if argv else True)

@@ -20,6 +20,12 @@ MESSAGES = [{"role": "user", "content": "one two three four five six"}]
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
+@pytest.fixture
+async def proxy(start_proxy: ProxyFactory) -> Proxy:
+    """The tee itself: the relay off (``test_relay`` runs these tests again with it on)."""
+    return await start_proxy(server={"relay": False})
+
+
 def chat_body(model: str, **extra: object) -> dict[str, object]:
     return {"model": model, "messages": MESSAGES, "stream": True, **extra}
 

@@ -1,0 +1,281 @@
+"""The relay: framing byte for byte as direct, backpressure against a slow client, gzip as sent, every ending.
+
+Every test of ``test_tee`` runs here again with the relay on (imported below): the endings the tee is held
+to (client leaves, upstream cuts or errs, timeouts, usage filtering, gzip) are the relay's too. The tests
+written here check what only the relay does; each asserts that the body really went through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from proxy.forward import hooks
+from tests.forward.test_tee import *  # noqa: F403  (the tee's tests, run with the relay on)
+from tests.support import API_KEY, Proxy, ProxyFactory
+
+EVENTS = [b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"w%d "}}]}\n\n' % i for i in range(40)]
+EVENTS.append(b"data: [DONE]\n\n")
+SSE = b"".join(EVENTS)
+GZIPPED = gzip.compress(SSE, mtime=0)
+FLOOD_CHUNK = 64 << 10
+FLOOD_TOTAL = 64 << 20
+WRITTEN = web.AppKey("written", list)
+
+
+@pytest.fixture
+async def proxy(start_proxy: ProxyFactory) -> Proxy:
+    return await start_proxy(server={"relay": True})
+
+
+@pytest.fixture
+def relayed(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each body was hooked (the real ``attach``, observed)."""
+    seen: list[bool] = []
+    attach = hooks.attach
+
+    def observed(*args: Any) -> hooks.Hooked | None:
+        hooked = attach(*args)
+        seen.append(hooked is not None)
+        return hooked
+
+    monkeypatch.setattr(hooks, "attach", observed)
+    return seen
+
+
+async def _chunked(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for i, event in enumerate(EVENTS):
+        await response.write(event)
+        if i % 8 == 0:
+            await asyncio.sleep(0.002)  # some reads hold one event, some several
+    await response.write_eof()
+    return response
+
+
+async def _length(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    response.content_length = len(SSE)
+    await response.prepare(request)
+    for event in EVENTS:
+        await response.write(event)
+        await asyncio.sleep(0)
+    await response.write_eof()
+    return response
+
+
+async def _gzip(request: web.Request) -> web.StreamResponse:
+    packed = GZIPPED
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Content-Encoding": "gzip"})
+    await response.prepare(request)
+    for i in range(0, len(packed), 100):
+        await response.write(packed[i : i + 100])
+        await asyncio.sleep(0.001)
+    await response.write_eof()
+    return response
+
+
+async def _cut(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for event in EVENTS[:5]:
+        await response.write(event)
+        await asyncio.sleep(0.01)
+    assert request.transport is not None
+    request.transport.abort()  # mid-stream, without the end marker
+    return response
+
+
+async def _flood(request: web.Request) -> web.StreamResponse:
+    written = request.app[WRITTEN]
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    await response.prepare(request)
+    chunk = b"x" * FLOOD_CHUNK
+    for _ in range(FLOOD_TOTAL // FLOOD_CHUNK):
+        await response.write(chunk)
+        written[0] += len(chunk)
+    await response.write_eof()
+    return response
+
+
+@pytest.fixture
+async def shaped(aiohttp_server: Callable[..., Any]) -> AsyncIterator[TestServer]:
+    app = web.Application()
+    app[WRITTEN] = [0]
+    shapes = {"chunked": _chunked, "length": _length, "gzip": _gzip, "cut": _cut}
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        return await shapes[request.headers["X-Shape"]](request)
+
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/v1/files/flood/content", _flood)
+    yield await aiohttp_server(app)
+
+
+def _request(path: str, body: bytes = b"", shape: str = "") -> bytes:
+    method = "POST" if body else "GET"
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {API_KEY}\r\nConnection: close\r\n"
+        f"X-Shape: {shape}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _exchange(port: int, raw: bytes) -> tuple[dict[str, str], bytes]:
+    """One request over a raw connection: the response's headers (lower-cased) and its body as framed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")[1:]
+    return {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}, body
+
+
+def _dechunk(body: bytes) -> bytes:
+    out, rest = [], body
+    while True:
+        size, _, rest = rest.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            assert rest == b"\r\n", "one last empty chunk, no trailers"
+            return b"".join(out)
+        out.append(rest[:n])
+        assert rest[n : n + 2] == b"\r\n"
+        rest = rest[n + 2 :]
+
+
+STREAM_REQUEST = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+
+
+@pytest.mark.parametrize("shape", ["chunked", "length"])
+async def test_framing_and_bytes_as_direct(
+    start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool], shape: str
+) -> None:
+    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True})
+    raw = _request("/v1/chat/completions", STREAM_REQUEST, shape)
+    direct_headers, direct = await _exchange(shaped.port, raw)
+    headers, body = await _exchange(proxy.server.port, raw)
+    assert relayed == [True]
+    if shape == "chunked":
+        assert headers["transfer-encoding"] == direct_headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in headers
+        assert _dechunk(body) == _dechunk(direct) == SSE
+    else:
+        assert headers["content-length"] == direct_headers["content-length"] == str(len(SSE))
+        assert "transfer-encoding" not in headers
+        assert body == direct == SSE
+    [row] = await proxy.rows()
+    assert row["outcome"] == "complete" and row["status"] == 200
+    assert (await proxy.bodies())[row["id"]]["response_body"] == SSE
+
+
+async def test_gzip_stream_is_forwarded_as_sent_and_recorded_decoded(
+    start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool]
+) -> None:
+    # No usage option added, so nothing must be hidden: the encoded bytes go through the relay untouched.
+    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True}, inject_stream_usage=False)
+    headers, body = await _exchange(proxy.server.port, _request("/v1/chat/completions", STREAM_REQUEST, "gzip"))
+    assert relayed == [True]
+    assert headers["content-encoding"] == "gzip"
+    assert _dechunk(body) == GZIPPED
+    [row] = await proxy.rows()
+    assert row["outcome"] == "complete"
+    assert (await proxy.bodies())[row["id"]]["response_body"] == SSE
+
+
+async def test_an_encoded_stream_whose_usage_chunk_is_hidden_goes_through_the_tee(
+    start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool]
+) -> None:
+    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True})
+    headers, body = await _exchange(proxy.server.port, _request("/v1/chat/completions", STREAM_REQUEST, "gzip"))
+    assert relayed == []  # never offered to the relay: the client gets it decoded
+    assert "content-encoding" not in headers and _dechunk(body) == SSE
+
+
+async def test_injected_usage_chunk_is_hidden_through_the_relay(proxy: Proxy, relayed: list[bool]) -> None:
+    client = proxy.client()
+    stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)  # noqa: F405
+    chunks = [c async for c in stream]
+    assert relayed == [True]
+    assert all(c.usage is None for c in chunks) and all(c.choices for c in chunks)
+    [row] = await proxy.rows()
+    assert row["usage_source"] == "provider" and row["completion_tokens"] > 0
+
+
+def _proxy_transports(proxy: Proxy) -> list[asyncio.Transport]:
+    server = proxy.server.runner.server  # type: ignore[union-attr]
+    return [h.transport for h in server.connections if h.transport is not None]
+
+
+async def test_slow_client_pauses_the_upstream_and_memory_stays_bounded(
+    start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool]
+) -> None:
+    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True}, max_record_bytes=1 << 20)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", proxy.server.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(_request("/v1/files/flood/content"))
+    await reader.readuntil(b"\r\n\r\n")
+    written = shaped.app[WRITTEN]
+    # The client reads nothing more: the upstream must stop being read once the buffers between are full.
+    last, still = -1, 0
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        still = still + 1 if written[0] == last else 0
+        last = written[0]
+        if still >= 5:
+            break
+    assert still >= 5, f"the upstream kept writing: {written[0]} bytes"
+    assert written[0] < FLOOD_TOTAL // 2
+    assert relayed == [True]
+    assert all(t.get_write_buffer_size() < 1 << 20 for t in _proxy_transports(proxy))
+    received = 0
+    while data := await reader.read(1 << 20):  # now the client reads: everything arrives
+        received += len(data)
+    writer.close()
+    assert written[0] == FLOOD_TOTAL
+    assert received > FLOOD_TOTAL  # the body and its chunk framing
+    [row] = await proxy.rows()
+    assert row["outcome"] == "complete"
+    assert (await proxy.bodies())[row["id"]]["response_bytes"] == FLOOD_TOTAL
+
+
+async def test_upstream_cut_mid_stream_cuts_the_client(
+    start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool]
+) -> None:
+    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True})
+    _, body = await _exchange(proxy.server.port, _request("/v1/chat/completions", STREAM_REQUEST, "cut"))
+    assert relayed == [True]
+    assert body.startswith(b"%x\r\n" % len(EVENTS[0])) and not body.endswith(b"0\r\n\r\n"), "cut, as direct"
+    [row] = await proxy.wait_rows(1)
+    assert row["outcome"] == "upstream_cut" and "mid-response" in row["error"]
+    assert (await proxy.bodies())[row["id"]]["response_body"] == b"".join(EVENTS[:5])
+
+
+async def test_client_leaving_mid_stream_is_recorded_with_what_it_got(
+    start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool]
+) -> None:
+    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True}, max_record_bytes=1 << 20)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.server.port)
+    writer.write(_request("/v1/files/flood/content"))
+    await reader.readuntil(b"\r\n\r\n")
+    await reader.readexactly(1 << 20)
+    writer.transport.abort()
+    [row] = await proxy.wait_rows(1)
+    assert relayed == [True]
+    assert row["outcome"] == "client_disconnected" and row["status"] == 499
+    assert 1 << 20 <= (await proxy.bodies())[row["id"]]["delivered_bytes"] < FLOOD_TOTAL
+    assert shaped.app[WRITTEN][0] < FLOOD_TOTAL, "the upstream stopped when the client left"
