@@ -49,6 +49,20 @@ class Scenario:
         return replace(self, duration=min(self.duration, 1.0), ramp=min(self.ramp, 0.5), warmup=5)
 
 
+def _paced_crowd(concurrency: int, per_worker: int) -> Scenario:
+    """``concurrency`` paced streams at once, each ``per_worker`` times: the many-users scenarios."""
+    return Scenario(
+        f"paced-c{concurrency}",
+        f"Paced streams, 50-100 events x 20 ms, {concurrency} concurrent",
+        stream=True,
+        concurrency=concurrency,
+        events=(50, 100),
+        pace_ms=20,
+        per_worker=per_worker,
+        ramp=1.0,
+    )
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -71,26 +85,8 @@ SCENARIOS: dict[str, Scenario] = {
             pace_ms=20,
             ramp=1.0,
         ),
-        Scenario(
-            "paced-c200",
-            "Paced streams, 50-100 events x 20 ms, 200 concurrent",
-            stream=True,
-            concurrency=200,
-            events=(50, 100),
-            pace_ms=20,
-            per_worker=3,
-            ramp=1.0,
-        ),
-        Scenario(
-            "paced-c500",
-            "Paced streams, 50-100 events x 20 ms, 500 concurrent",
-            stream=True,
-            concurrency=500,
-            events=(50, 100),
-            pace_ms=20,
-            per_worker=2,
-            ramp=1.0,
-        ),
+        _paced_crowd(200, per_worker=3),
+        _paced_crowd(500, per_worker=2),
     )
 }
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import sqlite3
@@ -20,7 +19,7 @@ from proxy.cli import build_parser
 from proxy.commands import flags_tree
 from proxy.config import ConfigError, load_settings
 from tests.support import API_KEY, FaultReport
-from tests.support.cli import ends_soon, free_port, proxy_cmd, run_cli, start_serve, stop_serve, wait_port
+from tests.support.cli import ends_soon, run_cli, start_serve, stop_serve
 
 
 async def _traffic_then_signal(port: int, proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -50,17 +49,7 @@ async def _traffic_then_signal(port: int, proc: subprocess.Popen[bytes], sig: si
 
 
 def _start_serve(tmp_path: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
-    proc = subprocess.Popen(
-        proxy_cmd("serve", "--listen", f"127.0.0.1:{port}", "--upstream", f"http://127.0.0.1:{upstream_port}/v1"),
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    wait_port(port, proc)
-    return proc, port
+    return start_serve("--upstream", f"http://127.0.0.1:{upstream_port}/v1", cwd=tmp_path)
 
 
 async def _concurrent_streams(port: int, n: int, on_started: Callable[[], None]) -> list[str]:
@@ -96,18 +85,9 @@ async def _concurrent_streams(port: int, n: int, on_started: Callable[[], None])
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_records_and_drains_on_signal(tmp_path: Path, fake_upstream_port: int, sig: signal.Signals) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
-    env["PROXY_UPSTREAM_URL"] = f"http://127.0.0.1:{fake_upstream_port}/v1"  # env and flags mix
-    proc = subprocess.Popen(
-        proxy_cmd("serve", "--listen", f"127.0.0.1:{port}"),
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    upstream = {"PROXY_UPSTREAM_URL": f"http://127.0.0.1:{fake_upstream_port}/v1"}  # env and flags mix
+    proc, port = start_serve(cwd=tmp_path, env=upstream)
     try:
-        wait_port(port, proc)
         asyncio.run(_traffic_then_signal(port, proc, sig))
         assert proc.wait(30) in (0, -sig)
     finally:
@@ -188,6 +168,15 @@ def _listeners(port: int) -> int:
     return count
 
 
+def _wait_listeners(port: int, n: int) -> bool:
+    """Whether ``n`` sockets listen on ``port`` within 10 s (a second worker binds shortly after the first)."""
+    for _ in range(200):
+        if _listeners(port) == n:
+            return True
+        time.sleep(0.05)
+    return _listeners(port) == n
+
+
 def _workers(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
@@ -210,30 +199,9 @@ async def _requests(port: int, n: int) -> list[int]:
 
 
 def test_two_workers_share_port_and_database(tmp_path: Path, fake_upstream_port: int) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
-    proc = subprocess.Popen(
-        proxy_cmd(
-            "serve",
-            "--upstream",
-            f"http://127.0.0.1:{fake_upstream_port}/v1",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-        ),
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc, port = start_serve("--upstream", f"http://127.0.0.1:{fake_upstream_port}/v1", "--workers", "2", cwd=tmp_path)
     try:
-        wait_port(port, proc)
-        for _ in range(200):  # the second worker binds shortly after the first
-            if _listeners(port) == 2:
-                break
-            time.sleep(0.05)
-        assert _listeners(port) == 2
+        assert _wait_listeners(port, 2)
         workers = _workers(proc.pid)
         assert len(workers) == 2
         statuses = asyncio.run(_requests(port, 40))
@@ -284,10 +252,7 @@ def test_a_second_proxy_on_the_same_port_is_refused_and_the_first_keeps_it(
     (tmp_path / "b").mkdir()
     first, port = start_serve("--upstream", upstream, "--workers", "2", cwd=tmp_path / "a")
     try:
-        for _ in range(200):
-            if _listeners(port) == 2:
-                break
-            time.sleep(0.05)
+        _wait_listeners(port, 2)
         second = run_cli(
             "serve", "--upstream", upstream, "--workers", "2", "--listen", f"127.0.0.1:{port}", cwd=tmp_path / "b"
         )  # fmt: skip
@@ -303,10 +268,7 @@ def test_a_second_proxy_on_the_same_port_is_refused_and_the_first_keeps_it(
 
 def test_workers_exit_when_their_supervisor_is_killed(tmp_path: Path, fake_upstream_port: int) -> None:
     proc, port = start_serve("--upstream", f"http://127.0.0.1:{fake_upstream_port}/v1", "--workers", "2", cwd=tmp_path)
-    for _ in range(200):
-        if _listeners(port) == 2:
-            break
-        time.sleep(0.05)
+    _wait_listeners(port, 2)
     workers = _workers(proc.pid)
     assert len(workers) == 2
     assert asyncio.run(_requests(port, 6)) == [200] * 6

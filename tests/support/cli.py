@@ -48,14 +48,15 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def start_serve(
-    *args: str, cwd: Path, port: int | None = None, wait: bool = True
+    *args: str, cwd: Path, port: int | None = None, wait: bool = True, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """``proxy serve ARGS --listen 127.0.0.1:PORT`` in ``cwd``, started and (by default) answering."""
+    """``proxy serve ARGS --listen 127.0.0.1:PORT`` in ``cwd`` (``env``: PROXY_ settings besides the
+    flags), started and (by default) answering."""
     port = port or free_port()
     proc = subprocess.Popen(
         proxy_cmd("serve", "--listen", f"127.0.0.1:{port}", *args),
         cwd=cwd,
-        env=clean_env(),
+        env=clean_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
