@@ -141,8 +141,10 @@ class Database(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class Recorder(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    # Exchanges waiting for the writer; when full, new records go to the disk spool.
+    # Exchanges waiting for the writer, and the bytes they may hold (bodies, headers: an estimate);
+    # past either bound new records go to the disk spool, written back when the writer catches up.
     queue_size: int = 10_000
+    queue_max_bytes: int = 256 << 20
     # Batches form by themselves: the writer takes whatever is queued, up to this many, per transaction.
     batch_size: int = 500
     # Seconds the writer waits after the first record of a batch for more to join it (0 = write at once).

@@ -108,15 +108,24 @@ async def health(request: web.Request) -> web.Response:
         "database": {"ok": ok, "url": db.redacted_url(st.settings.database.url), "error": stats.last_error},
         "recorder": {
             "queue_depth": st.recorder.queue_depth,
+            "queue_bytes": st.recorder.intake.bytes,
+            "max_queue_depth": st.recorder.intake.max_depth,
+            # From an exchange's end to its commit, over the last records written.
+            "lag_ms": st.recorder.lag_ms(),
             "written": stats.written,
             "spooled": stats.spooled,
             "unspooled": stats.unspooled,
             "dropped": stats.dropped,
             "quarantined": stats.quarantined,
+            "overflowed": stats.overflowed,
             "spool_files": len(st.recorder.spool_files()) if not ok else 0,
         },
         # The writer is restarted should it ever die; how often, and the last cause.
-        "writer": {"restarts": stats.writer_restarts, "last_error": stats.writer_error},
+        "writer": {
+            "restarts": stats.writer_restarts,
+            "thread_restarts": stats.thread_restarts,
+            "last_error": stats.writer_error,
+        },
     }
     return _json(payload)
 

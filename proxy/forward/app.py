@@ -37,6 +37,7 @@ def _recorder(
     recorder = Recorder(
         engine,
         queue_size=rec.queue_size,
+        queue_max_bytes=rec.queue_max_bytes,
         batch_size=rec.batch_size,
         spool_dir=rec.spool_dir,
         spool_max_bytes=rec.spool_max_bytes,

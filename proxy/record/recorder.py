@@ -1,79 +1,73 @@
-"""The recorder: a bounded queue in front of one batching writer task.
+"""The recorder: what the serving loop sees of recording; the work runs in a writer thread of its own.
 
 Failure policy (fail open for traffic, closed for data):
-- ``submit`` never blocks and never raises: the request path does not wait on the database, ever.
-- The writer takes whatever is queued (up to ``batch_size``) as one batch, so batches grow with load.
-  After the first record of a batch it waits up to ``batch_delay`` seconds for more (cut short when
-  the batch fills, on ``flush()`` and on ``close()``): one transaction costs far more CPU than one row,
-  so a proxy serving requests one at a time writes them in groups instead of a transaction each.
-  Decoding (``decode.finalize``) and pricing (``PriceTable.apply``) happen here too, after the client
-  already has its response.
+- ``submit`` never blocks and never raises: the request path does not wait on the database, ever. It
+  appends to the intake (``record.intake``: a deque under a lock) and wakes the writer only if it sleeps.
+- A writer thread runs its own event loop (uvloop when installed) with its own engine
+  (``store.db.sibling_engine``: same database, its own connections) and does all the rest there:
+  batching, decoding (``decode.finalize``), pricing, masking, inserting, spooling and writing the spool
+  back (``record.writer``). So recording never sits behind request handlers in one loop's queue, and
+  no recording step, disk I/O included, runs on the serving loop. An in-memory SQLite database has no
+  sibling engine (another pool would see another, empty, database): its writer runs on the serving loop,
+  as a task, with the same code (tests only; no real deployment records to memory).
+- Batches form by themselves (``batch_size``, ``batch_delay``: ``record.writer``); what ``kill -9`` can
+  lose is what ended within ``batch_delay`` plus one batch's write.
+- The queue is bounded by count (``queue_size``) and by bytes (``queue_max_bytes``, an estimate of what
+  its records hold: bodies, the tap's kept bytes, headers). Past either bound a record is not dropped:
+  the spooler thread (``record.overflow``) prepares, masks and spools it at once, and the writer writes
+  it back when it has nothing queued (``stats.overflowed`` counts them).
 - When a write fails (database down, locked, read-only, ...) the batch is appended to a spool on local
   disk and the database is marked down: the outage is logged once, later batches go straight to the
-  spool, and the database is probed every ``retry_interval`` seconds. When it answers again the spool
-  is written back in order (inserts are idempotent) and normal writing resumes.
+  spool, and the database is probed every ``retry_interval`` seconds, with or without traffic. When it
+  answers again the spool is written back in order (inserts are idempotent) and normal writing resumes.
 - Every value is made storable first (``record.storable``: bytes that are not UTF-8, and NUL, become
   ``\\xNN``), so no client input can make a batch fail. Should a record still fail (a step raises on
   it, or the database refuses its values: a token count past 64 bits, say), it is retried alone, so it
-  never takes its batch with it, and then quarantined: written to ``quarantine-*.jsonl`` in the spool
-  folder as received and counted in ``stats.quarantined``; it is never retried by itself. What the
-  database refuses for every record (connection lost, timeout, locked, read-only, table gone) is an
-  outage, handled as above.
+  never takes its batch with it, and then quarantined: written, masked, to ``quarantine-*.jsonl`` in the
+  spool folder and counted in ``stats.quarantined``; it is never retried by itself. What the database
+  refuses for every record (connection lost, timeout, locked, read-only, table gone) is an outage.
 - Records are dropped only when the spool is over ``spool_max_bytes`` or the disk refuses the write;
   each drop is counted in ``stats.dropped`` and logged. A write that fails leaves no partial file.
-- While the database is down a timer probes it every ``retry_interval``, with or without traffic.
-- ``on_written`` runs after a batch committed; if it raises, that is logged and nothing else changes
-  (the batch is stored: it is neither spooled again nor counted twice).
-- A supervisor restarts the writer should it ever die (``stats.writer_restarts``, shown by health).
-- ``close()`` drains the queue (and tries the spool once more) before returning; nothing submitted
-  before ``close()`` is lost unless the process is killed.
+- ``on_written`` runs on the writer thread after a batch committed (``usage.metrics`` is thread-safe
+  for it: prometheus_client locks, and only the writer touches the rest); if it raises, that is logged
+  and nothing else changes (the batch is neither spooled again nor counted twice).
+- Supervisors: the writer's task is restarted should it die (``stats.writer_restarts``); should the
+  thread itself die, the batch it held goes to the spooler and the front starts a new thread
+  (``stats.thread_restarts``). Health shows both.
+- ``flush()`` waits until everything submitted before it is written, spooled, quarantined or dropped;
+  ``close()`` does that, tries the spool once more, then stops the thread and disposes its engine.
+  Nothing submitted before ``close()`` is lost unless the process is killed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
-import sqlite3
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import msgspec
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from proxy.record.decode import finalize
 from proxy.record.exchange import Exchange
+from proxy.record.intake import RECORD_OVERHEAD, Intake, size_of
+from proxy.record.overflow import Overflow, Shelf
 from proxy.record.redact import Redactor
-from proxy.record.slices import complete
-from proxy.record.spool import Spool, SpoolFull
-from proxy.record.storable import make_storable
-from proxy.replay.matchkey import DEFAULT_RULES, KeyRules, match_key
-from proxy.store.writes import insert_exchanges
+from proxy.record.spool import Spool
+from proxy.record.stats import RecorderStats
+from proxy.record.writer import RESTART_DELAY, Prep, Writer
+from proxy.replay.matchkey import DEFAULT_RULES, KeyRules
+from proxy.store.db import sibling_engine
 from proxy.usage.pricing import PriceTable
+
+__all__ = ["Recorder", "RecorderStats"]
 
 log = logging.getLogger("proxy.record.recorder")
 
-YIELD_EVERY = 0.0005  # seconds of decoding between yields to the event loop
-# A writer that died is restarted after this long (doubling, up to retry_interval), not in a hot loop.
-RESTART_DELAY = 0.05
-
-
-class RecorderStats(msgspec.Struct):
-    written: int = 0
-    spooled: int = 0
-    unspooled: int = 0
-    dropped: int = 0
-    quarantined: int = 0
-    writer_restarts: int = 0
-    writer_error: str | None = None
-    batches: int = 0
-    last_batch_ms: float = 0.0
-    database_ok: bool = True
-    last_error: str | None = None
-    down_since: float | None = None
+QUEUE_MAX_BYTES = 256 << 20
 
 
 class Recorder:
@@ -82,6 +76,7 @@ class Recorder:
         engine: AsyncEngine,
         *,
         queue_size: int = 10_000,
+        queue_max_bytes: int = QUEUE_MAX_BYTES,
         batch_size: int = 500,
         spool_dir: str | os.PathLike[str] = "proxy-spool",
         spool_max_bytes: int = 1 << 30,
@@ -95,19 +90,21 @@ class Recorder:
         self.engine = engine
         self.batch_size = batch_size
         self.batch_delay = batch_delay
-        self.spool = Spool(spool_dir, spool_max_bytes)
         self.retry_interval = retry_interval
         self.on_written = on_written
         self.redactor = redactor if redactor is not None else Redactor()
-        self.key_rules = key_rules
-        self.pricing = pricing
         self.stats = RecorderStats()
-        self._queue: asyncio.Queue[Exchange] = asyncio.Queue(maxsize=queue_size)
-        self._task: asyncio.Task[None] | None = None
-        self._next_probe = 0.0
-        self._closing = False
-        self._flushing = 0
-        self._wake: asyncio.Future[None] | None = None
+        self.spool = Spool(spool_dir, spool_max_bytes)
+        self.intake = Intake(queue_size, queue_max_bytes)
+        self.prep = Prep(self.redactor, key_rules, pricing)
+        self.shelf = Shelf(self.spool, self.redactor, self.stats)
+        self.overflow = Overflow(self.shelf, self.prep, self.intake.done, self._spooled)
+        self.writer: Writer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ended: concurrent.futures.Future[None] | None = None  # the writer's home has ended
+        self._stop_home: Callable[[], None] | None = None
+        self._stopping = False
+        self._restart_delay = RESTART_DELAY
 
     @property
     def spool_dir(self) -> Path:
@@ -115,238 +112,149 @@ class Recorder:
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return self.intake.depth
+
+    @property
+    def threaded(self) -> bool:
+        """The writer runs in a thread of its own (False: on the serving loop, for in-memory SQLite)."""
+        return self.writer is not None and self.writer.engine is not self.engine
+
+    def lag_ms(self) -> dict[str, float | None]:
+        return self.intake.lag_ms()
 
     def submit(self, ex: Exchange) -> None:
         try:
-            self._queue.put_nowait(ex)
-        except asyncio.QueueFull:
+            size = size_of(ex)
+        except Exception:  # noqa: BLE001 - never on the request path; a record is sized roughly then
+            size = RECORD_OVERHEAD
+        try:
+            if self.intake.put(ex, size):
+                return
+            self.stats.overflowed += 1
+            self.overflow.put(ex)
+        except Exception:  # submit never raises; the loss is counted
             self.stats.dropped += 1
-            log.error("recorder queue full (%d); exchange %s dropped", self._queue.maxsize, ex.id)
-            return
-        if self._wake is not None and self._queue.qsize() >= self.batch_size:
-            self._hurry()
+            log.exception("recorder: exchange %s could not be queued; dropped", ex.id)
+
+    def _spooled(self) -> None:
+        writer = self.writer
+        if writer is not None:
+            writer.spool_waiting = True
+            self.intake.nudge()
 
     async def start(self) -> None:
         if self.spool_files():
             # Leftovers from an earlier run: try them first, as if recovering from an outage.
             self.stats.database_ok = False
-        self._task = asyncio.create_task(self._supervise(), name="proxy-recorder")
+        self._loop = asyncio.get_running_loop()
+        await asyncio.wrap_future(self._start_writer())
 
-    async def close(self) -> None:
-        """Drain the queue, write or spool everything, and stop the writer."""
-        self._closing = True
-        self._hurry()
-        if self._task is None:
-            return
-        await self._queue.join()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
-        if not self.stats.database_ok:
-            await self._try_recover(force=True)
+    def _start_writer(self) -> concurrent.futures.Future[None]:
+        """Start the writer's home; the future is set once its loop runs it."""
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._ended = concurrent.futures.Future()
+        engine = sibling_engine(self.engine)
+        if engine is None:
+            assert self._loop is not None
+            task = self._loop.create_task(self._home(self.engine, ready), name="proxy-recorder-home")
+            task.add_done_callback(lambda t: self._home_ended(None if t.cancelled() else t.exception()))
+        else:
+            thread = threading.Thread(
+                target=self._thread_main, args=(engine, ready), name="proxy-recorder-writer", daemon=True
+            )
+            thread.start()
+        return ready
+
+    def _thread_main(self, engine: AsyncEngine, ready: concurrent.futures.Future[None]) -> None:
+        loop = _new_loop()
+        died: BaseException | None = None
+        try:
+            loop.run_until_complete(self._home(engine, ready))
+        except BaseException as exc:  # noqa: BLE001 - the front restarts the thread
+            died = exc
+        finally:
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+        self._home_ended(died)
+
+    async def _home(self, engine: AsyncEngine, ready: concurrent.futures.Future[None]) -> None:
+        """The writer's life on its loop: run it until stopped, then try the spool once more; dies with it."""
+        loop = asyncio.get_running_loop()
+        stop: asyncio.Future[None] = loop.create_future()
+        self._stop_home = lambda: loop.call_soon_threadsafe(lambda: stop.done() or stop.set_result(None))
+        self.writer = writer = Writer(
+            engine, self.intake, self.shelf, self.prep, batch_size=self.batch_size,
+            batch_delay=self.batch_delay, retry_interval=self.retry_interval, on_written=self.on_written,
+        )  # fmt: skip
+        writer.closing = self._stopping
+        writer.spool_waiting = bool(self.stats.spooled > self.stats.unspooled)
+        task = asyncio.create_task(writer.supervise(), name="proxy-recorder")
+        ready.set_result(None)
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()  # what killed the writer kills its home: the front starts another
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if not self.stats.database_ok or writer.spool_waiting or self.spool.files():
+                await writer.try_recover(force=True)  # (a write-back the stop cancelled, too)
+        finally:
+            if engine is not self.engine:
+                with contextlib.suppress(Exception):
+                    await engine.dispose()
+
+    def _home_ended(self, died: BaseException | None) -> None:
+        """Any thread: the writer's home ended; unless it was stopped, rescue its batch and start another."""
+        ended = self._ended
+        if died is not None and not self._stopping:
+            writer = self.writer
+            lost = writer.in_flight if writer is not None else []
+            log.error("recorder: the writer thread died (%s: %s); restarting it", type(died).__name__, died)
+            for ex in lost:  # already counted as submitted; the spooler counts them done
+                self.overflow.put(ex)
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._restart)
+        if ended is not None and not ended.done():
+            ended.set_result(None)
+
+    def _restart(self) -> None:
+        self.stats.thread_restarts += 1
+        assert self._loop is not None
+        delay, self._restart_delay = self._restart_delay, min(self._restart_delay * 2, max(self.retry_interval, 0.05))
+        self._loop.call_later(delay, lambda: None if self._stopping else self._start_writer())
 
     async def flush(self) -> None:
-        """Wait until everything submitted so far has been written or spooled (tests, shutdown)."""
-        self._flushing += 1
-        try:
-            self._hurry()
-            await self._queue.join()
-        finally:
-            self._flushing -= 1
-
-    def _hurry(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
-
-    async def _gather(self) -> None:
-        """Give a batch ``batch_delay`` to fill up, unless someone is waiting for it."""
-        if self.batch_delay <= 0 or self._closing or self._flushing or self._queue.qsize() >= self.batch_size - 1:
+        """Wait until everything submitted so far has been written, spooled, quarantined or dropped."""
+        intake = self.intake
+        done = intake.wait_for(intake.submitted)
+        if done is None:
             return
-        loop = asyncio.get_running_loop()
-        self._wake = wake = loop.create_future()
-        timer = loop.call_later(self.batch_delay, self._hurry)
+        intake.hurry += 1
         try:
-            await wake
+            intake.nudge()
+            await done
         finally:
-            timer.cancel()
-            self._wake = None
+            intake.hurry -= 1
 
-    async def _supervise(self) -> None:
-        """Run the writer; should it ever die, log why, count it and start it again."""
-        delay = RESTART_DELAY
-        while True:
-            try:
-                await self._run()
-            except Exception as exc:
-                self.stats.writer_restarts += 1
-                self.stats.writer_error = f"{type(exc).__name__}: {exc}"[:300]
-                log.exception("recorder: the writer died (restart %d)", self.stats.writer_restarts)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, max(self.retry_interval, RESTART_DELAY))
-
-    async def _next(self) -> Exchange:
-        """The next record; while the database is down, it is probed every ``retry_interval`` meanwhile."""
-        while not self.stats.database_ok and not self._closing:
-            wait = self._next_probe - time.monotonic()
-            if wait <= 0:
-                await self._try_recover()
-                continue
+    async def close(self) -> None:
+        """Drain the queue, write or spool everything, stop the writer thread and dispose its engine."""
+        if self._ended is None or self._stopping:
+            return
+        self.intake.hurry += 1  # no more waiting for batches to fill
+        if self.writer is not None:
+            self.writer.closing = True
+        await self.flush()
+        self._stopping = True
+        if self.writer is not None:
+            self.writer.closing = True
+        while not self._ended.done():  # a home that died just now is not restarted any more
+            if self._stop_home is not None:
+                self._stop_home()
             with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(self._queue.get(), wait)
-        return await self._queue.get()
-
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._next()]
-            try:
-                await self._gather()
-                while len(batch) < self.batch_size and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                await self._write(batch)
-            except Exception as exc:
-                log.exception("recorder: unexpected failure writing a batch of %d", len(batch))
-                self._quarantine([(ex, f"writer failure: {type(exc).__name__}: {exc}") for ex in batch])
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-
-    async def _write(self, batch: list[Exchange]) -> None:
-        slice_start = time.perf_counter()
-        ready = []
-        for ex in batch:
-            if await self._prepare(ex):
-                ready.append(ex)
-            if time.perf_counter() - slice_start > YIELD_EVERY:
-                # Client traffic shares this event loop: never hold it for long (a 50-event stream takes
-                # ~0.3 ms to decode, so a fixed count of records per slice could stall it for many ms).
-                await asyncio.sleep(0)
-                slice_start = time.perf_counter()
-        if not ready:
-            return
-        if not self.stats.database_ok and not await self._try_recover():
-            self._spool(ready)
-            return
-        await self._store(ready)
-
-    async def _prepare(self, ex: Exchange) -> bool:
-        """Derive, price, key, make storable and mask one record; one that cannot be is quarantined."""
-        try:
-            if ex.body_tap is not None:
-                await ex.body_tap.drain()  # what the tee left undecoded, in slices
-            finalize(ex)
-            if self.pricing is not None:
-                self.pricing.apply(ex)
-            if ex.match_key is None:  # playback (auto mode) already keyed it
-                # From the body as the client sent it, so a live request finds it again at replay time.
-                ex.match_key = match_key(ex.method, ex.path, ex.request_body, self.key_rules, ex.upstream)
-            make_storable(ex)
-            await self._redact(ex)
-        except Exception as exc:
-            log.exception("recorder: exchange %s could not be prepared for storage", ex.id)
-            self._quarantine([(ex, f"{type(exc).__name__}: {exc}")])
-            return False
-        return True
-
-    async def _redact(self, ex: Exchange) -> None:
-        """Mask secrets in every field taken from a client or upstream, before the database or the spool.
-
-        Bodies are masked a window at a time, yielding to the loop between windows.
-        """
-        await complete(self.redactor.exchange_steps(ex))
-
-    async def _insert(self, batch: list[Exchange]) -> None:
-        async with self.engine.begin() as conn:
-            await insert_exchanges(conn, batch)
-
-    async def _store(self, batch: list[Exchange], *, spooled: bool = False) -> bool:
-        """Insert a batch; False (and the batch spooled) when the database is down.
-
-        A failure that may be the records' own (``_records_fault``) is retried one record at a time, so a
-        record the database refuses is quarantined alone and the others are stored.
-        """
-        started = time.perf_counter()
-        try:
-            await self._insert(batch)
-        except Exception as exc:  # noqa: BLE001 - sorted below: an outage, or records it refuses
-            if not _records_fault(exc):
-                self._mark_down(exc)
-                if not spooled:
-                    self._spool(batch)
-                return False
-            return await self._store_one_by_one(batch, exc, spooled=spooled)
-        if not spooled:
-            self.stats.last_batch_ms = (time.perf_counter() - started) * 1000
-            self.stats.batches += 1
-        self._written(batch, spooled=spooled)
-        return True
-
-    async def _store_one_by_one(self, batch: list[Exchange], first: Exception, *, spooled: bool) -> bool:
-        if len(batch) == 1:
-            self._refused(batch[0], first)
-            return True
-        for i, ex in enumerate(batch):
-            try:
-                await self._insert([ex])
-            except Exception as exc:  # noqa: BLE001
-                if not _records_fault(exc):
-                    self._mark_down(exc)
-                    if not spooled:
-                        self._spool(batch[i:])
-                    return False
-                self._refused(ex, exc)
-                continue
-            self._written([ex], spooled=spooled)
-        return True
-
-    def _refused(self, ex: Exchange, exc: Exception) -> None:
-        log.error("database refused exchange %s (%s: %s); quarantined", ex.id, type(exc).__name__, exc)
-        self._quarantine([(ex, f"database refused it: {type(exc).__name__}: {exc}"[:2000])])
-
-    def _written(self, batch: list[Exchange], *, spooled: bool) -> None:
-        self.stats.written += len(batch)
-        if spooled:
-            self.stats.unspooled += len(batch)
-        if self.on_written is None:
-            return
-        try:
-            self.on_written(batch)
-        except Exception:
-            log.exception("recorder: on_written hook failed after a batch of %d was stored", len(batch))
-
-    def _mark_down(self, exc: BaseException) -> None:
-        self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
-        if self.stats.database_ok:
-            log.error("database unavailable, spooling records to %s: %s", self.spool_dir, self.stats.last_error)
-            self.stats.database_ok = False
-            self.stats.down_since = time.time()
-        self._next_probe = time.monotonic() + self.retry_interval
-
-    async def _try_recover(self, *, force: bool = False) -> bool:
-        """Write the spool back if the database answers; True when it is fully written."""
-        if not force and time.monotonic() < self._next_probe:
-            return False
-        for path in self.spool_files():
-            try:
-                batch = self.spool.read(path)
-            except (OSError, msgspec.DecodeError) as exc:
-                log.error("spool file %s unreadable, kept aside: %s", path, exc)
-                with contextlib.suppress(OSError):
-                    self.spool.set_aside(path)
-                continue
-            if not await self._store(batch, spooled=True):
-                return False
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as exc:  # written again next time: inserts are idempotent
-                log.error("spool file %s written back but not removed: %s", path, exc)
-        if not self.stats.database_ok:
-            log.warning("database available again; spool written back")
-        self.stats.database_ok = True
-        self.stats.down_since = None
-        self.stats.last_error = None
-        return True
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self._ended)), 1.0)
+        await asyncio.to_thread(self.overflow.close)
 
     def spool_files(self) -> list[Path]:
         return self.spool.files()
@@ -354,90 +262,11 @@ class Recorder:
     def spool_bytes(self) -> int:
         return self.spool.size()
 
-    def _spool(self, batch: list[Exchange]) -> None:
-        try:
-            data = self.spool.encode(batch)
-        except Exception:  # noqa: BLE001 - a value msgpack cannot hold (an int past 64 bits): split it out
-            self._spool_apart(batch)
-            return
-        try:
-            self.spool.write(data)
-        except SpoolFull as exc:
-            self._drop(batch, str(exc))
-            return
-        except OSError as exc:
-            self._drop(batch, f"spool write failed: {exc}")
-            return
-        self.stats.spooled += len(batch)
 
-    def _spool_apart(self, batch: list[Exchange]) -> None:
-        fit, unfit = [], []
-        for ex in batch:
-            try:
-                self.spool.encode([ex])
-            except Exception as exc:  # noqa: BLE001
-                unfit.append((ex, f"cannot be spooled: {type(exc).__name__}: {exc}"))
-            else:
-                fit.append(ex)
-        self._quarantine(unfit)
-        if fit:
-            self._spool(fit)
-
-    def _quarantine(self, records: list[tuple[Exchange, str]]) -> None:
-        if not records:
-            return
-        records = [self._masked(ex, error) for ex, error in records]
-        try:
-            self.spool.quarantine(records)
-        except Exception as exc:  # noqa: BLE001 - the disk refuses even this: count the loss
-            self._drop([ex for ex, _ in records], f"quarantine write failed: {exc}")
-            return
-        self.stats.quarantined += len(records)
-
-    def _masked(self, ex: Exchange, error: str) -> tuple[Exchange, str]:
-        """A record masked before it goes to disk, whichever step it failed at (masking is idempotent).
-
-        One that cannot even be masked keeps only its identity and the error: a secret never reaches the disk.
-        """
-        try:
-            self.redactor.exchange(ex)
-            return ex, self.redactor.text(error) or ""
-        except Exception as exc:  # noqa: BLE001 - whatever broke the record may break its masking too
-            bare = Exchange(method=ex.method, path="", status=ex.status)
-            bare.id, bare.started_at = ex.id, ex.started_at
-            return bare, f"{type(exc).__name__} while masking; the record's fields were left out"
-
-    def _drop(self, batch: list[Exchange], why: str) -> None:
-        self.stats.dropped += len(batch)
-        log.error("%s: %d records dropped (total dropped %d)", why, len(batch), self.stats.dropped)
-
-
-def _records_fault(exc: BaseException) -> bool:
-    """Whether a failed insert may be the records' fault (retry them alone), not the database's (an outage).
-
-    The database's: it cannot be reached, timed out, is locked, read-only, or its tables are gone
-    (``OperationalError``, ``ProgrammingError``, ``InterfaceError``... and OS errors). The records':
-    values it refuses (a ``DataError`` or ``IntegrityError`` anywhere in the chain of causes: asyncpg
-    refuses an out-of-range parameter itself, wrapped in a plain ``DBAPIError``), and any error raised
-    before a statement reached the database (encoding a value, binding a parameter).
-    """
-    if isinstance(exc, sa_exc.DBAPIError):
-        return any(type(e).__name__ in _REFUSED_VALUES for e in _causes(exc))
-    if isinstance(exc, sqlite3.Error):  # SQLite's batches go to the driver directly (``store.writes``)
-        # A ProgrammingError is a value it cannot bind, or a closed connection: only the first is the records'.
-        if isinstance(exc, sqlite3.ProgrammingError):
-            return "binding" in str(exc)
-        return isinstance(exc, (sqlite3.DataError, sqlite3.IntegrityError))
-    return not isinstance(exc, OSError)
-
-
-_REFUSED_VALUES = frozenset({"DataError", "IntegrityError"})
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and len(chain) < 8:
-        chain.append(current)
-        current = getattr(current, "orig", None) or current.__cause__
-    return chain
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """The writer thread's loop: uvloop when installed, as ``proxy serve`` runs."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

@@ -8,13 +8,15 @@ Invariants:
 - A quarantine file (``quarantine-*.jsonl``) holds records that no database would take: one JSON object
   per line, ``{"error": ..., "exchange": {...}}`` (bodies base64, as msgspec writes bytes), never read
   back by the proxy. Moving its records back is an operator's decision.
-- Blocking file I/O: called from the writer's thread of control, never from a request handler.
+- Blocking file I/O: called from the writer's thread and the spooler's (``record.overflow``), never from
+  the serving loop; writes are serialised by a lock, so the size limit holds with both writing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,6 +45,7 @@ class Spool:
         self.folder = Path(folder)
         self.max_bytes = max_bytes
         self._seq = 0
+        self._lock = threading.Lock()
 
     def files(self) -> list[Path]:
         if not self.folder.is_dir():
@@ -66,9 +69,10 @@ class Spool:
 
     def write(self, data: bytes) -> Path:
         """Add an encoded batch; raises ``SpoolFull`` or ``OSError`` (then nothing is left on disk)."""
-        if self.size() + len(data) > self.max_bytes:
-            raise SpoolFull(f"spool full ({self.max_bytes} bytes)")
-        return self._put("spool", ".msgpack", data)
+        with self._lock:
+            if self.size() + len(data) > self.max_bytes:
+                raise SpoolFull(f"spool full ({self.max_bytes} bytes)")
+            return self._put("spool", ".msgpack", data)
 
     def read(self, path: Path) -> list[Exchange]:
         return _DECODER.decode(path.read_bytes())
@@ -85,7 +89,8 @@ class Spool:
             except Exception as exc:  # noqa: BLE001 - the last resort keeps at least what repr shows
                 text = f"{error}; not JSON-encodable ({type(exc).__name__}): {ex!r}"
                 lines.append(_JSON.encode({"error": text.encode("utf-8", "backslashreplace").decode()}))
-        return self._put("quarantine", ".jsonl", b"\n".join(lines) + b"\n")
+        with self._lock:
+            return self._put("quarantine", ".jsonl", b"\n".join(lines) + b"\n")
 
     def _put(self, kind: str, suffix: str, data: bytes) -> Path:
         self._seq += 1

@@ -241,6 +241,15 @@ class BodyTap:
         """Decode everything left (the writer, before ``finish``), yielding to the loop between slices."""
         await complete(self._work(0))
 
+    def drain_steps(self) -> Generator[None, None, None]:
+        """``drain`` as steps, for a caller that runs them itself (``record.slices.complete``, or in a thread)."""
+        return self._work(0)
+
+    @property
+    def retained(self) -> int:
+        """Bytes this tap holds: the kept head and what waits to be decoded (the recorder's byte bound)."""
+        return len(self.head) + self._pending_bytes + sum(len(data) for _, data in self._raw)
+
     def _work(self, lag: int) -> Generator[None, None, None]:
         while self._step(lag):
             yield

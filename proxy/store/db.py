@@ -2,24 +2,32 @@
 
 Invariants:
 - SQLite gets ``busy_timeout``, ``synchronous=NORMAL`` and ``foreign_keys=ON`` on every connection and
-  WAL once (it persists in the file); the writer task is SQLite's only writer.
+  WAL once (it persists in the file); the recorder's writer is SQLite's only steady writer (the retention
+  sweep and migrations wait on ``busy_timeout``).
+- ``sibling_engine`` makes a second engine like one ``create_engine`` made (same URL, connect arguments,
+  options and SQLite pragmas) with its own pool, for another thread's event loop (an asyncio connection
+  belongs to the loop that opened it). An in-memory SQLite database has no sibling: another pool would
+  open another, empty, database.
 - ``DatabaseUnavailable`` is the one exception the CLI maps to "cannot reach the database" (exit 2).
 """
 
 from __future__ import annotations
 
 import secrets
+import weakref
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from sqlalchemy import event, select
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from proxy.store.tables import proxy_meta
 
 FINGERPRINT_SECRET_KEY = "fingerprint_secret"
+# How each engine ``create_engine`` made was made, so ``sibling_engine`` can make another like it.
+_MADE: weakref.WeakKeyDictionary[Engine, tuple[str, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
 
 class DatabaseUnavailable(Exception):
@@ -46,6 +54,34 @@ def create_engine(
     url: str, *, connect_timeout: float = 5.0, command_timeout: float = 30.0, **kwargs: Any
 ) -> AsyncEngine:
     """An engine whose every wait is bounded, so a hung database stalls only the writer, briefly."""
+    engine = _create(url, connect_timeout=connect_timeout, command_timeout=command_timeout, **kwargs)
+    made = dict(kwargs, connect_timeout=connect_timeout, command_timeout=command_timeout)
+    if "connect_args" in made:
+        made["connect_args"] = dict(made["connect_args"])
+    _MADE[engine.sync_engine] = (url, made)
+    return engine
+
+
+def sibling_engine(engine: AsyncEngine) -> AsyncEngine | None:
+    """A new engine like ``engine`` with a pool of its own; None when it would not see the same database.
+
+    None too for an engine ``create_engine`` did not make (its connect arguments are not known).
+    """
+    made = _MADE.get(engine.sync_engine)
+    if made is None:
+        return None
+    url, kwargs = made
+    if is_sqlite(url) and (_in_memory(url) or "poolclass" in kwargs):
+        return None
+    return create_engine(url, **kwargs)
+
+
+def _in_memory(url: str) -> bool:
+    database = make_url(url).database or ""
+    return not database or database == ":memory:" or "mode=memory" in url
+
+
+def _create(url: str, *, connect_timeout: float, command_timeout: float, **kwargs: Any) -> AsyncEngine:
     # JSON columns (headers, stream offsets) are encoded by msgspec: several times faster than json.dumps.
     kwargs.setdefault("json_serializer", _json_dumps)
     # Statement parameters are recorded traffic: never format them into error texts (health, logs) or logs.

@@ -3,6 +3,8 @@
 Invariants:
 - The request path does no metrics work at all: counters and histograms are updated in the recorder's
   ``on_written`` callback (O(1) per exchange, after the client has its answer and the row is stored),
+  on the recorder's writer thread: prometheus_client's metrics lock themselves, and this class's own
+  memo (``_models``, ``_children``, ``_batches_seen``) is touched by that one thread only,
   and recorder state (queue depth, written, spooled, dropped, database up) is read at scrape time.
 - Each app has its own registry, so several proxies (tests) in one process never collide.
 - Label values are bounded: at most ``MAX_MODELS`` model names (a client can send any string as a model),
@@ -37,7 +39,9 @@ class WriterStats(Protocol):
     unspooled: int
     dropped: int
     quarantined: int
+    overflowed: int
     writer_restarts: int
+    thread_restarts: int
     database_ok: bool
 
 
@@ -69,7 +73,9 @@ class RecorderCollector(Collector):
             ("unspooled", stats.unspooled, "Spooled exchanges written back to the database"),
             ("dropped", stats.dropped, "Exchanges lost (queue or spool full)"),
             ("quarantined", stats.quarantined, "Exchanges the database refused, kept in quarantine files"),
+            ("overflowed", stats.overflowed, "Exchanges past the queue's bounds, spooled instead"),
             ("writer_restarts", stats.writer_restarts, "Times the writer died and was restarted"),
+            ("thread_restarts", stats.thread_restarts, "Times the writer's thread died and was restarted"),
         ):
             yield CounterMetricFamily(f"proxy_recorder_{name}", doc, value=value)
 

@@ -10,6 +10,7 @@ import aiohttp
 
 from proxy.record.exchange import Exchange
 from proxy.record.recorder import Recorder
+from proxy.record.writer import Writer
 from proxy.usage.pricing import PriceTable
 from tests.support import Database, FaultReport, Proxy
 
@@ -66,7 +67,7 @@ async def test_spool_left_by_a_previous_run_is_written_at_start(database: Databa
     batch = [Exchange(method="POST", path="/v1/chat/completions", status=200) for _ in range(3)]
     for ex in batch:
         ex.finish()
-    dead._spool(batch)
+    dead.shelf.put(batch)
     assert len(dead.spool_files()) == 1
 
     fresh = Recorder(database.engine, spool_dir=tmp_path / "spool", retry_interval=0)
@@ -95,7 +96,7 @@ async def test_close_drains_the_queue(database: Database, tmp_path: Path) -> Non
 
 async def test_full_spool_drops_and_counts(database: Database, tmp_path: Path) -> None:
     recorder = Recorder(database.engine, spool_dir=tmp_path / "spool", spool_max_bytes=10)
-    recorder._spool([Exchange()])
+    recorder.shelf.put([Exchange()])
     assert recorder.stats.dropped == 1 and recorder.stats.spooled == 0
 
 
@@ -156,20 +157,17 @@ async def test_flush_full_batch_and_close_do_not_wait_for_the_delay(database: Da
 
 async def test_a_writer_that_dies_is_restarted_and_health_says_so(proxy: Proxy, monkeypatch) -> None:
     recorder = proxy.recorder
-    real_next = recorder._next
+    real_gather = Writer._gather
     crashes = iter([RuntimeError("a bug in the writer")])
 
-    async def next_that_dies_once() -> Exchange:
-        ex = await real_next()
-        for crash in crashes:  # outside any batch's protection: the writer itself dies
-            recorder._queue.task_done()
-            recorder.submit(ex)  # (so no record is lost to the injected crash)
+    async def gather_that_dies_once(self: Writer) -> None:
+        for crash in crashes:  # outside any batch's protection: the writer itself dies (nothing taken yet)
             raise crash
-        return ex
+        await real_gather(self)
 
-    monkeypatch.setattr(recorder, "_next", next_that_dies_once)
+    monkeypatch.setattr(Writer, "_gather", gather_that_dies_once)
     client = proxy.client()
-    await client.models.list()  # taken by the call to _next the writer was already waiting in
+    await client.models.list()
     assert len(await proxy.rows()) == 1
     await client.models.list()
     assert len(await proxy.rows()) == 2
@@ -178,7 +176,7 @@ async def test_a_writer_that_dies_is_restarted_and_health_says_so(proxy: Proxy, 
     assert recorder.stats.writer_restarts == 1 and recorder.stats.quarantined == 0
     health = await _health(proxy)
     assert health["status"] == "ok"
-    assert health["writer"] == {"restarts": 1, "last_error": "RuntimeError: a bug in the writer"}
+    assert health["writer"] == {"restarts": 1, "thread_restarts": 0, "last_error": "RuntimeError: a bug in the writer"}
 
 
 async def test_an_on_written_hook_that_raises_does_not_spool_the_batch_again(
@@ -218,7 +216,7 @@ async def test_a_failed_spool_write_leaves_no_partial_file(database: Database, t
 
     monkeypatch.setattr(spool_module, "open", FullDisk, raising=False)
     for _ in range(3):
-        recorder._spool([_exchange(0)])
+        recorder.shelf.put([_exchange(0)])
     assert recorder.stats.dropped == 3 and recorder.stats.spooled == 0
     assert list((tmp_path / "spool").iterdir()) == [], "no spool-*.tmp left behind"
 

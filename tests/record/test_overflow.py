@@ -1,0 +1,90 @@
+"""The queue's byte bound: what it cannot hold is spooled off the serving loop, masked, and written back."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+from proxy.record.exchange import Exchange
+from proxy.record.recorder import Recorder
+from proxy.record.spool import Spool
+from tests.support import Database
+
+KEY = "sk-proj-" + "o" * 40
+BODY = b'{"model": "m", "user": "' + KEY.encode() + b'", "messages": [], "pad": "' + b"x" * 20_000 + b'"}'
+
+
+def _exchange(i: int) -> Exchange:
+    ex = Exchange(method="POST", path="/v1/chat/completions", session_id=f"o-{i}", status=200)
+    ex.request_body = BODY
+    ex.response_headers = {"content-type": "application/json"}
+    ex.response_body = b'{"usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}'
+    ex.finish()
+    return ex
+
+
+async def _loop_gaps(stop: asyncio.Event) -> float:
+    """The longest the serving loop went without running this ticker (every 5 ms)."""
+    longest = 0.0
+    last = time.perf_counter()
+    while not stop.is_set():
+        await asyncio.sleep(0.005)
+        now = time.perf_counter()
+        longest = max(longest, now - last)
+        last = now
+    return longest
+
+
+async def test_past_the_byte_bound_records_are_spooled_off_the_loop_then_written_back(
+    database: Database, tmp_path: Path, monkeypatch
+) -> None:
+    writes: list[tuple[str, bytes]] = []
+    real_write = Spool.write
+
+    def slow_write(self: Spool, data: bytes) -> Path:
+        writes.append((threading.current_thread().name, data))
+        time.sleep(0.3)  # a slow disk: it must hold the spooler, never the serving loop
+        return real_write(self, data)
+
+    monkeypatch.setattr(Spool, "write", slow_write)
+    # Two records fit under the bound; the writer waits a long batch_delay, so the queue stays full.
+    recorder = Recorder(
+        database.engine, spool_dir=tmp_path / "spool", queue_max_bytes=2 * len(BODY) + 5000, batch_delay=30.0
+    )
+    await recorder.start()
+    stop = asyncio.Event()
+    gaps = asyncio.create_task(_loop_gaps(stop))
+    try:
+        for i in range(12):
+            recorder.submit(_exchange(i))
+            await asyncio.sleep(0.01)
+        assert recorder.queue_depth <= 2 and recorder.intake.bytes <= recorder.intake.max_bytes
+        await recorder.flush()
+        stop.set()
+        assert await gaps < 0.2, "a spool write held the serving loop"
+        stats = recorder.stats
+        assert stats.overflowed >= 10 and stats.spooled == stats.overflowed and stats.dropped == 0
+        assert writes and {name for name, _ in writes} == {"proxy-recorder-spooler"}
+        assert all(KEY.encode() not in data for _, data in writes), "a spooled record kept its key"
+        deadline = time.monotonic() + 20
+        while stats.unspooled < stats.spooled:  # written back once the writer has nothing queued
+            assert time.monotonic() < deadline, f"{stats.unspooled} of {stats.spooled} written back"
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await recorder.close()
+    rows = await database.rows()
+    assert len(rows) == 12 and not recorder.spool_files()
+    assert recorder.stats.written == 12
+
+
+async def test_the_count_bound_spools_too(database: Database, tmp_path: Path) -> None:
+    recorder = Recorder(database.engine, spool_dir=tmp_path / "spool", queue_size=3, batch_delay=30.0)
+    await recorder.start()
+    for i in range(10):
+        recorder.submit(_exchange(i))
+    await recorder.close()
+    assert recorder.stats.overflowed >= 7 and recorder.stats.dropped == 0
+    assert len(await database.rows()) == 10 and not recorder.spool_files()
