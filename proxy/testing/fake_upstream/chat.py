@@ -48,15 +48,8 @@ def completion_object(
     usage: dict[str, Any],
     fingerprint: str = "fp_fake",
 ) -> dict[str, Any]:
-    return {
-        "id": ident,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "system_fingerprint": fingerprint,
-        "choices": choices,
-        "usage": usage,
-    }
+    # The same fields in the same order as a chunk's, and the usage last.
+    return {**chunk_object(ident, created, model, choices, fingerprint), "object": "chat.completion", "usage": usage}
 
 
 def _words(messages: Any) -> list[str]:
