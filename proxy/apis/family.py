@@ -126,9 +126,19 @@ class Family(Protocol):
         """A recorded non-streamed body as the events a streamed request expects; None: not convertible."""
         ...
 
+    def unconvertible(self, body: bytes) -> str | None:
+        """Why a recorded response (a non-streamed body, or a stream's assembled response) must not be played
+        in the other form, in words a replay miss quotes; None when it may (``always_convertible``)."""
+        ...
+
     def error_body(self, status: int, message: str, type_: str, code: str | None = None, **extra: Any) -> bytes:
         """An error the proxy makes itself, in the shape this family's clients expect (``apis.errors``)."""
         ...
+
+
+def always_convertible(body: bytes) -> str | None:
+    """``Family.unconvertible`` of a family whose every finished answer converts (or plays as recorded)."""
+    return None
 
 
 # Text an assembled response keeps when no cap is given (``max_record_bytes`` sets it in the proxy).

@@ -9,7 +9,9 @@ Invariants:
 - A recording of a client that left early replays what that client received: the upstream's status and
   headers, and the bytes it got (``delivered_bytes``), not the 499 the record says.
 - A streamed request answered by a non-streamed recording, or the reverse, is converted and says so in
-  ``X-Proxy-Replay-Converted``. Every answer carries ``X-Proxy-Replay: hit`` or ``miss`` and, on a hit,
+  ``X-Proxy-Replay-Converted``; a recording the family says cannot be converted faithfully (a Responses
+  object that had not finished, a background response still queued) is a miss that says why (auto
+  mode forwards it, as any miss). Every answer carries ``X-Proxy-Replay: hit`` or ``miss`` and, on a hit,
   ``X-Proxy-Exchange-Id`` names the recording played.
 - A miss is a 404 in the error shape of the request's API family (OpenAI's ``type: replay_miss``, or
   Anthropic's ``not_found_error`` with ``code: replay_miss``; the SDKs do not retry a 404) that
@@ -89,11 +91,14 @@ class Playback:
             ex.replayed = True
             message = f"replay: recordings unavailable ({type(exc).__name__})"
             return _error(family, 503, message, "replay_unavailable")
-        if rec is None and self.mode.forwards:
+        problem = _conversion_problem(ex, rec, family) if rec is not None else None
+        if (rec is None or problem) and self.mode.forwards:
             return None
         ex.replayed = True
         if rec is None:
             return await self._miss(ex, family, key, scope, take)
+        if problem:
+            return _error(family, 404, problem, "replay_miss", match_key=key, recording=rec.id)
         hide = None if wants_usage else family.hiding_filter(MAX_EVENT_BYTES)
         return await self._play(request, ex, rec, family, hide, self._pacer(request, ex.t0))
 
@@ -108,24 +113,22 @@ class Playback:
     ) -> web.StreamResponse:
         body = rec.body or StoredBody()
         recorded, chunks = body.response_body or b"", body.stream_chunks
-        status = rec.status if rec.status is not None else 500  # the index offers only recordings with one
+        status = _status(rec)
         if rec.outcome == Outcome.CLIENT_DISCONNECTED:
-            # Stored as 499, but the client that left had received the upstream's status and these bytes.
-            status = rec.upstream_status if rec.upstream_status is not None else status
             recorded, chunks = as_delivered(recorded, chunks, body.delivered_bytes)
         headers = {k: v for k, v in body.response_headers.items() if k not in _NOT_REPLAYED and v != REDACTED}
         headers[REPLAY_HEADER] = "hit"
         headers[EXCHANGE_ID_HEADER] = rec.id
-        ok = 200 <= status < 300
+        conversion = _conversion(ex, rec)
         if is_event_stream(body.response_headers):
-            if ex.stream or not ok or body.assembled is None:
+            if conversion is None or body.assembled is None:
                 reads = split_reads(recorded, chunks, rec.duration_ms)
                 return await _stream(request, status, headers, reads, pacer, hide)
             headers["content-type"] = "application/json"
             headers[CONVERTED_HEADER] = "stream-to-json"
             await pacer.at(rec.duration_ms)
             return web.Response(status=status, headers=headers, body=body.assembled.encode())
-        if ex.stream and ok:
+        if conversion is not None:
             events = family.body_to_stream(recorded, hide is None)
             if events is not None:
                 headers["content-type"] = "text/event-stream"
@@ -162,6 +165,44 @@ class Playback:
         ]
         sessions = list(scope) if scope is not None else None
         return _error(family, 404, message, "replay_miss", match_key=key, sessions=sessions, closest=closest_shown)
+
+
+def _status(rec: Stored) -> int:
+    """The status a replay answers with."""
+    status = rec.status if rec.status is not None else 500  # the index offers only recordings with one
+    if rec.outcome == Outcome.CLIENT_DISCONNECTED and rec.upstream_status is not None:
+        return rec.upstream_status  # stored as 499, but the client that left had received the upstream's status
+    return status
+
+
+def _conversion(ex: Exchange, rec: Stored) -> str | None:
+    """How a successful recording must change form for this request (``CONVERTED_HEADER``); None: as recorded."""
+    body = rec.body or StoredBody()
+    if not 200 <= _status(rec) < 300:
+        return None
+    if is_event_stream(body.response_headers):
+        return None if ex.stream else "stream-to-json"
+    return "json-to-stream" if ex.stream else None
+
+
+def _conversion_problem(ex: Exchange, rec: Stored, family: Family) -> str | None:
+    """Why the recording cannot be converted as this request needs (the miss's message); None: it can."""
+    conversion, body = _conversion(ex, rec), rec.body or StoredBody()
+    if conversion == "stream-to-json":
+        if body.assembled is None:
+            return None  # played as recorded, as before there was an assembled response
+        problem = family.unconvertible(body.assembled.encode())
+    elif conversion == "json-to-stream":
+        recorded = body.response_body or b""
+        if rec.outcome == Outcome.CLIENT_DISCONNECTED:
+            recorded = as_delivered(recorded, body.stream_chunks, body.delivered_bytes)[0]
+        problem = family.unconvertible(recorded)
+    else:
+        return None
+    if problem is None:
+        return None
+    wanted = "a stream" if ex.stream else "a non-streamed (JSON) response"
+    return f"replay miss: recording {rec.id} matches, but this request asks for {wanted} and {problem}"
 
 
 def as_delivered(

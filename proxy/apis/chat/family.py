@@ -33,6 +33,7 @@ from proxy.apis.family import (
     Folded,
     RequestInfo,
     StreamFilter,
+    always_convertible,
     decode_request,
     fold_json_body,
 )
@@ -96,6 +97,7 @@ class ChatFamily:
     read_request = staticmethod(read_request)
     stream_fold = staticmethod(ChatStreamFold)
     fold_body = staticmethod(fold_body)
+    unconvertible = staticmethod(always_convertible)
 
     def usage_option(self, body: bytes, info: RequestInfo) -> bytes | None:
         # Usage comes on a stream only when asked for (stream_options.include_usage): the proxy asks.

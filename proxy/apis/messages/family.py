@@ -24,6 +24,7 @@ from proxy.apis.family import (
     Folded,
     NoUsageOption,
     RequestInfo,
+    always_convertible,
     decode_request,
     fold_json_body,
 )
@@ -78,6 +79,7 @@ class MessagesFamily(NoUsageOption):
     end_marker: str = "message_stop"
     error_body = staticmethod(anthropic_error_body)
     stream_fold = staticmethod(MessagesStreamFold)
+    unconvertible = staticmethod(always_convertible)
 
     def read_request(self, body: bytes) -> RequestInfo | None:
         view = decode_request(body, REQUEST_DECODER)

@@ -8,6 +8,8 @@ Invariants:
   added/done events of their items and parts; other item types come as an added and a done event.
 - Returns None for anything that is not a finished response (no ``output`` list, or a status other
   than completed, incomplete or failed, as a background response still queued is): it cannot be a stream.
+  ``unconvertible`` says why, in words a replay miss can quote; it judges a stream's assembled response
+  the same way, since a non-streamed call would have returned that object.
 """
 
 from __future__ import annotations
@@ -28,22 +30,38 @@ class _Events:
         self.out.append(b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n")
 
 
+def unconvertible(body: bytes) -> str | None:
+    """Why a recorded response object cannot be played in the other form (stream <-> JSON); None: it can."""
+    return _problem(decode_json(body))
+
+
+def _problem(obj: Any) -> str | None:
+    if not isinstance(obj, dict) or not isinstance(obj.get("output"), list):
+        return "the recorded body is not a Responses object with an output list"
+    status = obj.get("status")
+    if status in ("queued", "in_progress"):
+        return (
+            f"the recorded response's status is {status!r}: it had not finished (a background response, or a "
+            "stream cut short), so there is no finished response to play"
+        )
+    if status not in TERMINAL_EVENT:
+        return f"the recorded response's status is {status!r}: a stream ends only as completed, incomplete or failed"
+    if not all(isinstance(item, dict) for item in obj["output"]):
+        return "an output item of the recorded response is not an object"
+    return None
+
+
 def response_to_events(body: bytes) -> list[bytes] | None:
     obj = decode_json(body)
-    if not isinstance(obj, dict) or not isinstance(obj.get("output"), list):
-        return None
-    terminal = TERMINAL_EVENT.get(obj.get("status"))  # type: ignore[arg-type]
-    if terminal is None:
+    if _problem(obj) is not None:
         return None
     events = _Events()
     start = {**obj, "status": "in_progress", "output": [], "usage": None, "error": None, "incomplete_details": None}
     events.add("response.created", response=start)
     events.add("response.in_progress", response=start)
     for index, item in enumerate(obj["output"]):
-        if not isinstance(item, dict):
-            return None
         _item(events, index, item)
-    events.add(terminal, response=obj)
+    events.add(TERMINAL_EVENT[obj["status"]], response=obj)
     return events.out
 
 

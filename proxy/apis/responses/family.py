@@ -91,6 +91,8 @@ class ResponsesFamily(NoUsageOption):
     def fold_body(self, body: bytes) -> Folded:
         return fold_json_body(body, RESPONSE_DECODER, _fill)
 
+    unconvertible = staticmethod(convert.unconvertible)
+
     def body_to_stream(self, body: bytes, wants_usage: bool) -> list[bytes] | None:
         return convert.response_to_events(body)
 

@@ -15,6 +15,8 @@ response with its usage. No ``[DONE]``. Models (besides those of ``common``):
 - ``fake-failed``: a few deltas, then ``response.failed`` with the response's ``error``.
 - ``fake-error-midstream``: a few deltas, then an ``error`` event.
 - ``fake-cut``: a few events, then the connection is dropped.
+
+A non-streamed request with ``background: true`` gets the response still ``queued``, with no output.
 """
 
 from __future__ import annotations
@@ -200,7 +202,9 @@ async def responses(request: web.Request) -> web.StreamResponse:
     reply = _Reply(request, body)
     if not body.get("stream"):
         await pause(request)
-        return web.json_response(reply.final(), headers={"x-request-id": "req_fake_ok"})
+        # A background request is answered at once, before it has run (the client polls for the rest).
+        answer = {**reply.base, "status": "queued", "background": True} if body.get("background") else reply.final()
+        return web.json_response(answer, headers={"x-request-id": "req_fake_ok"})
     events = reply.stream()
     if reply.model == "fake-failed":
         error = {"code": "server_error", "message": "The model failed to finish the response."}

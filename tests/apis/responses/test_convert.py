@@ -69,13 +69,22 @@ def test_the_terminal_event_follows_the_status(status: str, terminal: str) -> No
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "why"),
     [
-        json.dumps({**RESPONSE, "status": "queued"}).encode(),  # a background response not finished yet
-        json.dumps({"error": {"message": "nope"}}).encode(),
-        json.dumps({**RESPONSE, "output": ["not an item"]}).encode(),
-        b"not json",
+        (json.dumps({**RESPONSE, "status": "queued"}).encode(), "status is 'queued': it had not finished"),
+        (json.dumps({**RESPONSE, "status": "in_progress"}).encode(), "status is 'in_progress': it had not finished"),
+        (json.dumps({**RESPONSE, "status": "cancelled"}).encode(), "'cancelled': a stream ends only as completed,"),
+        (json.dumps({"error": {"message": "nope"}}).encode(), "not a Responses object with an output list"),
+        (json.dumps({**RESPONSE, "output": ["not an item"]}).encode(), "an output item of the recorded response"),
+        (b"not json", "not a Responses object"),
     ],
 )
-def test_what_is_not_a_finished_response_is_not_converted(body: bytes) -> None:
+def test_what_is_not_a_finished_response_is_not_converted_and_says_why(body: bytes, why: str) -> None:
     assert RESPONSES.body_to_stream(body, False) is None
+    problem = RESPONSES.unconvertible(body)
+    assert problem is not None and why in problem, problem
+
+
+@pytest.mark.parametrize("status", ["completed", "incomplete", "failed"])
+def test_a_finished_response_is_convertible(status: str) -> None:
+    assert RESPONSES.unconvertible(json.dumps({**RESPONSE, "status": status}).encode()) is None

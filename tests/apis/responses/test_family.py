@@ -187,6 +187,46 @@ async def test_replay_converts_between_stream_and_json(start_proxy: ProxyFactory
     assert raw_json.parse().model_dump(exclude_unset=True) == streamed[-1]["response"]
 
 
+async def test_an_unfinished_response_is_a_miss_that_says_why_when_it_must_change_form(
+    start_proxy: ProxyFactory, upstream: TestServer
+) -> None:
+    recorder = await start_proxy()
+    client = recorder.client("/s/bg/v1")
+    queued = await client.responses.create(model="fake-model", input="later please", background=True)
+    assert queued.status == "queued"
+    with pytest.raises(openai.APIError):  # a stream cut short: its response never finished
+        await events(client, model="fake-cut", input="cut me short")
+    await recorder.recorder.flush()
+    partial = {"timing": "instant", "include_partial": True, "on_exhausted": "repeat-last"}
+    again = (await start_proxy(upstream_url="", mode="replay", replay=partial)).client("/s/bg/v1")
+    as_recorded = await again.responses.with_raw_response.create(
+        model="fake-model", input="later please", background=True
+    )
+    assert as_recorded.headers["X-Proxy-Replay"] == "hit" and as_recorded.parse().model_dump() == queued.model_dump()
+
+    cases = [
+        ({"model": "fake-model", "input": "later please", "background": True, "stream": True}, "a stream", "queued"),
+        ({"model": "fake-cut", "input": "cut me short"}, "a non-streamed (JSON) response", "in_progress"),
+    ]
+    for kwargs, wanted, status in cases:
+        with pytest.raises(openai.NotFoundError) as caught:
+            await again.responses.create(**kwargs)
+        error, headers = caught.value, caught.value.response.headers
+        assert headers["X-Proxy-Replay"] == "miss" and "X-Proxy-Exchange-Id" not in headers
+        assert isinstance(error.body, dict) and error.body["type"] == error.body["code"] == "replay_miss"
+        assert f"this request asks for {wanted} and the recorded response's status is {status!r}" in error.message
+        assert "it had not finished" in error.message and error.body["recording"]
+
+    # In auto mode such a miss is forwarded and recorded, like any other.
+    auto = await start_proxy(mode="auto")
+    raw = await auto.client("/s/bg/v1").responses.with_raw_response.create(
+        model="fake-model", input="later please", background=True, stream=True
+    )
+    assert raw.headers["X-Proxy-Replay"] == "recorded"
+    assert [e.type async for e in raw.parse()][-1] == "response.completed"
+    assert len(upstream_requests(upstream)) == 3
+
+
 async def test_a_client_leaving_mid_stream_is_499_with_the_usage_seen_so_far(proxy: Proxy) -> None:
     stream = await proxy.client().responses.create(
         model="fake-usage-every-event",
