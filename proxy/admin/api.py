@@ -112,6 +112,7 @@ async def health(request: web.Request) -> web.Response:
             "max_queue_depth": st.recorder.intake.max_depth,
             # From an exchange's end to its commit, over the last records written.
             "lag_ms": st.recorder.lag_ms(),
+            "last_batch_ms": round(stats.last_batch_ms, 1),
             "written": stats.written,
             "spooled": stats.spooled,
             "unspooled": stats.unspooled,

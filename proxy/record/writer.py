@@ -7,8 +7,8 @@ Invariants:
 - A batch is whatever is queued, up to ``batch_size``. When the writer was idle it waits until the
   oldest queued record ended ``batch_delay`` ago (cut short when the batch fills, on ``flush()`` and on
   ``close()``); records that already waited that long go at once. So no record waits for a batch to
-  fill longer than ``batch_delay``, and after ``kill -9`` what is lost ended within ``batch_delay`` plus
-  the write of a batch, as long as the writer keeps up.
+  fill longer than ``batch_delay``, and after ``kill -9`` what is lost ended within ``batch_delay`` (or
+  the write in progress, if longer) plus the write of its own batch, as long as the writer keeps up.
 - Preparing (``Prep.steps``: the tap's last decoding, ``finalize``, pricing, the match key,
   ``make_storable``, masking) runs here; a record whose step raises is quarantined alone.
 - A failed insert is retried record by record when it may be the records' fault (``_records_fault``),
