@@ -127,7 +127,7 @@ class Upstream(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Server(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Copy streamed response bodies to the client inside the callbacks that receive them (forward.relay),
     # below aiohttp's stream API; false = through aiohttp's StreamReader and StreamResponse (forward.tee).
-    relay: bool = False
+    relay: bool = True
 
 
 class Database(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

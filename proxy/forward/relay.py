@@ -107,18 +107,20 @@ class Relay:
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
+        hooked: hooks.Hooked = self.hooked  # type: ignore[assignment]
+        client = hooked.client
+        transport = client.transport
+        if transport is None or transport.is_closing():
+            # Checked before the tap takes the read: what arrives after the client left is not its answer
+            # (its handler's cancellation may not have run yet), as with the tee.
+            self.left = True
+            self._end()
+            return
         tap = self.tap
         behind = tap.feed(data)
         usage_filter = self.usage_filter
         out = usage_filter.feed(data) if usage_filter is not None else data
-        hooked: hooks.Hooked = self.hooked  # type: ignore[assignment]
-        client = hooked.client
         if out:
-            transport = client.transport
-            if transport is None or transport.is_closing():
-                self.left = True
-                self._end()
-                return
             if hooked.chunked:
                 out = b"%x\r\n%b\r\n" % (len(out), out)
             transport.write(out)

@@ -97,9 +97,10 @@ async def _cut(request: web.Request) -> web.StreamResponse:
 
 async def _flood(request: web.Request) -> web.StreamResponse:
     written = request.app[WRITTEN]
-    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    sse = request.headers.get("X-Shape") == "events"  # 64 KiB chat events, never the answer's end
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream" if sse else "application/octet-stream"})
     await response.prepare(request)
-    chunk = b"x" * FLOOD_CHUNK
+    chunk = b"data: " + b"x" * (FLOOD_CHUNK - 8) + b"\n\n" if sse else b"x" * FLOOD_CHUNK
     for _ in range(FLOOD_TOTAL // FLOOD_CHUNK):
         await response.write(chunk)
         written[0] += len(chunk)
@@ -111,7 +112,7 @@ async def _flood(request: web.Request) -> web.StreamResponse:
 async def shaped(aiohttp_server: Callable[..., Any]) -> AsyncIterator[TestServer]:
     app = web.Application()
     app[WRITTEN] = [0]
-    shapes = {"chunked": _chunked, "length": _length, "gzip": _gzip, "cut": _cut}
+    shapes = {"chunked": _chunked, "length": _length, "gzip": _gzip, "cut": _cut, "events": _flood}
 
     async def chat(request: web.Request) -> web.StreamResponse:
         return await shapes[request.headers["X-Shape"]](request)
@@ -270,7 +271,7 @@ async def test_client_leaving_mid_stream_is_recorded_with_what_it_got(
 ) -> None:
     proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True}, max_record_bytes=1 << 20)
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.server.port)
-    writer.write(_request("/v1/files/flood/content"))
+    writer.write(_request("/v1/chat/completions", STREAM_REQUEST, "events"))
     await reader.readuntil(b"\r\n\r\n")
     await reader.readexactly(1 << 20)
     writer.transport.abort()
