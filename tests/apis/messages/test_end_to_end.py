@@ -184,6 +184,13 @@ async def test_a_client_leaving_mid_stream_is_499_with_message_start_s_input_tok
         first = await resp.content.readuntil(b"\n\n")
         assert first.startswith(b"event: message_start\n")
         resp.close()
+    # Open the gate only once the proxy has seen the client go: otherwise the upstream's next events may
+    # reach the proxy first and be passed on (and counted) before it knows, a race a loaded machine loses.
+    server = proxy.server.runner.server  # type: ignore[union-attr]
+    for _ in range(200):
+        if not server.connections:
+            break
+        await asyncio.sleep(0.01)
     gate.set()
     [row] = await proxy.wait_rows(1)
     assert row["status"] == 499 and row["upstream_status"] == 200 and row["outcome"] == "client_disconnected"
