@@ -115,6 +115,11 @@ class ProxyTestServer(TestServer):
         return ProxyRunner(self.app, **kwargs)
 
 
+def ending(row: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """How a recorded exchange ended: its API family, outcome, status and finish reason."""
+    return row["api"], row["outcome"], row["status"], row["finish_reason"]
+
+
 def upstream_requests(server: TestServer) -> list[dict[str, Any]]:
     return server.app[fake_upstream.REQUESTS]
 

@@ -16,7 +16,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support import API_KEY, ProxyFactory
+from tests.support import API_KEY, ProxyFactory, ending
 from tests.support.cli import PY, free_port, wait_port
 
 pytest.importorskip("llm_mock_api", reason="llm-mock-api (a test extra) is not installed")
@@ -71,7 +71,7 @@ async def test_chat_is_the_same_as_direct_and_recorded(start_proxy: ProxyFactory
     async with direct(mock_url) as plain:
         assert same_up_to_ids(through) == same_up_to_ids(await chat(plain, stream, **asked))
     [row] = await proxy.rows()
-    assert (row["api"], row["outcome"], row["status"], row["finish_reason"]) == ("chat", "complete", 200, "stop")
+    assert ending(row) == ("chat", "complete", 200, "stop")
     assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (10, 5, 15)
 
 
@@ -100,12 +100,7 @@ async def test_responses_are_the_same_as_direct_and_recorded(
     async with direct(mock_url) as plain:
         assert same_up_to_ids(through) == same_up_to_ids(await responses(plain, stream))
     [row] = await proxy.rows()
-    assert (row["api"], row["outcome"], row["status"], row["finish_reason"]) == (
-        "responses",
-        "complete",
-        200,
-        "completed",
-    )
+    assert ending(row) == ("responses", "complete", 200, "completed")
     assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (10, 5, 15)
     if stream:
         assert row["ttft_ms"] is not None
