@@ -110,11 +110,10 @@ def _random10() -> bytes:
 
 def new_exchange_id() -> str:
     """A UUIDv7 string: unique, and sorted by creation time so the primary key is time-ordered."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(_random10(), "big")
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    h = f"{value:032x}"
+    raw = bytearray((time.time_ns() // 1_000_000 & 0xFFFFFFFFFFFF).to_bytes(6, "big") + _random10())
+    raw[6] = 0x70 | raw[6] & 0x0F  # version 7
+    raw[8] = 0x80 | raw[8] & 0x3F  # variant 10
+    h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

@@ -118,12 +118,17 @@ REDACTED = "[redacted]"
 
 def redact_headers(headers: Mapping[str, str], extra: frozenset[str] = frozenset()) -> dict[str, str]:
     """Headers for storage: secrets replaced, names lower-cased, repeated names joined."""
-    out: dict[str, str] = {}
-    for key, value in headers.items():
-        name = key.lower()
-        if name in SECRET_HEADERS or name in extra:
-            value = REDACTED
-        out[name] = f"{out[name]}, {value}" if name in out else value
+    out = {key.lower(): value for key, value in headers.items()}
+    if len(out) != len(headers):  # a repeated name: its values joined, in order
+        out = {}
+        for key, value in headers.items():
+            name = key.lower()
+            out[name] = f"{out[name]}, {value}" if name in out else value
+    # Looking the few secret names up is cheaper than testing every header against them.
+    for names in (SECRET_HEADERS, extra):
+        for name in names:
+            if name in out:
+                out[name] = REDACTED
     return out
 
 

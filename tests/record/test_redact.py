@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.apis.codec import ANY_DECODER
 from proxy.record.exchange import Exchange
-from proxy.record.redact import BodyRedactor, LogScrubber, Redactor
+from proxy.record.redact import BodyRedactor, LogScrubber, Redactor, redact_headers
 
 
 def test_body_redactor_rules() -> None:
@@ -118,3 +119,28 @@ def test_masking_a_window_at_a_time_equals_one_pass(seed: int, monkeypatch: pyte
         monkeypatch.setattr(redact_module, "WINDOW", rng.randint(1, 40))
         monkeypatch.setattr(redact_module, "OVERLAP", rng.randint(20, 60))  # over the patterns' 17
         assert redactor(body) == expected
+
+
+def test_headers_for_storage_lower_cased_secrets_masked_repeats_joined() -> None:
+    headers = CIMultiDictProxy(
+        CIMultiDict(
+            [
+                ("Content-Type", "application/json"),
+                ("Authorization", "Bearer sk-secret-value-0123456789"),
+                ("X-Trace", "1"),
+                ("x-trace", "2"),
+                ("X-Api-Key", "k"),
+                ("X-Internal", "i"),
+            ]
+        )
+    )
+    assert redact_headers(headers, frozenset({"x-internal"})) == {
+        "content-type": "application/json",
+        "authorization": "[redacted]",
+        "x-trace": "1, 2",
+        "x-api-key": "[redacted]",
+        "x-internal": "[redacted]",
+    }
+    assert redact_headers(CIMultiDictProxy(CIMultiDict([("Set-Cookie", "a"), ("set-cookie", "b")]))) == {
+        "set-cookie": "[redacted]"
+    }
