@@ -1,118 +1,20 @@
-"""The pytest plugin, as a user meets it: pytest runs generated test files that use the real ``openai`` SDK.
-
-The upstream is the fake upstream on a loopback port in a thread of this process, so a test can count
-what reached it and stop it; the tripwire is an upstream that counts every connection made to it.
-"""
+"""The pytest plugin records once and replays offline, as recorded: every test of a generated suite (chat,
+streams, tools, the async client, Messages with the Anthropic SDK), its misses explained, no key in a cassette,
+and streams replayed instantly or at the recorded pace."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from proxy.replay.export import read_records
-from proxy.testing import fake_upstream
-from proxy.testing.inprocess import LoopThread
 from tests.support import API_KEY
+from tests.support.plugin_runs import HEADER, LiveUpstream, Tripwire, cassette, kept, module, pytest_in, record
 
 pytest_plugins = ["pytester"]
 
-
-class LiveUpstream:
-    """The fake upstream (chat, Messages, ...) on its own event loop thread: ``requests`` is what reached it."""
-
-    def __init__(self) -> None:
-        self.app = fake_upstream.create_app()
-        self._thread = LoopThread()
-        self._runner = web.AppRunner(self.app, access_log=None)
-        self.port = self._thread.call(self._start())
-
-    async def _start(self) -> int:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        return self._runner.addresses[0][1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def requests(self) -> list[dict[str, Any]]:
-        return self.app[fake_upstream.REQUESTS]
-
-    def stop(self) -> None:
-        if self._runner.server is not None:
-            self._thread.call(self._runner.cleanup())
-            self._thread.stop()
-
-
-class Tripwire:
-    """A listening socket that counts connections: any upstream contact shows."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self._thread = LoopThread()
-        self._server = self._thread.call(self._start())
-        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1"
-
-    async def _start(self) -> asyncio.Server:
-        async def count(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.connections += 1
-            writer.close()
-
-        return await asyncio.start_server(count, "127.0.0.1", 0)
-
-    def stop(self) -> None:
-        self._server.close()
-        self._thread.stop()
-
-
-@pytest.fixture
-def live_upstream() -> Iterator[LiveUpstream]:
-    up = LiveUpstream()
-    yield up
-    up.stop()
-
-
-@pytest.fixture
-def tripwire() -> Iterator[Tripwire]:
-    wire = Tripwire()
-    yield wire
-    wire.stop()
-
-
-@pytest.fixture
-def out(tmp_path: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Where generated tests keep what they received; the environment a user's shell would have."""
-    monkeypatch.setenv("LLM_TEST_OUT", str(tmp_path))
-    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
-    for var in ("PROXY_UPSTREAM_URL", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    return tmp_path
-
-
-HEADER = """
-import json, os, pathlib, time
-import openai, pytest
-
-OUT = pathlib.Path(os.environ["LLM_TEST_OUT"])
-
-
-def keep(name, value):
-    with (OUT / f"{name}.jsonl").open("a") as fh:
-        fh.write(json.dumps(value) + "\\n")
-
-
-def ask(client, text, **extra):
-    return client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": text}], **extra)
-"""
 
 SUITE = (
     HEADER
@@ -177,40 +79,7 @@ def test_zz_environment_restored():
 """
 )
 
-
-def module(body: str, **values: Any) -> str:
-    """A generated test module: the shared header, its constants, its tests."""
-    return "\n".join(f"{name.upper()} = {value!r}" for name, value in values.items()) + "\n" + body
-
-
 NAMES = ["plain", "stream", "tool_call", "twice", "left_early", "async"]
-
-
-def kept(out: Path, name: str) -> list[Any]:
-    path = out / f"{name}.jsonl"
-    values = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    path.unlink(missing_ok=True)
-    return values
-
-
-def cassette(pytester: pytest.Pytester, name: str) -> list[Any]:
-    with (pytester.path / "cassettes" / f"{name}.jsonl").open("rb") as fh:
-        return list(read_records(fh))
-
-
-# Plugins the generated tests do not use, left out of their runs for speed (hypothesis alone imports for seconds).
-UNUSED_PLUGINS = ("-p", "no:hypothesispytest", "-p", "no:aiohttp", "-p", "no:anyio")
-
-
-def pytest_in(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    """pytest in a process of its own: an inline run would re-import (and so duplicate) the SDK's modules."""
-    return pytester.runpytest_subprocess(*UNUSED_PLUGINS, *args, timeout=600)
-
-
-def record(pytester: pytest.Pytester, upstream: LiveUpstream, *args: str, passed: int) -> pytest.RunResult:
-    result = pytest_in(pytester, "--llm-record-mode=once", f"--llm-upstream={upstream.url}", *args)
-    result.assert_outcomes(passed=passed)
-    return result
 
 
 def test_record_once_then_replay_offline(
@@ -283,120 +152,6 @@ def test_a_changed_prompt_fails_with_the_explained_miss(
     )
     result.stdout.fnmatch_lines(["*_ test_error_swallowed _*", "llm_proxy: 1 request(s) had no recording*"])
     assert tripwire.connections == 0
-
-
-GROWING = (
-    HEADER
-    + """
-
-
-def test_chat(llm_proxy):
-    client = openai.OpenAI()
-    keep("chat", ask(client, "first question").id)
-    if EXTRA:
-        keep("chat", ask(client, EXTRA).id)
-"""
-)
-
-
-def test_new_appends_only_the_new_exchange(pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path) -> None:
-    pytester.makepyfile(test_grow=module(GROWING, extra=None))
-    record(pytester, live_upstream, passed=1)
-    path = pytester.path / "cassettes/test_grow/test_chat.jsonl"
-    first_line = path.read_bytes().splitlines()[1]
-    pytester.makepyfile(test_grow=module(GROWING, extra="second question"))
-    sent = len(live_upstream.requests)
-
-    pytest_in(pytester, "--llm-record-mode=new", f"--llm-upstream={live_upstream.url}").assert_outcomes(passed=1)
-    assert [r["body"]["messages"][0]["content"] for r in live_upstream.requests[sent:]] == ["second question"]
-    lines = path.read_bytes().splitlines()
-    assert len(lines) == 3 and lines[1] == first_line, "the recorded exchange is kept byte for byte"
-    assert json.loads(lines[0])["exchanges"] == 2
-    recorded = kept(out, "chat")
-
-    live_upstream.stop()
-    pytest_in(pytester).assert_outcomes(passed=1)
-    assert kept(out, "chat") == recorded[1:], "both answers replay"
-    before = path.read_bytes()
-    pytest_in(pytester, "--llm-record-mode=new", "--llm-upstream=http://127.0.0.1:9/v1").assert_outcomes(passed=1)
-    assert path.read_bytes() == before, "new with nothing new leaves the cassette untouched"
-
-
-def test_all_rewrites(pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path) -> None:
-    pytester.makepyfile(test_grow=module(GROWING, extra="second question"))
-    record(pytester, live_upstream, passed=1)
-    old = {r.id for r in cassette(pytester, "test_grow/test_chat")}
-    sent = len(live_upstream.requests)
-    pytest_in(pytester, "--llm-record-mode=all", f"--llm-upstream={live_upstream.url}").assert_outcomes(passed=1)
-    assert len(live_upstream.requests) == sent + 2, "every request recorded again"
-    new = {r.id for r in cassette(pytester, "test_grow/test_chat")}
-    assert len(new) == 2 and not new & old, "the cassette holds only the new recordings"
-
-
-SHARED = (
-    HEADER
-    + """
-pytestmark = pytest.mark.llm_cassette("shared", ignore=["temperature"])
-
-
-def test_first(llm_proxy):
-    keep("shared", ask(openai.OpenAI(), "common question", temperature=TEMPERATURE).id)
-
-
-def test_second():  # the marker alone brings the proxy
-    client = openai.OpenAI()
-    keep("shared", [ask(client, "common question").id, ask(client, "only the second asks").id])
-"""
-)
-
-
-def test_a_shared_cassette_via_the_marker(pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path) -> None:
-    pytester.makepyfile(test_shared=module(SHARED, temperature=0.2))
-    record(pytester, live_upstream, passed=2)
-    assert [p.name for p in (pytester.path / "cassettes/test_shared").iterdir()] == ["shared.jsonl"]
-    records = cassette(pytester, "test_shared/shared")
-    assert [r.session_id for r in records] == ["test_shared::test_first"] + ["test_shared::test_second"] * 2
-    first, (_, only_second) = kept(out, "shared")
-
-    live_upstream.stop()
-    pytester.makepyfile(test_shared=module(SHARED, temperature=0.9))  # ignored by the marker's match rules
-    pytest_in(pytester).assert_outcomes(passed=2)
-    assert kept(out, "shared") == [first, [first, only_second]], "tests sharing a cassette share its recordings"
-    pytest_in(pytester, "-k", "test_second").assert_outcomes(passed=1)
-    assert kept(out, "shared") == [[first, only_second]], "and each starts at the first recording"
-
-
-XDIST = (
-    HEADER
-    + """
-@pytest.mark.parametrize("n", range(6))
-@pytest.mark.llm_cassette("pool")
-def test_pooled(n):
-    keep("worker", os.environ.get("PYTEST_XDIST_WORKER"))
-    assert ask(openai.OpenAI(), f"question {n}").choices[0].message.content == f"Echo: question {n} "
-
-
-@pytest.mark.parametrize("n", range(2))
-def test_own(llm_proxy, n):
-    assert ask(openai.OpenAI(), f"own {n}").choices[0].message.content == f"Echo: own {n} "
-"""
-)
-
-
-def test_two_xdist_workers(pytester: pytest.Pytester, live_upstream: LiveUpstream, out: Path) -> None:
-    pytester.makepyfile(test_x=XDIST)
-    args = ("-n", "2")
-    result = pytest_in(pytester, "--llm-record-mode=once", f"--llm-upstream={live_upstream.url}", *args)
-    result.assert_outcomes(passed=8)
-    assert set(kept(out, "worker")) == {"gw0", "gw1"}, "both workers wrote the shared cassette"
-    pooled = cassette(pytester, "test_x/pool")
-    sessions = {r.session_id or "" for r in pooled}
-    assert len(pooled) == len(sessions) == 6, "every worker's recordings are in the one file"
-    assert all(s.startswith("test_x::test_pooled-") for s in sessions)
-    assert len(cassette(pytester, "test_x/test_own[0]")) == len(cassette(pytester, "test_x/test_own[1]")) == 1
-
-    live_upstream.stop()
-    pytest_in(pytester, *args).assert_outcomes(passed=8)
 
 
 ANTHROPIC = (
@@ -523,37 +278,3 @@ def test_replayed_streams_are_faithful_and_instant_unless_asked(
     (instant,) = kept(out, "reads")
     assert "".join(t for _, t in instant) == "".join(t for _, t in recorded)
     assert instant[-1][0] < span / 2, "instant by default"
-
-
-BAD_MARKERS = """
-import pytest
-
-
-@pytest.mark.llm_cassette(on_exhausted="sometimes")
-def test_bad_option():
-    pass
-
-
-@pytest.mark.llm_cassette(sessions=["other"])
-def test_sessions():
-    pass
-"""
-
-
-def test_setup_errors_say_what_to_fix(pytester: pytest.Pytester, out: Path) -> None:
-    pytester.makepyfile(test_grow=module(GROWING, extra=None))
-    result = pytest_in(pytester, "--llm-record-mode=once")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*llm_proxy: --llm-record-mode=once records, and needs --llm-upstream URL*"])
-    (pytester.path / "cassettes/test_grow").mkdir(parents=True)
-    (pytester.path / "cassettes/test_grow/test_chat.jsonl").write_text('{"format": "something else"}\n')
-    pytester.makepyfile(test_markers=BAD_MARKERS)
-    result = pytest_in(pytester)
-    result.assert_outcomes(errors=3)
-    result.stdout.fnmatch_lines_random(
-        [
-            "*llm_proxy: cassette *test_chat.jsonl: line 1: format 'something else'*",
-            "*llm_proxy: replay.on_exhausted: Invalid enum value 'sometimes' (valid: error, repeat-last, cycle)*",
-            "*llm_proxy: llm_cassette: 'sessions' is not a marker option*",
-        ]
-    )
