@@ -257,7 +257,8 @@ async def _respond(
     if tap.out is not None:
         out_headers.popall("Content-Encoding", None)
     response = web.StreamResponse(status=up.status, reason=up.reason, headers=out_headers)
-    if up.content_length is not None and tap.out is None:
+    if up.content_length is not None and tap.out is None and usage_filter is None:
+        # A filtered stream may send fewer bytes than the upstream declared (the hidden chunk): chunked then.
         response.content_length = up.content_length
     await response.prepare(request)
     # The relay forwards bytes as sent, so a stream the client must get decoded goes through the tee.

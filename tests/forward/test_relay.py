@@ -73,6 +73,19 @@ async def _length(request: web.Request) -> web.StreamResponse:
     return response
 
 
+USAGE_EVENT = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":40,"total_tokens":43}}\n\n'
+WITH_USAGE = b"".join(EVENTS[:-1]) + USAGE_EVENT + EVENTS[-1]
+
+
+async def _length_usage(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    response.content_length = len(WITH_USAGE)
+    await response.prepare(request)
+    await response.write(WITH_USAGE)
+    await response.write_eof()
+    return response
+
+
 async def _gzip(request: web.Request) -> web.StreamResponse:
     packed = GZIPPED
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Content-Encoding": "gzip"})
@@ -112,7 +125,14 @@ async def _flood(request: web.Request) -> web.StreamResponse:
 async def shaped(aiohttp_server: Callable[..., Any]) -> AsyncIterator[TestServer]:
     app = web.Application()
     app[WRITTEN] = [0]
-    shapes = {"chunked": _chunked, "length": _length, "gzip": _gzip, "cut": _cut, "events": _flood}
+    shapes = {
+        "chunked": _chunked,
+        "length": _length,
+        "length-usage": _length_usage,
+        "gzip": _gzip,
+        "cut": _cut,
+        "events": _flood,
+    }
 
     async def chat(request: web.Request) -> web.StreamResponse:
         return await shapes[request.headers["X-Shape"]](request)
@@ -163,7 +183,8 @@ STREAM_REQUEST = json.dumps({"model": "m", "messages": [{"role": "user", "conten
 async def test_framing_and_bytes_as_direct(
     start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool], shape: str
 ) -> None:
-    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True})
+    # No usage option added: nothing may be hidden, so the upstream's framing is kept (see the next test).
+    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True}, inject_stream_usage=False)
     raw = _request("/v1/chat/completions", STREAM_REQUEST, shape)
     direct_headers, direct = await _exchange(shaped.port, raw)
     headers, body = await _exchange(proxy.server.port, raw)
@@ -179,6 +200,20 @@ async def test_framing_and_bytes_as_direct(
     [row] = await proxy.rows()
     assert row["outcome"] == "complete" and row["status"] == 200
     assert (await proxy.bodies())[row["id"]]["response_body"] == SSE
+
+
+@pytest.mark.parametrize("relay", [True, False])
+async def test_a_stream_of_declared_length_whose_usage_chunk_is_hidden_is_sent_chunked(
+    start_proxy: ProxyFactory, shaped: TestServer, relay: bool
+) -> None:
+    # The client did not ask for usage, so the proxy hides the usage chunk it asked for: the body is shorter
+    # than the upstream's Content-Length, which must not reach the client (it would wait for the rest).
+    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": relay})
+    headers, body = await _exchange(proxy.server.port, _request("/v1/chat/completions", STREAM_REQUEST, "length-usage"))
+    assert "content-length" not in headers and headers["transfer-encoding"] == "chunked"
+    assert _dechunk(body) == SSE  # every event but the usage chunk
+    [row] = await proxy.rows()
+    assert row["outcome"] == "complete" and row["completion_tokens"] == 40
 
 
 async def test_gzip_stream_is_forwarded_as_sent_and_recorded_decoded(
