@@ -198,11 +198,13 @@ def parsed_filters(args: argparse.Namespace, command: str) -> Any:
         raise ConfigError(str(exc)) from None
 
 
-def with_connection(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
-    """Run ``fn(connection)`` against the configured database."""
+def query_filtered(args: argparse.Namespace, command: str, fn: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """Run ``fn(connection, filters)`` against the configured database, with the command line's report filters."""
+    filters = parsed_filters(args, command)
+    settings = settings_from(args)
 
     async def go() -> T:
         async with open_engine(settings) as engine, engine.connect() as conn:
-            return await fn(conn)
+            return await fn(conn, filters)
 
     return run(lambda: go())

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from proxy.commands import (
-    Subparsers,
-    add_common,
-    add_filters,
-    parsed_filters,
-    print_rows,
-    settings_from,
-    with_connection,
-)
+from proxy.commands import Subparsers, add_common, add_filters, print_rows, query_filtered
 
 COLUMNS = (
     "started_at",
@@ -32,8 +24,7 @@ COLUMNS = (
 def cmd_logs(args: argparse.Namespace) -> int:
     from proxy.store import browse
 
-    filters = parsed_filters(args, "logs")
-    page = with_connection(settings_from(args), lambda conn: browse.list_exchanges(conn, filters, limit=args.count))
+    page = query_filtered(args, "logs", lambda conn, filters: browse.list_exchanges(conn, filters, limit=args.count))
     rows = page.rows[::-1]  # oldest of the page first, like a log
     for row in rows:
         row["model"] = row["model"] or row["model_requested"]

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from proxy.commands import (
-    Subparsers,
-    add_common,
-    add_filters,
-    parsed_filters,
-    print_rows,
-    settings_from,
-    with_connection,
-)
+from proxy.commands import Subparsers, add_common, add_filters, print_rows, query_filtered
 
 COLUMNS = ("session", "first_at", "last_at", "requests", "errors", "total_tokens", "cost_usd", "unknown_cost", "models")
 
@@ -20,8 +12,7 @@ COLUMNS = ("session", "first_at", "last_at", "requests", "errors", "total_tokens
 def cmd_sessions(args: argparse.Namespace) -> int:
     from proxy.store import browse
 
-    filters = parsed_filters(args, "sessions")
-    rows = with_connection(settings_from(args), lambda conn: browse.sessions(conn, filters, limit=args.limit))
+    rows = query_filtered(args, "sessions", lambda conn, filters: browse.sessions(conn, filters, limit=args.limit))
     print_rows(rows, args.format, COLUMNS if args.format == "table" else None)
     return 0
 

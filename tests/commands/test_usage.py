@@ -1,4 +1,5 @@
-"""``proxy usage`` and ``proxy logs`` as a user reads them: costs and durations without float noise."""
+"""``proxy usage``, ``proxy logs`` and ``proxy sessions`` as a user reads them: costs and durations without
+float noise."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tests.support.reported import TOKEN_FIELDS, WHOLE_HOUR, hand_made
 async def _seed(database: Database) -> None:
     batch = []
     for model, cost, duration in (("tiny", 2e-08, 3.8203440000188493), ("small", 5.0999999999999995e-06, 12.5)):
-        ex = Exchange(method="POST", path="/v1/chat/completions", status=200, requested_model=model)
+        ex = Exchange(method="POST", path="/v1/chat/completions", status=200, requested_model=model, session_id=model)
         ex.finish()
         ex.duration_ms, ex.cost_usd, ex.cost_source = duration, cost, CostSource.COMPUTED
         batch.append(ex)
@@ -39,6 +40,10 @@ async def test_usage_and_logs_show_costs_exactly(sqlite_db: Database, tmp_path: 
     assert json.loads(usage_json)[0]["cost_usd"] in (2e-08, 5.1e-06)
     logs_json = json.loads(await asyncio.to_thread(cli, "logs", "--format", "json"))
     assert sorted(r["duration_ms"] for r in logs_json) == [3.82, 12.5]
+    tiny_json = json.loads(await asyncio.to_thread(cli, "logs", "--model", "tiny", "--format", "json"))
+    assert [r["duration_ms"] for r in tiny_json] == [3.82], "the filters reach the query"
+    sessions = json.loads(await asyncio.to_thread(cli, "sessions", "--model", "small", "--format", "json"))
+    assert [(s["requests"], s["cost_usd"]) for s in sessions] == [(1, 5.1e-06)]
     table = await asyncio.to_thread(cli, "usage", "--by", "model")
     tiny = next(line for line in table.splitlines() if line.startswith("tiny"))
     assert "0.00000002" in tiny.split()

@@ -13,17 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.testing.fake_upstream import odd
-from proxy.testing.fake_upstream.common import (
-    CONTROL,
-    ENC,
-    REQUESTS,
-    echo_pieces,
-    pause,
-    read_openai_request,
-    send_stream,
-    sse,
-)
+from proxy.testing.fake_upstream import common, odd
 
 
 def chunk_object(
@@ -127,7 +117,7 @@ class _Call:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body = await read_openai_request(request)
+    body = await common.read_openai_request(request)
     if isinstance(body, web.Response):
         return body
     model = str(body.get("model", "fake-model"))
@@ -139,9 +129,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if misbehaving is not None:
         return await misbehaving(request)
     legacy = request.path.rstrip("/").endswith("/v1/completions")
-    control = request.app[CONTROL]
+    control = request.app[common.CONTROL]
     prompt = _prompt_text(body.get("prompt")) if legacy else _last_user_text(body.get("messages"))
-    pieces = echo_pieces(request, prompt)
+    pieces = common.echo_pieces(request, prompt)
     n = int(body.get("n") or 1)
     prompt_tokens = len(prompt.split()) if legacy else len(_words(body.get("messages")))
     created = int(time.time())
@@ -150,15 +140,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         n=n,
         pieces=pieces,
         usage=_usage(model, prompt_tokens, len(pieces) * n),
-        ident=f"{'cmpl' if legacy else 'chatcmpl'}-fake{created}-{len(request.app[REQUESTS])}",  # repeats differ
+        ident=f"{'cmpl' if legacy else 'chatcmpl'}-fake{created}-{len(request.app[common.REQUESTS])}",  # repeats differ
         created=created,
         legacy=legacy,
         tool_arguments=control.tool_arguments,
     )
     if body.get("stream"):
         return await _stream(request, body, call)
-    await pause(request)
-    data = ENC.encode(call.answer())
+    await common.pause(request)
+    data = common.ENC.encode(call.answer())
     headers = {"x-request-id": "req_fake_ok"}
     if request.headers.get("x-fake-gzip") == "1":
         data = gzip.compress(data)
@@ -189,13 +179,13 @@ def _chunks(body: dict[str, Any], call: _Call) -> list[bytes]:
     openrouter = model == "fake-openrouter"
     eol = "\r\n" if openrouter else "\n"
     include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and model != "fake-no-usage"
-    common: dict[str, Any] = {"provider": "FakeProvider"} if openrouter else {"usage": None} if include_usage else {}
+    shared: dict[str, Any] = {"provider": "FakeProvider"} if openrouter else {"usage": None} if include_usage else {}
     every = model == "fake-usage-every-chunk"  # usage so far on every chunk, asked for or not
     sent = 0
 
     def chunk(choices: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> bytes:
         stamp = call.created + 0.5 if openrouter else call.created
-        fields = {**common, **(extra or {})}
+        fields = {**shared, **(extra or {})}
         if every:
             fields["usage"] = {
                 **call.usage,
@@ -206,7 +196,7 @@ def _chunks(body: dict[str, Any], call: _Call) -> list[bytes]:
         if call.legacy:
             obj = {**obj, "object": "text_completion"}
             del obj["system_fingerprint"]
-        return sse(obj, eol)
+        return common.sse(obj, eol)
 
     out = []
     if not call.legacy:
@@ -249,7 +239,7 @@ async def _stream(request: web.Request, body: dict[str, Any], call: _Call) -> we
     # OpenRouter's keep-alive comment, before the first event and again mid-stream.
     comment = f": OPENROUTER PROCESSING{eol}{eol}".encode()
     before = {0: comment, len(out) // 2: comment} if openrouter else None
-    return await send_stream(request, out, before=before, cut_after=call.model == "fake-cut")
+    return await common.send_stream(request, out, before=before, cut_after=call.model == "fake-cut")
 
 
 ROUTES = [

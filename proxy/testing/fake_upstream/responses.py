@@ -26,15 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.testing.fake_upstream.common import (
-    CONTROL,
-    REQUESTS,
-    echo_pieces,
-    pause,
-    read_openai_request,
-    send_stream,
-    sse,
-)
+from proxy.testing.fake_upstream import common
 
 CUT_AFTER = 5  # events sent before fake-cut drops the connection, and before a mid-stream failure
 
@@ -70,12 +62,12 @@ class _Reply:
 
     def __init__(self, request: web.Request, body: dict[str, Any]) -> None:
         self.model = str(body.get("model"))
-        control = request.app[CONTROL]
-        self.pieces = echo_pieces(request, input_text(body))
+        control = request.app[common.CONTROL]
+        self.pieces = common.echo_pieces(request, input_text(body))
         self.arguments = control.tool_arguments
         self.summary = ["Thinking ", "it ", "over."] if self.model == "fake-reasoning" else []
         created = int(time.time())
-        self.ident = f"resp_fake{created}_{len(request.app[REQUESTS])}"  # unique: repeated prompts differ
+        self.ident = f"resp_fake{created}_{len(request.app[common.REQUESTS])}"  # unique: repeated prompts differ
         words = len(input_text(body).split()) + len(str(body.get("instructions") or "").split())
         self.prompt_tokens = words
         self.base: dict[str, Any] = {
@@ -141,7 +133,7 @@ class _Reply:
     def event(self, kind: str, **fields: Any) -> None:
         if "response" in fields and self.model == "fake-usage-every-event":
             fields["response"] = {**fields["response"], "usage": self.usage(final=fields["response"] is not self.base)}
-        self.sent.append(sse({"type": kind, "sequence_number": len(self.sent), **fields}, event=kind))
+        self.sent.append(common.sse({"type": kind, "sequence_number": len(self.sent), **fields}, event=kind))
 
     def stream(self) -> list[bytes]:
         self.event("response.created", response=self.base)
@@ -196,12 +188,12 @@ class _Reply:
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
-    body = await read_openai_request(request)
+    body = await common.read_openai_request(request)
     if isinstance(body, web.Response):
         return body
     reply = _Reply(request, body)
     if not body.get("stream"):
-        await pause(request)
+        await common.pause(request)
         # A background request is answered at once, before it has run (the client polls for the rest).
         answer = {**reply.base, "status": "queued", "background": True} if body.get("background") else reply.final()
         return web.json_response(answer, headers={"x-request-id": "req_fake_ok"})
@@ -217,7 +209,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
         events = reply.sent
     elif reply.model == "fake-cut":
         events = events[:CUT_AFTER]
-    return await send_stream(request, events, cut_after=reply.model == "fake-cut")
+    return await common.send_stream(request, events, cut_after=reply.model == "fake-cut")
 
 
 ROUTES = [web.post("/v1/responses", responses)]
