@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,18 @@ from tests.support import BACKENDS, PG_URL
 SQLITE_SCENARIOS = ("nonstream-c1", "fast-streams-c32")
 # PostgreSQL: the streamed scenario only (the one with the most records and tokens), to keep this quick.
 PG_SCENARIOS = ("fast-streams-c32",)
+
+
+def _check_scenario_summary(targets: dict[str, Any]) -> None:
+    """One scenario's summary: each target ran, the proxy served every request and recorded each with its tokens."""
+    assert list(targets) == ["direct", "proxy", "direct-again"]
+    proxy = targets["proxy"]
+    assert proxy["failed"] == 0 and proxy["rps"] > 0 and proxy["cpu_ms_per_request"] is not None
+    assert proxy["peak_rss_mb"] > 0 and proxy["x_direct"] is not None
+    records = proxy["records"]
+    assert records["complete"] and records["lost"] == 0
+    assert records["rows"] == records["requests_sent"] > 0
+    assert records["tokens_db"] == records["tokens_upstream"] > 0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -52,15 +65,7 @@ def test_quick_run_writes_complete_report(backend: str, tmp_path: Path) -> None:
     assert set(section["summary"]) == set(scenarios)
 
     for scenario in scenarios:
-        targets = section["summary"][scenario]
-        assert list(targets) == ["direct", "proxy", "direct-again"]
-        proxy = targets["proxy"]
-        assert proxy["failed"] == 0 and proxy["rps"] > 0 and proxy["cpu_ms_per_request"] is not None
-        assert proxy["peak_rss_mb"] > 0 and proxy["x_direct"] is not None
-        records = proxy["records"]
-        assert records["complete"] and records["lost"] == 0
-        assert records["rows"] == records["requests_sent"] > 0
-        assert records["tokens_db"] == records["tokens_upstream"] > 0
+        _check_scenario_summary(section["summary"][scenario])
     stream = section["summary"]["fast-streams-c32"]["proxy"]
     assert stream["ttfe_p50_ms"] is not None and stream["events_per_s"] > 0
     # Inside the proxy: CPU split by thread kind (adding up to the whole), and the loop's longest hold.
