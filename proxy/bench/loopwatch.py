@@ -4,8 +4,9 @@
 its event loop: a timer every ``TICK`` seconds that notes, for each second, the longest stretch of CPU
 the loop's thread spent between two ticks (``thread_time``: what a step of the proxy held the loop,
 without the waits for a core that a busy machine adds) and the longest wall-clock gap between two ticks
-minus the tick (what a new event waited for the loop, those waits included). One JSON line per second,
-``[unix_time, cpu_ms, wall_ms]``, appended to FILE; ``window`` reads the maximum over a time range.
+minus the tick (what a new event waited for the loop, those waits included). One JSON line per
+``PERIOD`` (a quarter second, so even a short round has one), ``[unix_time, cpu_ms, wall_ms]``, appended to
+FILE; ``window`` reads the maximum over a time range.
 
 Invariants:
 - The sampler only observes: it adds ~500 timer wake-ups per second (a few microseconds each, well under
@@ -26,11 +27,12 @@ from pathlib import Path
 from aiohttp import web
 
 TICK = 0.002
+PERIOD = 0.25
 SAMPLER = web.AppKey("loopwatch_sampler", asyncio.Task)
 
 
 async def sample(path: Path, tick: float = TICK) -> None:
-    """Append one ``[unix_time, cpu_ms, wall_ms]`` line per second to ``path``, until cancelled."""
+    """Append one ``[unix_time, cpu_ms, wall_ms]`` line per ``PERIOD`` to ``path``, until cancelled."""
     second = [time.time(), 0.0, 0.0]
     with path.open("a", buffering=1) as out:
         while True:
@@ -38,19 +40,19 @@ async def sample(path: Path, tick: float = TICK) -> None:
             await asyncio.sleep(tick)
             second[1] = max(second[1], (time.thread_time() - cpu) * 1000)
             second[2] = max(second[2], (time.perf_counter() - wall - tick) * 1000)
-            if time.time() - second[0] >= 1.0:
+            if time.time() - second[0] >= PERIOD:
                 out.write(json.dumps([round(v, 3) for v in second]) + "\n")
                 second = [time.time(), 0.0, 0.0]
 
 
 def window(path: Path, since: float, until: float) -> dict[str, float] | None:
-    """The longest hold in the seconds that began within ``[since, until]``; None when none was sampled."""
+    """The longest hold in the periods that overlap ``[since, until]``; None when none was sampled."""
     seconds: list[list[float]] = []
     with contextlib.suppress(OSError):
         for line in path.read_text().splitlines():
             with contextlib.suppress(ValueError):
                 seconds.append(json.loads(line))
-    inside = [s for s in seconds if since - 1.0 <= s[0] <= until]
+    inside = [s for s in seconds if since - PERIOD <= s[0] <= until]
     if not inside:
         return None
     return {"cpu_ms": round(max(s[1] for s in inside), 2), "wall_ms": round(max(s[2] for s in inside), 2)}
