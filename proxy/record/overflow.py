@@ -20,6 +20,7 @@ from typing import Protocol
 
 from proxy.record.exchange import Exchange
 from proxy.record.redact import Redactor
+from proxy.record.slices import run_through
 from proxy.record.spool import Spool, SpoolFull
 from proxy.record.stats import RecorderStats
 
@@ -27,7 +28,9 @@ log = logging.getLogger("proxy.record.recorder")
 
 
 class Steps(Protocol):
-    def steps(self, ex: Exchange) -> Generator[None, None, None]: ...
+    """``record.writer.Prep`` (which imports this module)."""
+
+    def ready(self, batch: list[Exchange], shelf: Shelf) -> Generator[None, None, list[Exchange]]: ...
 
 
 class Shelf:
@@ -147,16 +150,7 @@ class Overflow:
                 self.done(len(batch))
 
     def _spool(self, batch: list[Exchange]) -> None:
-        ready = []
-        for ex in batch:
-            try:
-                for _ in self.prep.steps(ex):
-                    pass
-            except Exception as exc:  # one record's fault: quarantined, as in the writer
-                log.exception("recorder: exchange %s could not be prepared for storage", ex.id)
-                self.shelf.quarantine([(ex, f"{type(exc).__name__}: {exc}")])
-                continue
-            ready.append(ex)
+        ready = run_through(self.prep.ready(batch, self.shelf))
         if ready:
             self.shelf.put(ready)
             self.on_spooled()

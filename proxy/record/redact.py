@@ -30,13 +30,12 @@ import hmac
 import logging
 import re
 from collections.abc import Generator, Iterable, Mapping
-from typing import TypeVar
 from urllib.parse import unquote_plus
 
 from proxy.config import DEFAULT_BODY_PATTERNS, DEFAULT_QUERY_PARAMS, Settings
 from proxy.record.exchange import Exchange
+from proxy.record.slices import run_through
 
-T = TypeVar("T")
 KEEP = 3
 # Bytes of a body scanned per step: about a millisecond of matching.
 WINDOW = 256 << 10
@@ -50,7 +49,7 @@ class BodyRedactor:
         self._regexes = [re.compile(p.encode()) for p in patterns if p]
 
     def __call__(self, data: bytes) -> bytes:
-        return _run(self.steps(data))
+        return run_through(self.steps(data))
 
     def steps(self, data: bytes) -> Generator[None, None, bytes]:
         """Mask ``data`` a ``WINDOW`` at a time, yielding after each window; returns the masked bytes.
@@ -88,15 +87,6 @@ class BodyRedactor:
         if not value or not self._regexes:
             return value
         return self(value.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
-
-
-def _run(steps: Generator[None, None, T]) -> T:
-    """All of ``steps`` at once (small bodies, and callers off the event loop)."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
 
 
 def _mask(match: re.Match[bytes]) -> bytes:
@@ -217,7 +207,7 @@ class Redactor:
 
     def exchange(self, ex: Exchange) -> None:
         """Mask, in place, every field of a record that came from a client or upstream (idempotent)."""
-        _run(self.exchange_steps(ex))
+        run_through(self.exchange_steps(ex))
 
     def exchange_steps(self, ex: Exchange) -> Generator[None, None, None]:
         """``exchange`` a body window at a time, yielding between windows (``record.slices.complete``)."""

@@ -2,7 +2,8 @@
 
 Invariants:
 - A step is a bounded piece of work (a window of a body, a slice of a stream); ``complete`` runs the
-  steps of a generator and yields to the loop whenever ``YIELD_EVERY`` seconds of them have run.
+  steps of a generator and yields to the loop whenever ``YIELD_EVERY`` seconds of them have run;
+  ``run_through`` runs them in one go (a thread with no loop to share, such as the spooler).
 - Works on whatever loop runs it (the proxy's, or a writer's own): it only awaits ``asyncio.sleep(0)``.
 """
 
@@ -30,3 +31,12 @@ async def complete(steps: Generator[None, None, T]) -> T:
         if time.perf_counter() - started > YIELD_EVERY:
             await asyncio.sleep(0)
             started = time.perf_counter()
+
+
+def run_through(steps: Generator[None, None, T]) -> T:
+    """Run ``steps`` to its end at once; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value

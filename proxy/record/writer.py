@@ -71,6 +71,20 @@ class Prep:
         # Every field taken from a client or upstream, masked before the database or the spool.
         yield from self.redactor.exchange_steps(ex)
 
+    def ready(self, batch: list[Exchange], shelf: Shelf) -> Generator[None, None, list[Exchange]]:
+        """The records of a batch made ready for storage, as steps; one that cannot be is quarantined alone."""
+        ready = []
+        for ex in batch:
+            try:
+                yield from self.steps(ex)
+            except Exception as exc:  # one record's fault, whatever it is
+                log.exception("recorder: exchange %s could not be prepared for storage", ex.id)
+                shelf.quarantine([(ex, f"{type(exc).__name__}: {exc}")])
+                continue
+            ready.append(ex)
+            yield
+        return ready
+
 
 class Writer:
     def __init__(
@@ -169,7 +183,7 @@ class Writer:
 
     async def _write(self, batch: list[Exchange]) -> list[float] | None:
         """Prepare and store a batch; the lags (ms from each exchange's end to its commit) of those stored."""
-        ready = await complete(self._prepare(batch))
+        ready = await complete(self.prep.ready(batch, self.shelf))
         if not ready:
             return None
         if not self.stats.database_ok and not await self.try_recover():
@@ -179,20 +193,6 @@ class Writer:
             return None
         now = time.perf_counter()
         return [(now - ended_at(ex)) * 1000 for ex in ready]
-
-    def _prepare(self, batch: list[Exchange]) -> Generator[None, None, list[Exchange]]:
-        """The records of a batch made ready for storage, as steps; one that cannot be is quarantined."""
-        ready = []
-        for ex in batch:
-            try:
-                yield from self.prep.steps(ex)
-            except Exception as exc:  # one record's fault, whatever it is
-                log.exception("recorder: exchange %s could not be prepared for storage", ex.id)
-                self.shelf.quarantine([(ex, f"{type(exc).__name__}: {exc}")])
-                continue
-            ready.append(ex)
-            yield
-        return ready
 
     async def _insert(self, batch: list[Exchange]) -> None:
         async with self.engine.begin() as conn:
