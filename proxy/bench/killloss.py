@@ -31,6 +31,7 @@ from pathlib import Path
 import aiohttp
 
 from proxy.bench.procs import PY, Service, free_port
+from proxy.bench.run import create_database, drop_database
 
 POLL = 0.25
 BATCH_DELAY_MS = 50.0  # the proxy's default recorder.batch_delay, which this run keeps
@@ -122,24 +123,6 @@ def spooled_ids(folder: Path) -> set[str]:
     return {ex.id for path in spool.files() for ex in spool.read(path)}
 
 
-async def pg_database(admin_url: str, name: str, create: bool) -> str:
-    """Create (or drop) the run's own database; its URL."""
-    from sqlalchemy.engine import make_url
-
-    from proxy.store import db
-
-    engine = db.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            if create:
-                await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-            else:
-                await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
 def report(
     args: argparse.Namespace, run: Run, killed_at: float, seconds: float, stored: set[str], spooled: set[str]
 ) -> None:
@@ -175,7 +158,7 @@ async def main_async(args: argparse.Namespace) -> None:
     pg_name = f"killloss_{secrets.token_hex(4)}"
     url = f"sqlite+aiosqlite:///{work / 'bench.db'}"
     if args.db == "postgres":
-        url = await pg_database(args.pg_url, pg_name, create=True)
+        url = await create_database(args.pg_url, pg_name)
     up_port, port = free_port(), free_port()
     upstream = Service("upstream", [PY, "-m", "proxy.bench.upstream", "--port", str(up_port)], up_port, work)
     cmd = [PY, "-m", "proxy", "serve", "--upstream", upstream.url, "--listen", f"127.0.0.1:{port}", "--db", url]
@@ -190,7 +173,7 @@ async def main_async(args: argparse.Namespace) -> None:
         proxy.stop()
         upstream.stop()
         if args.db == "postgres":
-            await pg_database(args.pg_url, pg_name, create=False)
+            await drop_database(args.pg_url, pg_name)
 
 
 def main() -> None:

@@ -111,31 +111,36 @@ def _meta(run_id: str, opts: Options) -> dict[str, Any]:
     }
 
 
-async def _fresh_postgres(url: str, run_id: str) -> tuple[str, str | None]:
-    """A new database beside the one in ``url``; returns (url to use, name to drop or None)."""
-    name = f"proxy_bench_{run_id}"
+async def create_database(url: str, name: str) -> str:
+    """Create database ``name`` on the PostgreSQL server of ``url``; the URL of the new database."""
+    await _admin_sql(url, f'CREATE DATABASE "{name}"')
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_database(url: str, name: str) -> None:
+    await _admin_sql(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _admin_sql(url: str, statement: str) -> None:
     admin = db.create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as conn:
-            await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            await conn.exec_driver_sql(statement)
+    finally:
+        await admin.dispose()
+
+
+async def _fresh_postgres(url: str, run_id: str) -> tuple[str, str | None]:
+    """A new database beside the one in ``url``; returns (url to use, name to drop or None)."""
+    name = f"proxy_bench_{run_id}"
+    try:
+        return await create_database(url, name), name
     except Exception as exc:  # noqa: BLE001 - no CREATEDB right, etc.: fall back to labels
         print(
             f"bench: cannot create database {name} ({type(exc).__name__}); using {db.redacted_url(url)}",
             file=sys.stderr,
         )
         return url, None
-    finally:
-        await admin.dispose()
-    return make_url(url).set(database=name).render_as_string(hide_password=False), name
-
-
-async def _drop_postgres(url: str, name: str) -> None:
-    admin = db.create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.dispose()
 
 
 def _proxy_service(
@@ -281,7 +286,7 @@ async def run_section(
         if sec.counter is not None:
             await sec.counter.close()
         if drop is not None:
-            await _drop_postgres(db_url, drop)
+            await drop_database(db_url, drop)
     streams = {s.name: s.stream for s in scenario_list(opts)}
     section = {
         "database": kind,
