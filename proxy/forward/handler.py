@@ -47,9 +47,12 @@ REFUSAL_MAX_BYTES = 64 << 10
 class Rejected(Exception):
     """The proxy refuses the request itself; raised by a step, answered by ``forward``."""
 
-    def __init__(self, status: int, message: str, code: str, type_: str = "invalid_request_error") -> None:
+    def __init__(
+        self, status: int, message: str, code: str, type_: str = "invalid_request_error", *, close: bool = False
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.type = status, message, code, type_
+        self.close = close  # the connection is closed after the answer, not kept for a next request
 
     def respond(self, ex: Exchange, recorded: bool, family: Family) -> web.Response:
         ex.status = self.status
@@ -57,8 +60,7 @@ class Rejected(Exception):
         # The id names a record only in a mode that records (passthrough makes none).
         exchange_id = ex.id if recorded else None
         response = error_response(self.status, self.message, self.type, self.code, exchange_id, family)
-        if self.status == 408:
-            # The rest of the body may never come: the connection is closed, not kept for a next request.
+        if self.close:
             response.force_close()
         return response
 
@@ -134,7 +136,9 @@ async def _read_body(request: web.Request, st: ProxyState, ex: Exchange) -> byte
             body = await request.read()
     except TimeoutError:
         # A client trickling its body (or stopping halfway) must not hold a connection and a handler forever.
-        raise Rejected(408, f"request body not received within {deadline:g} s", "request_timeout") from None
+        # The rest of the body may never come, so the connection cannot serve a next request.
+        message = f"request body not received within {deadline:g} s"
+        raise Rejected(408, message, "request_timeout", close=True) from None
     except web.HTTPRequestEntityTooLarge:
         # Answered before reading the rest of the body; aiohttp then closes the connection.
         raise Rejected(
