@@ -1,8 +1,8 @@
 """The relay: framing byte for byte as direct, backpressure against a slow client, gzip as sent, every ending.
 
-Every test of ``test_tee`` runs here again with the relay on (imported below): the endings the tee is held
-to (client leaves, upstream cuts or errs, timeouts, usage filtering, gzip) are the relay's too. The tests
-written here check what only the relay does; each asserts that the body really went through it.
+Every test of ``test_tee`` runs with the relay on as well as off (its ``relay`` fixture): the endings the tee
+is held to are the relay's too. The tests written here check what only the relay does; each asserts that the
+body really went through it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from proxy.forward import hooks
-from tests.forward.test_tee import *  # noqa: F403  (the tee's tests, run with the relay on)
 from tests.support import API_KEY, Proxy, ProxyFactory
 
 EVENTS = [b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"w%d "}}]}\n\n' % i for i in range(40)]
@@ -29,6 +28,7 @@ GZIPPED = gzip.compress(SSE, mtime=0)
 FLOOD_CHUNK = 64 << 10
 FLOOD_TOTAL = 64 << 20
 WRITTEN = web.AppKey("written", list)
+MESSAGES = [{"role": "user", "content": "one two three four five six"}]
 
 
 @pytest.fixture
@@ -241,7 +241,7 @@ async def test_an_encoded_stream_whose_usage_chunk_is_hidden_goes_through_the_te
 
 async def test_injected_usage_chunk_is_hidden_through_the_relay(proxy: Proxy, relayed: list[bool]) -> None:
     client = proxy.client()
-    stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)  # noqa: F405
+    stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
     chunks = [c async for c in stream]
     assert relayed == [True]
     assert all(c.usage is None for c in chunks) and all(c.choices for c in chunks)

@@ -20,10 +20,25 @@ MESSAGES = [{"role": "user", "content": "one two three four five six"}]
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
+@pytest.fixture(params=[False, True], ids=["tee", "relay"])
+def relay(request: pytest.FixtureRequest) -> bool:
+    """Every test here runs through the tee and again through the relay (``forward.relay``): the endings the
+    tee is held to (client leaves, upstream cuts or errs, timeouts, usage filtering, gzip) are the relay's too."""
+    return bool(request.param)
+
+
+@pytest.fixture
+def start_proxy(start_proxy: ProxyFactory, relay: bool) -> ProxyFactory:
+    def start(*args: object, **settings: object) -> object:
+        settings.setdefault("server", {"relay": relay})
+        return start_proxy(*args, **settings)
+
+    return start
+
+
 @pytest.fixture
 async def proxy(start_proxy: ProxyFactory) -> Proxy:
-    """The tee itself: the relay off (``test_relay`` runs these tests again with it on)."""
-    return await start_proxy(server={"relay": False})
+    return await start_proxy()
 
 
 def chat_body(model: str, **extra: object) -> dict[str, object]:
