@@ -11,18 +11,14 @@ from proxy.record.exchange import Exchange
 from proxy.record.recorder import Recorder
 from proxy.record.spool import Spool
 from tests.support import Database
+from tests.support.traffic import finished_exchange
 
 KEY = "sk-proj-" + "o" * 40
 BODY = b'{"model": "m", "user": "' + KEY.encode() + b'", "messages": [], "pad": "' + b"x" * 20_000 + b'"}'
 
 
 def _exchange(i: int) -> Exchange:
-    ex = Exchange(method="POST", path="/v1/chat/completions", session_id=f"o-{i}", status=200)
-    ex.request_body = BODY
-    ex.response_headers = {"content-type": "application/json"}
-    ex.response_body = b'{"usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}'
-    ex.finish()
-    return ex
+    return finished_exchange(f"o-{i}", BODY)
 
 
 async def _loop_gaps(stop: asyncio.Event) -> float:

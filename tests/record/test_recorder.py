@@ -13,6 +13,7 @@ from proxy.record.recorder import Recorder
 from proxy.record.writer import Writer
 from proxy.usage.pricing import PriceTable
 from tests.support import Database, FaultReport, Proxy
+from tests.support.traffic import finished_exchange
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 
@@ -101,11 +102,7 @@ async def test_full_spool_drops_and_counts(database: Database, tmp_path: Path) -
 
 
 def _exchange(i: int) -> Exchange:
-    ex = Exchange(method="POST", path="/v1/chat/completions", session_id=f"batch-{i}", status=200)
-    ex.response_headers = {"content-type": "application/json"}
-    ex.response_body = b'{"usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}'
-    ex.finish()
-    return ex
+    return finished_exchange(f"batch-{i}")
 
 
 async def _wait_written(recorder: Recorder, n: int, timeout: float) -> float:

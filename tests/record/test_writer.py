@@ -15,8 +15,8 @@ from proxy.record.recorder import Recorder
 from proxy.record.writer import Writer
 from proxy.store import db
 from proxy.store.migrate import upgrade
-from tests.record.test_recorder import _exchange
 from tests.support import Database, Proxy
+from tests.support.traffic import finished_exchange
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 
@@ -86,12 +86,12 @@ async def test_flush_and_close_wait_for_the_thread(database: Database, tmp_path:
     await recorder.start()
     assert recorder.threaded
     for i in range(20):
-        recorder.submit(_exchange(i))
+        recorder.submit(finished_exchange(f"batch-{i}"))
     started = time.monotonic()
     await recorder.flush()
     assert time.monotonic() - started < 10 and recorder.stats.written == 20
     for i in range(20, 30):
-        recorder.submit(_exchange(i))
+        recorder.submit(finished_exchange(f"batch-{i}"))
     await recorder.close()
     assert recorder.stats.written == 30 and len(await database.rows()) == 30
     assert not any(t.name == "proxy-recorder-writer" for t in threading.enumerate())
@@ -107,7 +107,7 @@ async def test_in_memory_sqlite_keeps_the_writer_on_the_serving_loop(tmp_path: P
             recorder = Recorder(engine, spool_dir=tmp_path / "spool")
             await recorder.start()
             assert not recorder.threaded
-            recorder.submit(_exchange(0))
+            recorder.submit(finished_exchange("batch-0"))
             await recorder.close()
             assert recorder.stats.written == 1
             assert (await keep.exec_driver_sql("SELECT count(*) FROM exchanges")).scalar() == 1

@@ -1,5 +1,6 @@
 """Traffic the tests share: a small mixed set of calls, a session of requests whose bytes are compared
-after a round trip, records of known ages, and reading the admin API and the CLI's output."""
+after a round trip, records of known ages, finished exchanges to hand a recorder, and reading the admin API
+and the CLI's output."""
 
 from __future__ import annotations
 
@@ -105,3 +106,13 @@ async def link_resend(
         summary=summary,
         pairs=pairs,
     )
+
+
+def finished_exchange(session_id: str, request_body: bytes = b"") -> Exchange:
+    """A complete non-streamed chat exchange with usage 1 + 2, as the handler submits it to the recorder."""
+    ex = Exchange(method="POST", path="/v1/chat/completions", session_id=session_id, status=200)
+    ex.request_body = request_body
+    ex.response_headers = {"content-type": "application/json"}
+    ex.response_body = b'{"usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}'
+    ex.finish()
+    return ex
