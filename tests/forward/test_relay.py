@@ -18,7 +18,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from proxy.forward import hooks
+from proxy.forward import hooks, relay
+from proxy.record.tap import BodyTap
 from tests.support import API_KEY, Proxy, ProxyFactory
 
 EVENTS = [b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"w%d "}}]}\n\n' % i for i in range(40)]
@@ -254,6 +255,26 @@ def _proxy_transports(proxy: Proxy) -> list[asyncio.Transport]:
     return [h.transport for h in server.connections if h.transport is not None]
 
 
+async def test_a_fast_upstream_is_relayed_in_bounded_steps(
+    start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # However much the upstream's reads bring before the scheduled flush runs, the tap and the usage
+    # filter take it a bounded piece at a time: no step holds the loop for a whole burst.
+    fed: list[int] = []
+    feed = BodyTap.feed
+
+    def observed(self: BodyTap, data: bytes) -> bool:
+        fed.append(len(data))
+        return feed(self, data)
+
+    monkeypatch.setattr(BodyTap, "feed", observed)
+    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True}, max_record_bytes=1 << 20)
+    _, body = await _exchange(proxy.server.port, _request("/v1/chat/completions", STREAM_REQUEST, "events"))
+    assert relayed == [True] and len(_dechunk(body)) == FLOOD_TOTAL
+    # One flush takes what came until FLUSH_BYTES were reached: at most that plus one of the parser's pieces.
+    assert sum(fed) == FLOOD_TOTAL and max(fed) < relay.FLUSH_BYTES + FLOOD_CHUNK + 16, max(fed)
+
+
 async def test_slow_client_pauses_the_upstream_and_memory_stays_bounded(
     start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool]
 ) -> None:
@@ -313,5 +334,8 @@ async def test_client_leaving_mid_stream_is_recorded_with_what_it_got(
     [row] = await proxy.wait_rows(1)
     assert relayed == [True]
     assert row["outcome"] == "client_disconnected" and row["status"] == 499
-    assert 1 << 20 <= (await proxy.bodies())[row["id"]]["delivered_bytes"] < FLOOD_TOTAL
+    body = (await proxy.bodies())[row["id"]]
+    # What the client got: ``delivered_bytes``, or (None) every byte the record says passed.
+    got = body["delivered_bytes"] if body["delivered_bytes"] is not None else body["response_bytes"]
+    assert 1 << 20 <= got <= body["response_bytes"] < FLOOD_TOTAL
     assert shaped.app[WRITTEN][0] < FLOOD_TOTAL, "the upstream stopped when the client left"
