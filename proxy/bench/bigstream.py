@@ -1,6 +1,6 @@
 """One huge stream read by a fast client: the proxy's memory high-water mark and its longest loop stall.
 
-``python -m proxy.bench.bigstream [--mib 400] [--event-bytes 1000] [--proxy-src DIR]``
+``python -m proxy.bench.bigstream [--mib 400] [--event-bytes 1000] [--proxy-src DIR] [--relay|--no-relay]``
 
 Starts the benchmark upstream and the proxy (record mode, SQLite in a temporary directory) as their
 own processes, streams ``--mib`` MiB of chat chunks directly and then through the proxy to a client
@@ -163,6 +163,8 @@ async def run(args: argparse.Namespace) -> None:
     port = free_port()
     samples = work / "loop.jsonl"
     cmd = [*loopwatch.command(samples), "serve", "--upstream", upstream.url, "--listen", f"127.0.0.1:{port}"]
+    if args.relay is not None:
+        cmd.append("--relay" if args.relay else "--no-relay")
     env = {
         "PYTHONPATH": os.pathsep.join(
             filter(
@@ -210,6 +212,9 @@ def main() -> None:
     parser.add_argument("--event-bytes", type=int, default=1000, help="content characters per event")
     parser.add_argument("--probe-ms", type=float, default=10.0, help="gap between two probes")
     parser.add_argument("--proxy-src", help="run the proxy from this checkout (PYTHONPATH)")
+    parser.add_argument(
+        "--relay", action=argparse.BooleanOptionalAction, help="the proxy's response relay on or off (default: its own)"
+    )
     parser.add_argument("--probe", metavar="URL", help=argparse.SUPPRESS)  # the probe process
     args = parser.parse_args()
     asyncio.run(probe(args.probe, args.probe_ms / 1000) if args.probe else run(args))
