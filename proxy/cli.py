@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
@@ -26,10 +26,19 @@ class Parser(argparse.ArgumentParser):
 
     Subcommand parsers are of this class too (``add_subparsers`` makes its parsers with the parent's
     class), so a bad flag is named by the innermost command that was given, not by ``proxy``.
+    A group of subcommands given none says which there are, in the words of its ``metavar``
+    ("proxy db: choose a subcommand: upgrade, current"): stock argparse names the group's internal dest.
     """
+
+    _choice: Any = None  # the group of subcommands, if this parser has one
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        kwargs["required"] = False  # checked in parse_known_args, with a message that names the choices
+        self._choice = super().add_subparsers(**kwargs)
+        return self._choice
 
     def parse_known_args(
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -38,6 +47,9 @@ class Parser(argparse.ArgumentParser):
         # Stock argparse leaves a subcommand's leftovers to the top-level parser, which names itself.
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
+        choice = self._choice
+        if choice is not None and getattr(namespace, choice.dest, None) is None:
+            self.error(f"choose a {choice.metavar or 'subcommand'}: {', '.join(choice.choices)}")
         return namespace, extras
 
 
@@ -45,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     from proxy.commands import db, logs, prune, replay, serve, sessions, show, transfer, usage
 
     parser = Parser(prog="proxy", description="Recording reverse proxy for OpenAI-compatible APIs")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="command")
     # Each module registers its own subcommands, in the order `proxy --help` lists them; add a new one here.
     for module in (serve, db, prune, transfer, replay, usage, sessions, logs, show):
         module.register(sub)

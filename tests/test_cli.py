@@ -61,7 +61,10 @@ def test_python_dash_m_and_console_script_agree(tmp_path: Path) -> None:
         (["usage", "--format", "nope"], "proxy usage: argument --format: invalid choice: 'nope' (choose from "
                                         "'table', 'json', 'csv') (see proxy usage --help)"),
         (["db", "upgrade", "--x", "1"], "proxy db upgrade: unrecognized arguments: --x 1 (see proxy db upgrade "),
-        (["db"], "proxy db: the following arguments are required: db_command (see proxy db --help)"),
+        # A group given no subcommand names its choices, never argparse's internal dest (db_command).
+        (["db"], "proxy db: choose a subcommand: upgrade, current (see proxy db --help)"),
+        ([], "proxy: choose a command: serve, db, prune, export, import, replay, usage, sessions, logs, show (see "),
+        (["db", "x"], "proxy db: argument subcommand: invalid choice: 'x' (choose from 'upgrade', 'current') (see "),
         (["serve", "--listen"], "proxy serve: argument --listen: expected one argument (see proxy serve --help)"),
         (["--bogus", "serve"], "proxy: unrecognized arguments: --bogus (see proxy --help)"),
         (["colour"], "proxy: argument command: invalid choice: 'colour' (choose from "),
@@ -77,3 +80,4 @@ def test_help_still_shows_the_usage_block(tmp_path: Path) -> None:
     result = run_cli("serve", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: proxy serve [-h]") and "--upstream" in result.stdout
+

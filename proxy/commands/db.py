@@ -37,7 +37,7 @@ def cmd_current(args: argparse.Namespace) -> int:
 
 def register(sub: Subparsers) -> None:
     dbp = sub.add_parser("db", help="database schema (Alembic migrations)")
-    dbsub = dbp.add_subparsers(dest="db_command", required=True)
+    dbsub = dbp.add_subparsers(dest="db_command", metavar="subcommand")
     up = dbsub.add_parser("upgrade", help="apply migrations up to head")
     add_common(up)
     up.set_defaults(func=cmd_upgrade)
