@@ -11,6 +11,10 @@ Invariants:
 - The kept ``response_body`` is as received; an encoded one is kept decoded instead (``decoded_body``).
 - Outcome and final status are not decided here but handed to ``record.outcome.settle`` with what the
   body says: where it was complete, and any error it carried.
+- A body whose only end marker is its end (anything but an event stream of a family with an end event:
+  JSON, text, a plain family's events) was complete only if all of it came: the upstream ended it
+  (``Ending.BODY_END``), or its own framing says so (its declared length, its compressed stream's end).
+  One the client or the upstream left before that is never complete, however much of it was passed on.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from collections.abc import Iterable, Iterator
 from proxy.apis.errors import MAX_ERROR_CHARS
 from proxy.apis.families import family_for
 from proxy.apis.family import NO_TEXT_LIMIT
-from proxy.record.exchange import Exchange
+from proxy.apis.plain import PlainFamily
+from proxy.record.exchange import Ending, Exchange
 from proxy.record.outcome import settle
 from proxy.record.tap import BodyTap
 
@@ -54,20 +59,23 @@ def finalize(ex: Exchange) -> Exchange:
     through a tap now, from its kept body and read marks, without a cap.
     """
     family = family_for(ex.method, ex.path)
+    tap = None
     try:
         tap = ex.body_tap if ex.body_tap is not None else _retake(ex)
         ex.body_tap = None  # the tap holds live state; the record must not carry it further (spool)
         folded = tap.finish()
         if folded is None:
             folded = family.fold_body(ex.decoded_body if ex.decoded_body is not None else ex.response_body)
-            folded.complete_at = ex.response_bytes  # a body that arrived whole is whole
+            folded.complete_at = _whole_at(ex, tap)
+        elif isinstance(family, PlainFamily) and _whole_at(ex, tap) is None:
+            folded.complete_at = None  # its last event is no end marker
         if tap.error is not None:
             ex.error = ex.error or tap.error
     except Exception as exc:  # noqa: BLE001 - the record must survive any upstream garbage
         ex.body_tap = None
         ex.decode_errors += 1
         ex.error = ex.error or f"decode failed: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-        settle(ex, complete_at=ex.response_bytes or len(ex.response_body))
+        settle(ex, complete_at=_whole_at(ex, tap))
         return ex
     ex.usage, ex.provider_cost = folded.usage, folded.provider_cost
     ex.returned_model, ex.finish_reason, ex.ttft_ms = folded.model, folded.finish_reason, folded.ttft_ms
@@ -80,6 +88,13 @@ def finalize(ex: Exchange) -> Exchange:
         unfinished=f"stream ended without {family.end_marker}",
     )
     return ex
+
+
+def _whole_at(ex: Exchange, tap: BodyTap | None) -> int | None:
+    """The end of a body whose end is its end marker, if all of it came; None when that is not known."""
+    if ex.ending is Ending.BODY_END or (tap is not None and tap.all_came()):
+        return ex.response_bytes or len(ex.response_body)
+    return None
 
 
 def _retake(ex: Exchange) -> BodyTap:

@@ -302,6 +302,15 @@ class BodyTap:
         self.inflater = None
         self._raw.append((0.0, b""))  # marks the rest undecodable (``add``)
 
+    def all_came(self) -> bool:
+        """The body's own framing says all of it passed: its compressed stream ended, or (identity, or a
+        coding the proxy cannot undo) its declared length did. Without either, only the upstream's end of
+        the body tells (``Ending.BODY_END``)."""
+        if self.inflater is not None:
+            return self.inflater.eof
+        declared = self.ex.response_headers.get("content-length", "").strip()
+        return self.error is None and declared.isdigit() and int(declared) == self.total
+
     def finish(self) -> Folded | None:
         """In the writer: decode what is left and fold it; the exchange gets the kept head and the counts.
 

@@ -8,6 +8,7 @@ import time
 import aiohttp
 import openai
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from proxy.apis.codec import ANY_DECODER
@@ -296,3 +297,44 @@ async def test_a_stream_within_the_cap_is_kept_whole(proxy: Proxy) -> None:
     [row] = await proxy.rows()
     stored = (await proxy.bodies())[row["id"]]
     assert stored["response_truncated"] is False and stored["response_bytes"] == len(stored["response_body"])
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["chunked", "content-length"])
+async def test_a_body_that_is_no_event_stream_left_by_its_client_is_client_left(
+    start_proxy: ProxyFactory, declared: bool
+) -> None:
+    """A JSON body sent in pieces (chunked, or of a declared length the proxy reads whole): the client leaves
+    between two reads, having had all that came so far. Not the whole answer: 499, client_disconnected."""
+    first, rest = b'{"id": "c", "choices": [{"index": 0, "message": {"role": "assistant", "content": "', b'hi"}}]}'
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def in_pieces(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if declared:
+            resp.content_length = len(first + rest)
+        await resp.prepare(request)
+        await resp.write(first)
+        started.set()
+        await gate.wait()
+        await resp.write(rest)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", in_pieces)
+    async with TestServer(app) as upstream:
+        proxy = await start_proxy(str(upstream.make_url("/v1")))
+        body = {"model": "m", "messages": MESSAGES}
+        async with aiohttp.ClientSession() as http:
+            # A body of a declared length is read whole before the client gets any of it, headers included.
+            sent = asyncio.create_task(http.post(f"{proxy.url}/v1/chat/completions", json=body, headers=AUTH))
+            await started.wait()
+            if declared:
+                sent.cancel()
+            else:
+                resp = await sent
+                assert await resp.content.readexactly(len(first)) == first
+                resp.close()
+        [row] = await proxy.wait_rows(1)
+        gate.set()
+    assert (row["outcome"], row["status"], row["upstream_status"]) == ("client_disconnected", 499, 200)

@@ -11,7 +11,8 @@ from proxy.apis.chat.assemble import Assembler
 from proxy.apis.chat.wire import CHUNK_DECODER
 from proxy.apis.codec import ANY_DECODER
 from proxy.record.decode import finalize
-from proxy.record.exchange import Exchange, Outcome, Usage, UsageSource
+from proxy.record.exchange import Ending, Exchange, Outcome, Usage, UsageSource
+from proxy.record.tap import BodyTap
 
 ENC = msgspec.json.Encoder()
 
@@ -124,3 +125,56 @@ def test_non_json_body_leaves_fields_empty() -> None:
     ex.finish()
     finalize(ex)
     assert ex.usage == Usage() and ex.decode_errors == 0
+
+
+JSON_BODY = b'{"id": "c", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}'
+
+
+def passed_on(body: bytes, ending: Ending, headers: dict[str, str], path: str = "/v1/chat/completions") -> Exchange:
+    """``body`` fed to a tap in reads, every one passed on to the client, then ended as ``ending``."""
+    ex = Exchange(method="POST", path=path, response_headers=headers, status=200, upstream_status=200)
+    tap = ex.body_tap = BodyTap(ex, cap=1 << 20, event_limit=1 << 20, events=headers == SSE)
+    for i in range(0, len(body), 20):
+        tap.feed(body[i : i + 20])
+    ex.delivered = tap.total  # every byte that came reached the client: it left (or was cut) between reads
+    ex.finish(ending, None if ending is Ending.BODY_END else "ended early")
+    return finalize(ex)
+
+
+@pytest.mark.parametrize(
+    ("ending", "outcome", "status"),
+    [
+        (Ending.CLIENT_LEFT, Outcome.CLIENT_DISCONNECTED, 499),
+        (Ending.UPSTREAM_CUT, Outcome.UPSTREAM_CUT, 200),
+        (Ending.UPSTREAM_TIMEOUT, Outcome.UPSTREAM_TIMEOUT, 200),
+        (Ending.BODY_END, Outcome.COMPLETE, 200),
+    ],
+)
+def test_a_body_without_an_end_marker_is_complete_only_if_all_of_it_came(
+    ending: Ending, outcome: Outcome, status: int
+) -> None:
+    """A chunked JSON or text body: all of it that came reached the client, but only its end says it was all."""
+    for body, headers in ((JSON_BODY, {"content-type": "application/json"}), (b"plain text " * 9, {})):
+        ex = passed_on(body, ending, headers)
+        assert (ex.outcome, ex.status) == (outcome, status), headers
+        assert ex.response_body == body and ex.response_bytes == len(body)
+
+
+def test_a_body_whose_declared_length_came_is_complete_whoever_left_after() -> None:
+    declared = {"content-type": "application/json", "content-length": str(len(JSON_BODY))}
+    assert passed_on(JSON_BODY, Ending.CLIENT_LEFT, declared).outcome is Outcome.COMPLETE
+    short = {**declared, "content-length": str(len(JSON_BODY) + 1)}
+    assert passed_on(JSON_BODY, Ending.CLIENT_LEFT, short).outcome is Outcome.CLIENT_DISCONNECTED
+
+
+def test_a_body_the_client_left_before_any_of_it_came_is_not_complete() -> None:
+    """Headers came (the body's length too), then the client left while the proxy read the body whole."""
+    ex = passed_on(b"", Ending.CLIENT_LEFT, {"content-type": "application/json", "content-length": "120"})
+    assert (ex.outcome, ex.status) == (Outcome.CLIENT_DISCONNECTED, 499)
+
+
+def test_a_plain_familys_event_stream_is_complete_only_if_its_body_ended() -> None:
+    """Speech as SSE: no end event of its own, so the last event passed on says nothing about the end."""
+    body = b"data: " + ENC.encode({"type": "speech.audio.delta", "audio": "AAAA"}) + b"\n\n"
+    assert passed_on(body, Ending.CLIENT_LEFT, dict(SSE), "/v1/audio/speech").outcome is Outcome.CLIENT_DISCONNECTED
+    assert passed_on(body, Ending.BODY_END, dict(SSE), "/v1/audio/speech").outcome is Outcome.COMPLETE
