@@ -30,9 +30,11 @@ Failure policy (fail open for traffic, closed for data):
   refuses for every record (connection lost, timeout, locked, read-only, table gone) is an outage.
 - Records are dropped only when the spool is over ``spool_max_bytes`` or the disk refuses the write;
   each drop is counted in ``stats.dropped`` and logged. A write that fails leaves no partial file.
-- ``on_written`` runs on the writer thread after a batch committed (``usage.metrics`` is thread-safe
-  for it: prometheus_client locks, and only the writer touches the rest); if it raises, that is logged
-  and nothing else changes (the batch is neither spooled again nor counted twice).
+- ``on_written`` runs on the writer thread after a batch committed, with the records the database did
+  not hold yet (``usage.metrics`` is thread-safe for it: prometheus_client locks, and only the writer
+  touches the rest); if it raises, that is logged and nothing else changes (the batch is neither spooled
+  again nor counted twice). ``stats.written`` counts those same records: it equals the rows this
+  recorder added, whatever was written back twice or stopped mid-write (``record.writer``).
 - Supervisors: the writer's task is restarted should it die (``stats.writer_restarts``); should the
   thread itself die, the batch it held goes to the spooler and the front starts a new thread
   (``stats.thread_restarts``). Health shows both.

@@ -10,8 +10,10 @@ import msgspec
 
 
 class RecorderStats(msgspec.Struct):
+    # Rows the database added (a record written again, from a spool file written back twice, counts once).
     written: int = 0
     spooled: int = 0
+    # Records of spool files written back and removed (stored then, stored before, or quarantined).
     unspooled: int = 0
     dropped: int = 0
     quarantined: int = 0

@@ -18,6 +18,12 @@ Invariants:
   are written back when nothing is queued, one file at a time, live records first.
 - ``on_written`` runs here, after a batch committed; if it raises, that is logged and nothing else
   changes (the batch is stored: it is neither spooled again nor counted twice).
+- ``stats.written`` counts the rows the database added, as its inserts report them, and ``on_written``
+  gets those records only: a record sent again (a spool file written back after its commit, by a write
+  that was stopped before the file went, or by an earlier process killed at that moment) is stored once
+  and counted once. A stop (the recorder closing cancels the writer) never falls between a commit and
+  its count: an insert in progress is finished and counted first. ``stats.unspooled`` counts the
+  records of the spool files that were written back and removed.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
 
 import msgspec
 from sqlalchemy import exc as sa_exc
@@ -195,8 +202,13 @@ class Writer:
         return [(now - ended_at(ex)) * 1000 for ex in ready]
 
     async def _insert(self, batch: list[Exchange]) -> None:
+        """Insert a batch and count what the database added: one step, which a stop lets finish."""
+        await _to_the_end(self._insert_and_count(batch))
+
+    async def _insert_and_count(self, batch: list[Exchange]) -> None:
         async with self.engine.begin() as conn:
-            await insert_exchanges(conn, batch)
+            added = await insert_exchanges(conn, batch)
+        self._written(batch, added)
 
     async def _store(self, batch: list[Exchange], *, spooled: bool = False) -> bool:
         """Insert a batch; False (and the batch spooled) when the database is down.
@@ -217,7 +229,6 @@ class Writer:
         if not spooled:
             self.stats.last_batch_ms = (time.perf_counter() - started) * 1000
             self.stats.batches += 1
-        self._written(batch, spooled=spooled)
         return True
 
     async def _store_one_by_one(self, batch: list[Exchange], first: Exception, *, spooled: bool) -> bool:
@@ -234,24 +245,22 @@ class Writer:
                         self.shelf.put(batch[i:])
                     return False
                 self._refused(ex, exc)
-                continue
-            self._written([ex], spooled=spooled)
         return True
 
     def _refused(self, ex: Exchange, exc: Exception) -> None:
         log.error("database refused exchange %s (%s: %s); quarantined", ex.id, type(exc).__name__, exc)
         self.shelf.quarantine([(ex, f"database refused it: {type(exc).__name__}: {exc}"[:2000])])
 
-    def _written(self, batch: list[Exchange], *, spooled: bool) -> None:
-        self.stats.written += len(batch)
-        if spooled:
-            self.stats.unspooled += len(batch)
-        if self.on_written is None:
+    def _written(self, batch: list[Exchange], added: set[str]) -> None:
+        """A batch committed: count (and hand ``on_written``) the records the database did not hold yet."""
+        stored = batch if len(added) == len(batch) else [ex for ex in batch if ex.id in added]
+        self.stats.written += len(stored)
+        if self.on_written is None or not stored:
             return
         try:
-            self.on_written(batch)
+            self.on_written(stored)
         except Exception:
-            log.exception("recorder: on_written hook failed after a batch of %d was stored", len(batch))
+            log.exception("recorder: on_written hook failed after a batch of %d was stored", len(stored))
 
     def _mark_down(self, exc: BaseException) -> None:
         self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -285,12 +294,27 @@ class Writer:
                 path.unlink(missing_ok=True)
             except OSError as exc:  # written again next time: inserts are idempotent
                 log.error("spool file %s written back but not removed: %s", path, exc)
+            else:
+                self.stats.unspooled += len(batch)
         if not self.stats.database_ok:
             log.warning("database available again; spool written back")
         self.stats.database_ok = True
         self.stats.down_since = None
         self.stats.last_error = None
         return True
+
+
+async def _to_the_end(coro: Coroutine[Any, Any, None]) -> None:
+    """Await ``coro``; if this task is cancelled meanwhile, let ``coro`` finish first, then be cancelled."""
+    task = asyncio.ensure_future(coro)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved (the stop is what the caller sees), so never logged as lost
+        raise
 
 
 def _records_fault(exc: BaseException) -> bool:

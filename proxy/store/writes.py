@@ -2,7 +2,8 @@
 
 Invariants:
 - Inserts are idempotent (``ON CONFLICT DO NOTHING`` on the exchange id), so a batch re-sent from the
-  spool after an ambiguous failure cannot duplicate or fail on records already stored.
+  spool after an ambiguous failure cannot duplicate or fail on records already stored. They return the
+  ids they really added, so what the caller counts is what the database holds.
 - One transaction per batch, executemany per table. The hourly rollup is incremented in the same
   transaction for exactly the exchanges that insert added.
 - On SQLite the statements go straight to the driver (``_SqliteBatch``): SQLAlchemy compiles each one
@@ -35,29 +36,30 @@ def _insert(dialect_name: str, table: Any, pk: str, *, returning: bool = False) 
     return stmt.returning(table.c[pk]) if returning else stmt
 
 
-async def insert_exchanges(conn: AsyncConnection, batch: Sequence[Exchange]) -> None:
-    """Insert a batch inside the caller's transaction."""
+async def insert_exchanges(conn: AsyncConnection, batch: Sequence[Exchange]) -> set[str]:
+    """Insert a batch inside the caller's transaction; the ids of the exchanges it added."""
     if not batch:
-        return
-    await insert_rows(conn, [exchange_row(ex) for ex in batch], [body_row(ex) for ex in batch])
+        return set()
+    return await insert_rows(conn, [exchange_row(ex) for ex in batch], [body_row(ex) for ex in batch])
 
 
 async def insert_rows(
     conn: AsyncConnection, exchange_rows: Sequence[dict[str, Any]], body_rows: Sequence[dict[str, Any]]
-) -> None:
-    """Insert prepared rows (the writer's, or an import's) inside the caller's transaction.
+) -> set[str]:
+    """Insert prepared rows (the writer's, or an import's) inside the caller's transaction; the ids added.
 
     Only rows this insert really added reach the rollups, so a re-sent batch cannot count twice.
     """
     if conn.dialect.name == "sqlite":
-        await _SqliteBatch(conn).insert(exchange_rows, body_rows)
-        return
+        return await _SqliteBatch(conn).insert(exchange_rows, body_rows)
+    new: set[str] = set()
     if exchange_rows:
         inserted = await conn.execute(_insert(conn.dialect.name, exchanges, "id", returning=True), list(exchange_rows))
         new = set(inserted.scalars())
         await add_to_rollup(conn, [r for r in exchange_rows if r["id"] in new])
     if body_rows:
         await conn.execute(_insert(conn.dialect.name, exchange_bodies, "exchange_id"), list(body_rows))
+    return new
 
 
 async def add_to_rollup(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
@@ -101,8 +103,9 @@ class _SqliteBatch:
         self.conn = conn
         self.dialect = conn.dialect
 
-    async def insert(self, exchange_rows: Sequence[dict[str, Any]], body_rows: Sequence[dict[str, Any]]) -> None:
+    async def insert(self, exchange_rows: Sequence[dict[str, Any]], body_rows: Sequence[dict[str, Any]]) -> set[str]:
         raw = (await self.conn.get_raw_connection()).driver_connection
+        new: list[dict[str, Any]] = []
         if exchange_rows:
             new = await self._new_rows(raw, exchange_rows)
             await self._many(raw, _insert("sqlite", exchanges, "id"), new)
@@ -110,6 +113,7 @@ class _SqliteBatch:
                 await self._many(raw, rollup.upsert("sqlite", table), increments)
         if body_rows:
             await self._many(raw, _insert("sqlite", exchange_bodies, "exchange_id"), body_rows)
+        return {row["id"] for row in new}
 
     async def _new_rows(self, raw: Any, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Rows whose id is not stored yet (nor repeated earlier in the batch): only those reach the rollups."""

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import StaticPool
 
 from proxy.record.exchange import Exchange
@@ -15,6 +16,7 @@ from proxy.record.recorder import Recorder
 from proxy.record.writer import Writer
 from proxy.store import db
 from proxy.store.migrate import upgrade
+from proxy.store.writes import insert_exchanges
 from tests.support import Database, Proxy
 from tests.support.traffic import finished_exchange
 
@@ -113,3 +115,58 @@ async def test_in_memory_sqlite_keeps_the_writer_on_the_serving_loop(tmp_path: P
             assert (await keep.exec_driver_sql("SELECT count(*) FROM exchanges")).scalar() == 1
     finally:
         await engine.dispose()
+
+
+def _spool_left_behind(database: Database, tmp_path: Path, n: int) -> list[Exchange]:
+    """A spool file of ``n`` records, as an earlier recorder left it (``Recorder(...).shelf.put``)."""
+    batch = [finished_exchange(f"spooled-{i}") for i in range(n)]
+    Recorder(database.engine, spool_dir=tmp_path / "spool").shelf.put(batch)
+    return batch
+
+
+async def test_records_written_back_again_are_counted_once(database: Database, tmp_path: Path) -> None:
+    """A spool file whose write-back committed but which stayed on disk (the process was killed before it
+    went, or a stop came between the two): written back again, its records are stored and counted once."""
+    batch = _spool_left_behind(database, tmp_path, 4)
+    async with database.engine.begin() as conn:
+        await insert_exchanges(conn, batch[:3])
+    seen: list[str] = []
+    recorder = Recorder(
+        database.engine, spool_dir=tmp_path / "spool", retry_interval=0,
+        on_written=lambda stored: seen.extend(ex.id for ex in stored),
+    )  # fmt: skip
+    await recorder.start()
+    live = finished_exchange("live")
+    recorder.submit(live)
+    await recorder.close()
+    assert len(await database.rows()) == 5 and not recorder.spool_files()
+    assert recorder.stats.written == 2, "only the rows this recorder added"
+    assert sorted(seen) == sorted([batch[3].id, live.id]), "on_written (the metrics) gets those only"
+    assert recorder.stats.unspooled == 4 and recorder.stats.dropped == 0
+
+
+async def test_a_stop_right_after_a_write_back_committed_still_counts_it(
+    database: Database, tmp_path: Path, monkeypatch
+) -> None:
+    """The recorder closes (cancelling the writer) while a write-back's connection is released, after its
+    commit: the write is finished and counted, the file's second write-back adds nothing and counts nothing."""
+    _spool_left_behind(database, tmp_path, 3)
+    committed = threading.Event()
+    real_close = AsyncConnection.close
+
+    async def close_then_wait_for_the_stop(self: AsyncConnection) -> None:
+        await real_close(self)
+        if threading.current_thread().name != "proxy-recorder-writer" or committed.is_set():
+            return
+        committed.set()
+        # Held until the stop has asked the writer's task to end: the cancellation lands in this window.
+        while not any(t.get_name() == "proxy-recorder" and t.cancelling() for t in asyncio.all_tasks()):
+            await asyncio.sleep(0.005)
+
+    monkeypatch.setattr(AsyncConnection, "close", close_then_wait_for_the_stop)
+    recorder = Recorder(database.engine, spool_dir=tmp_path / "spool", retry_interval=0)
+    await recorder.start()
+    assert await asyncio.to_thread(committed.wait, 60), "the spool was never written back"
+    await recorder.close()
+    assert len(await database.rows()) == 3 and not recorder.spool_files()
+    assert recorder.stats.written == 3 and recorder.stats.unspooled == 3
