@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -208,20 +208,13 @@ class Internals:
             r.recorder = await recorder_health(self.target)
 
 
+# What a scenario says of its load goes to the load generator as it is: every field the two share, by name.
+_LOAD_FIELDS = tuple(f.name for f in fields(Scenario) if f.name in LoadSpec.__struct_fields__)
+
+
 def load_spec(scenario: Scenario, target: Target, *, label: str, client_usage: bool) -> LoadSpec:
-    return LoadSpec(
-        url=target.service.url + "/chat/completions",
-        label=label,
-        stream=scenario.stream,
-        concurrency=scenario.concurrency,
-        duration=scenario.duration,
-        per_worker=scenario.per_worker,
-        events=scenario.events,
-        pace_ms=scenario.pace_ms,
-        ramp=scenario.ramp,
-        client_usage=client_usage,
-        warmup=scenario.warmup,
-    )
+    shape = {name: getattr(scenario, name) for name in _LOAD_FIELDS}
+    return LoadSpec(url=target.service.url + "/chat/completions", label=label, client_usage=client_usage, **shape)
 
 
 async def run_round(

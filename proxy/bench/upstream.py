@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-from dataclasses import dataclass
+from collections import Counter
 
 import msgspec
 from aiohttp import web
@@ -49,18 +49,9 @@ class _RequestView(msgspec.Struct):
 _REQUEST = msgspec.json.Decoder(_RequestView)
 
 
-@dataclass
-class LabelStats:
-    requests: int = 0
-    streams: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    # Streams whose usage chunk was not sent (the client did not ask for it).
-    streams_without_usage: int = 0
-
-
-STATS = web.AppKey("stats", dict)
+# Per label: "requests", "streams", "streams_without_usage" (the client did not ask for the usage chunk, so
+# it was not sent) and the token sums, added from the very ``usage`` objects the replies carry.
+STATS = web.AppKey("stats", dict[str, Counter[str]])
 
 
 def _usage(events: int) -> dict[str, int]:
@@ -102,15 +93,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     events = _int_header(request, "x-bench-events", 50)
     size = _int_header(request, "x-bench-event-bytes", 4)
     pace = _int_header(request, "x-bench-pace-ms", 0) / 1000
-    stats: LabelStats = request.app[STATS].setdefault(request.headers.get("x-bench-label", ""), LabelStats())
-    stats.requests += 1
+    stats = request.app[STATS].setdefault(request.headers.get("x-bench-label", ""), Counter())
+    stats["requests"] += 1
     if not view.stream:
-        stats.prompt_tokens += PROMPT_TOKENS
-        stats.completion_tokens += events
-        stats.total_tokens += PROMPT_TOKENS + events
+        stats.update(_usage(events))
         return web.Response(body=completion_body(events, size), content_type="application/json")
 
-    stats.streams += 1
+    stats["streams"] += 1
     include_usage = bool(view.stream_options and view.stream_options.include_usage)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
@@ -123,11 +112,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     await resp.write(final)
     if include_usage:
         await resp.write(usage_event(events))
-        stats.prompt_tokens += PROMPT_TOKENS
-        stats.completion_tokens += events
-        stats.total_tokens += PROMPT_TOKENS + events
+        stats.update(_usage(events))
     else:
-        stats.streams_without_usage += 1
+        stats["streams_without_usage"] += 1
     await resp.write(done)
     await resp.write_eof()
     return resp
@@ -135,7 +122,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def stats(request: web.Request) -> web.Response:
     return web.Response(
-        body=_ENC.encode({label: vars(s) for label, s in request.app[STATS].items()}),
+        body=_ENC.encode(request.app[STATS]),
         content_type="application/json",
     )
 
