@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 import msgspec
 
 from proxy.apis.codec import DECODE_ERRORS
+from proxy.apis.errors import openai_error_body
 from proxy.record.exchange import Usage
 
 V = TypeVar("V")
@@ -193,6 +194,15 @@ def fold_stream(family: Family, events: Iterable[Event], text_limit: int = NO_TE
     fold = family.stream_fold(text_limit)
     fold.feed(events)
     return fold.result()
+
+
+class Defaults:
+    """What a family has unless it says otherwise: the request fields every family leaves out of the match
+    key, errors in OpenAI's shape, and every finished answer convertible between its two forms."""
+
+    ignored: tuple[str, ...] = COMMON_IGNORED
+    error_body = staticmethod(openai_error_body)
+    unconvertible = staticmethod(always_convertible)
 
 
 class NoUsageOption:

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 from proxy.apis.chat.family import fold_body, read_request
 from proxy.apis.codec import DECODE_ERRORS
-from proxy.apis.errors import openai_error_body
-from proxy.apis.family import COMMON_IGNORED, Event, Folded, NoUsageOption, StreamFold, always_convertible
+from proxy.apis.family import Defaults, Event, Folded, NoUsageOption, StreamFold
 from proxy.apis.responses.wire import USAGE_DECODER, record_usage
 from proxy.record.exchange import Usage
 
@@ -33,13 +32,10 @@ def _usage(body: bytes) -> Usage | None:
 
 
 @dataclass(frozen=True)
-class PlainFamily(NoUsageOption):
+class PlainFamily(NoUsageOption, Defaults):
     name: str = "other"
-    ignored: tuple[str, ...] = COMMON_IGNORED
     end_marker: str = "the end of its body"
-    error_body = staticmethod(openai_error_body)
     read_request = staticmethod(read_request)
-    unconvertible = staticmethod(always_convertible)
 
     def stream_fold(self, text_limit: int) -> StreamFold:
         return _PlainFold()

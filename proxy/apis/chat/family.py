@@ -25,15 +25,15 @@ from proxy.apis.chat.wire import (
     record_usage,
 )
 from proxy.apis.codec import JSON_ENCODER
-from proxy.apis.errors import error_message, openai_error_body
+from proxy.apis.errors import error_message
 from proxy.apis.family import (
     COMMON_IGNORED,
+    Defaults,
     Event,
     EventFold,
     Folded,
     RequestInfo,
     StreamFilter,
-    always_convertible,
     decode_request,
     fold_json_body,
 )
@@ -87,17 +87,15 @@ class ChatStreamFold(EventFold[ChatCompletionChunk, Assembler]):
 
 
 @dataclass(frozen=True)
-class ChatFamily:
+class ChatFamily(Defaults):
     """Chat completions (``name="chat"``) and legacy completions (``name="completions"``)."""
 
     name: str = "chat"
     ignored: tuple[str, ...] = (*COMMON_IGNORED, "stream_options")
     end_marker: str = "[DONE] or a finish_reason"
-    error_body = staticmethod(openai_error_body)
     read_request = staticmethod(read_request)
     stream_fold = staticmethod(ChatStreamFold)
     fold_body = staticmethod(fold_body)
-    unconvertible = staticmethod(always_convertible)
 
     def usage_option(self, body: bytes, info: RequestInfo) -> bytes | None:
         # Usage comes on a stream only when asked for (stream_options.include_usage): the proxy asks.

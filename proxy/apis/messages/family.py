@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from proxy.apis.codec import JSON_ENCODER
 from proxy.apis.errors import anthropic_error_body, error_message
 from proxy.apis.family import (
-    COMMON_IGNORED,
+    Defaults,
     Event,
     EventFold,
     Folded,
     NoUsageOption,
     RequestInfo,
-    always_convertible,
     decode_request,
     fold_json_body,
 )
@@ -72,14 +71,12 @@ def _fill(folded: Folded, view: MessageView) -> None:
 
 
 @dataclass(frozen=True)
-class MessagesFamily(NoUsageOption):
+class MessagesFamily(NoUsageOption, Defaults):
+    # The common ignored fields include ``metadata``: its ``user_id`` names the end user, it changes no answer.
     name: str = "messages"
-    # ``metadata.user_id`` names the end user; it changes no answer.
-    ignored: tuple[str, ...] = COMMON_IGNORED
     end_marker: str = "message_stop"
     error_body = staticmethod(anthropic_error_body)
     stream_fold = staticmethod(MessagesStreamFold)
-    unconvertible = staticmethod(always_convertible)
 
     def read_request(self, body: bytes) -> RequestInfo | None:
         view = decode_request(body, REQUEST_DECODER)

@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from proxy.apis.chat.family import read_request
-from proxy.apis.errors import error_message, openai_error_body
+from proxy.apis.errors import error_message
 from proxy.apis.family import (
     COMMON_IGNORED,
+    Defaults,
     Event,
     EventFold,
     Folded,
@@ -72,7 +73,7 @@ def _fill(folded: Folded, view: ResponseObject) -> None:
 
 
 @dataclass(frozen=True)
-class ResponsesFamily(NoUsageOption):
+class ResponsesFamily(NoUsageOption, Defaults):
     name: str = "responses"
     # Fields that say how the answer is delivered, stored or attributed, never what it is.
     ignored: tuple[str, ...] = (
@@ -84,7 +85,6 @@ class ResponsesFamily(NoUsageOption):
         "prompt_cache_retention",
     )
     end_marker: str = "response.completed, response.incomplete, response.failed or an error event"
-    error_body = staticmethod(openai_error_body)
     read_request = staticmethod(read_request)
     stream_fold = staticmethod(ResponsesStreamFold)
 
