@@ -193,14 +193,10 @@ def test_a_messages_usage_costs_what_anthropic_bills_to_the_cent() -> None:
     $15/M = $0.30. Total $1.20.
     """
     from proxy.apis.messages.family import MESSAGES
+    from proxy.testing.fake_upstream.messages import cache_usage
 
-    usage = {
-        "input_tokens": 40_000,
-        "cache_read_input_tokens": 600_000,
-        "cache_creation_input_tokens": 130_000,
-        "cache_creation": {"ephemeral_5m_input_tokens": 80_000, "ephemeral_1h_input_tokens": 50_000},
-        "output_tokens": 20_000,
-    }
+    cache = cache_usage(read=600_000, five_minutes=80_000, one_hour=50_000)
+    usage = {"input_tokens": 40_000, **cache, "output_tokens": 20_000}
     body = json.dumps({"type": "message", "model": "claude-sonnet-4-5-20250929", "usage": usage}).encode()
     folded = MESSAGES.fold_body(body)
     cost = BUNDLED.cost([folded.model], AT, folded.usage)

@@ -22,11 +22,18 @@ from aiohttp import web
 
 from proxy.testing.fake_upstream.common import CONTROL, DEC, REQUESTS, echo_pieces, pause, read_body, send_stream, sse
 
-CACHE_USAGE = {
-    "cache_creation_input_tokens": 300,
-    "cache_read_input_tokens": 2000,
-    "cache_creation": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 100},
-}
+
+def cache_usage(read: int, five_minutes: int, one_hour: int) -> dict[str, Any]:
+    """The cache fields of a Messages ``usage``: reads, and writes in total and by lifetime, as Anthropic
+    reports them (``cache_creation_input_tokens`` is the sum of the two lifetimes)."""
+    return {
+        "cache_creation_input_tokens": five_minutes + one_hour,
+        "cache_read_input_tokens": read,
+        "cache_creation": {"ephemeral_5m_input_tokens": five_minutes, "ephemeral_1h_input_tokens": one_hour},
+    }
+
+
+CACHE_USAGE = cache_usage(read=2000, five_minutes=200, one_hour=100)
 SIGNATURE = "EqQBCkgIARABGAIiQL2fake"
 # Each content block as it starts, with the deltas that complete it.
 Blocks = list[tuple[dict[str, Any], list[dict[str, Any]]]]

@@ -10,6 +10,7 @@ import pytest
 from proxy.apis.family import Event, fold_stream
 from proxy.apis.messages.family import MESSAGES
 from proxy.apis.sse import SSEParser
+from proxy.testing.fake_upstream.messages import cache_usage
 
 MESSAGE: dict[str, Any] = {
     "id": "msg_1",
@@ -27,9 +28,7 @@ MESSAGE: dict[str, Any] = {
     "stop_sequence": None,
     "usage": {
         "input_tokens": 5,
-        "cache_creation_input_tokens": 7,
-        "cache_read_input_tokens": 11,
-        "cache_creation": {"ephemeral_5m_input_tokens": 7, "ephemeral_1h_input_tokens": 0},
+        **cache_usage(read=11, five_minutes=7, one_hour=0),
         "output_tokens": 13,
         "service_tier": "standard",
     },

@@ -13,15 +13,9 @@ from proxy.apis.messages.family import MESSAGES
 from proxy.apis.sse import SSEParser
 from proxy.record.decode import finalize
 from proxy.record.exchange import Ending, Exchange, Outcome, UsageSource
+from proxy.testing.fake_upstream.messages import CACHE_USAGE
 
-START_USAGE = {
-    "input_tokens": 12,
-    "cache_creation_input_tokens": 300,
-    "cache_read_input_tokens": 2000,
-    "cache_creation": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 100},
-    "output_tokens": 1,
-    "service_tier": "standard",
-}
+START_USAGE = {"input_tokens": 12, **CACHE_USAGE, "output_tokens": 1, "service_tier": "standard"}
 MESSAGE_START = {
     "type": "message_start",
     "message": {
