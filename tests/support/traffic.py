@@ -1,6 +1,6 @@
 """Traffic the tests share: a small mixed set of calls, a session of requests whose bytes are compared
-after a round trip, records of known ages, finished exchanges to hand a recorder, and reading the admin API
-and the CLI's output."""
+after a round trip, one raw POST read to its end, records of known ages, finished exchanges to hand a
+recorder, and reading the admin API and the CLI's output."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import pytest
+from multidict import CIMultiDictProxy
 
 from proxy.record.exchange import Exchange
 from proxy.store import recordings
@@ -58,6 +59,23 @@ MIXED_REQUESTS: list[dict[str, Any]] = [
     {"model": "fake-model", "messages": [{"role": "user", "content": "plain"}], "temperature": 1.0},
     {"model": "fake-error-500", "messages": [{"role": "user", "content": "boom"}]},
 ]
+
+
+def msgs(text: str) -> list[dict[str, str]]:
+    """A short chat whose last user message is ``text``."""
+    return [{"role": "system", "content": "be brief"}, {"role": "user", "content": text}]
+
+
+class Answer(NamedTuple):
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+async def post_json(url: str, body: dict[str, Any], headers: dict[str, str] = AUTH) -> Answer:
+    """One POST of ``body`` with the test key, read to its end: what a client got, byte for byte."""
+    async with aiohttp.ClientSession() as http, http.post(url, json=body, headers=headers) as resp:
+        return Answer(resp.status, resp.headers, await resp.read())
 
 
 async def send_all(base: str) -> list[bytes]:
