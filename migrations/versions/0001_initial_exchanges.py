@@ -1,7 +1,5 @@
 """exchanges, exchange_bodies and proxy_meta
 
-Revision ID: 0001_initial
-Revises:
 Create Date: 2026-11-23
 """
 
@@ -13,38 +11,47 @@ from sqlalchemy.dialects import postgresql
 
 revision = "0001_initial"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 JsonType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 Timestamp = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    _exchanges()
+    _exchange_bodies()
+    op.create_table(
+        "proxy_meta",
+        sa.Column("key", sa.String(64), nullable=False),
+        sa.Column("value", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_proxy_meta")),
+    )
+
+
+def _nullable(type_: sa.types.TypeEngine, *names: str) -> list[sa.Column]:
+    """Columns of one type that may be NULL, in the order given."""
+    return [sa.Column(name, type_, nullable=True) for name in names]
+
+
+def _exchanges() -> None:
     op.create_table(
         "exchanges",
         sa.Column("id", sa.String(36), nullable=False),
         sa.Column("session_id", sa.String(128), nullable=True),
         sa.Column("started_at", Timestamp, nullable=False),
         sa.Column("finished_at", Timestamp, nullable=True),
-        sa.Column("duration_ms", sa.Float(), nullable=True),
-        sa.Column("ttft_ms", sa.Float(), nullable=True),
+        *_nullable(sa.Float(), "duration_ms", "ttft_ms"),
         sa.Column("method", sa.String(16), nullable=False),
         sa.Column("path", sa.String(1024), nullable=False),
         sa.Column("upstream", sa.String(64), nullable=False),
-        sa.Column("model_requested", sa.String(256), nullable=True),
-        sa.Column("model", sa.String(256), nullable=True),
-        sa.Column("status", sa.Integer(), nullable=True),
-        sa.Column("upstream_status", sa.Integer(), nullable=True),
+        *_nullable(sa.String(256), "model_requested", "model"),
+        *_nullable(sa.Integer(), "status", "upstream_status"),
         sa.Column("stream", sa.Boolean(), nullable=False),
         sa.Column("outcome", sa.String(32), nullable=False),
         sa.Column("finish_reason", sa.String(64), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
-        sa.Column("prompt_tokens", sa.Integer(), nullable=True),
-        sa.Column("completion_tokens", sa.Integer(), nullable=True),
-        sa.Column("total_tokens", sa.Integer(), nullable=True),
-        sa.Column("cached_tokens", sa.Integer(), nullable=True),
-        sa.Column("reasoning_tokens", sa.Integer(), nullable=True),
+        *_nullable(
+            sa.Integer(), "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens"
+        ),
         sa.Column("usage_source", sa.String(16), nullable=False),
         sa.Column("cost_usd", sa.Float(), nullable=True),
         sa.Column("cost_source", sa.String(16), nullable=True),
@@ -54,11 +61,17 @@ def upgrade() -> None:
         sa.Column("match_key", sa.String(64), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_exchanges")),
     )
-    op.create_index("ix_exchanges_started_at", "exchanges", ["started_at"])
-    op.create_index("ix_exchanges_model_started_at", "exchanges", ["model", "started_at"])
-    op.create_index("ix_exchanges_session_started_at", "exchanges", ["session_id", "started_at"])
-    op.create_index("ix_exchanges_key_started_at", "exchanges", ["key_fingerprint", "started_at"])
-    op.create_index("ix_exchanges_match_key", "exchanges", ["match_key"])
+    for name, columns in (
+        ("started_at", ["started_at"]),
+        ("model_started_at", ["model", "started_at"]),
+        ("session_started_at", ["session_id", "started_at"]),
+        ("key_started_at", ["key_fingerprint", "started_at"]),
+        ("match_key", ["match_key"]),
+    ):
+        op.create_index(f"ix_exchanges_{name}", "exchanges", columns)
+
+
+def _exchange_bodies() -> None:
     op.create_table(
         "exchange_bodies",
         sa.Column("exchange_id", sa.String(36), nullable=False),
@@ -78,12 +91,6 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("exchange_id", name=op.f("pk_exchange_bodies")),
-    )
-    op.create_table(
-        "proxy_meta",
-        sa.Column("key", sa.String(64), nullable=False),
-        sa.Column("value", sa.Text(), nullable=False),
-        sa.PrimaryKeyConstraint("key", name=op.f("pk_proxy_meta")),
     )
 
 

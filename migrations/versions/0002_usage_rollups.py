@@ -1,7 +1,5 @@
 """usage_hourly, usage_daily: usage rollups with latency/TTFT histograms, backfilled from exchanges
 
-Revision ID: 0002_usage_rollups
-Revises: 0001_initial
 Create Date: 2026-11-23
 """
 
@@ -12,8 +10,6 @@ from alembic import op
 
 revision = "0002_usage_rollups"
 down_revision = "0001_initial"
-branch_labels = None
-depends_on = None
 
 # Frozen copies of the shapes at this revision (a later change to the app must not change this step).
 BUCKETS = 86
@@ -32,6 +28,12 @@ SUMS = (
 )
 
 
+KEY = ("period", "model", "model_requested", "upstream", "key_fingerprint", "status")
+LAT = tuple(f"lat_{i:02d}" for i in range(BUCKETS))
+TTFT = tuple(f"ttft_{i:02d}" for i in range(BUCKETS))
+COLUMNS = (*KEY, *SUMS, "cost_usd", *LAT, *TTFT)
+
+
 def _create(name: str) -> None:
     op.create_table(
         name,
@@ -41,13 +43,10 @@ def _create(name: str) -> None:
         sa.Column("upstream", sa.String(64), nullable=False),
         sa.Column("key_fingerprint", sa.String(64), nullable=False),
         sa.Column("status", sa.Integer(), nullable=False),
-        *[sa.Column(name, sa.Integer(), nullable=False) for name in SUMS],
+        *[sa.Column(c, sa.Integer(), nullable=False) for c in SUMS],
         sa.Column("cost_usd", sa.Float(), nullable=False),
-        *[sa.Column(f"lat_{i:02d}", sa.Integer(), nullable=False) for i in range(BUCKETS)],
-        *[sa.Column(f"ttft_{i:02d}", sa.Integer(), nullable=False) for i in range(BUCKETS)],
-        sa.PrimaryKeyConstraint(
-            "period", "model", "model_requested", "upstream", "key_fingerprint", "status", name=op.f(f"pk_{name}")
-        ),
+        *[sa.Column(c, sa.Integer(), nullable=False) for c in (*LAT, *TTFT)],
+        sa.PrimaryKeyConstraint(*KEY, name=op.f(f"pk_{name}")),
     )
 
 
@@ -62,6 +61,11 @@ def _bucket_edges() -> list[float]:
     return [2 ** ((i - 1) / 4) for i in range(1, BUCKETS)]
 
 
+def _count(test: sa.ColumnElement) -> sa.ColumnElement:
+    """How many rows of a group pass ``test``."""
+    return sa.func.sum(sa.case((test, 1), else_=0))
+
+
 def _histogram(column: sa.ColumnElement, edges: list[float]) -> list[sa.ColumnElement]:
     """One COUNT per bucket of ``column`` (NULLs count nowhere): the rollup's histogram, in SQL."""
     bounds = [None, *edges, None]
@@ -73,7 +77,7 @@ def _histogram(column: sa.ColumnElement, edges: list[float]) -> list[sa.ColumnEl
             test = sa.and_(test, column >= low)
         if high is not None:
             test = sa.and_(test, column < high)
-        out.append(sa.func.sum(sa.case((test, 1), else_=0)))
+        out.append(_count(test))
     return out
 
 
@@ -84,6 +88,26 @@ def _period(column: sa.ColumnElement, unit: str, dialect: str) -> sa.ColumnEleme
     # SQLite holds naive UTC text as SQLAlchemy writes it: 'YYYY-MM-DD HH:MM:SS.ffffff'.
     fmt = "%Y-%m-%d %H:00:00.000000" if unit == "hour" else "%Y-%m-%d 00:00:00.000000"
     return sa.func.strftime(fmt, column)
+
+
+def _tokens(ex: sa.TableClause, name: str) -> sa.ColumnElement:
+    """A token column summed over the exchanges that reported usage (a missing count adds nothing)."""
+    return sa.func.sum(sa.case((ex.c.usage_source != "missing", sa.func.coalesce(ex.c[name], 0)), else_=0))
+
+
+def _sums(ex: sa.TableClause) -> dict[str, sa.ColumnElement]:
+    """Each of SUMS over a group of ``exchanges`` rows, as the writer counted them at this revision."""
+    reported = ex.c.usage_source != "missing"
+    error = sa.or_(sa.and_(ex.c.status.isnot(None), ex.c.status >= 400), ex.c.outcome != "complete")
+    return {
+        "requests": sa.func.count(),
+        "errors": _count(error),
+        "usage_reported": _count(reported),
+        **{name: _tokens(ex, name) for name in SUMS[3:8]},
+        "cost_known": _count(ex.c.cost_usd.isnot(None)),
+        "unknown_cost": _count(ex.c.cost_source == "unknown"),
+        "missing_usage": _count(sa.not_(reported)),
+    }
 
 
 def _backfill() -> None:
@@ -101,53 +125,24 @@ def _backfill() -> None:
         *[sa.column(n, sa.Integer()) for n in ("status", *SUMS[3:8])],
         *[sa.column(n, sa.Float()) for n in ("cost_usd", "duration_ms", "ttft_ms")],
     )
-    reported = ex.c.usage_source != "missing"
-    error = sa.or_(sa.and_(ex.c.status.isnot(None), ex.c.status >= 400), ex.c.outcome != "complete")
-
-    def count(test: sa.ColumnElement) -> sa.ColumnElement:
-        return sa.func.sum(sa.case((test, 1), else_=0))
-
-    sums = [
-        sa.func.count(),
-        count(error),
-        count(reported),
-        *[sa.func.sum(sa.case((reported, sa.func.coalesce(ex.c[n], 0)), else_=0)) for n in SUMS[3:8]],
-        count(ex.c.cost_usd.isnot(None)),
-        count(ex.c.cost_source == "unknown"),
-        count(sa.not_(reported)),
-    ]
+    sums = _sums(ex)
     edges = _bucket_edges()
     for unit, name in (("hour", "usage_hourly"), ("day", "usage_daily")):
         key = [
             _period(ex.c.started_at, unit, bind.dialect.name),
-            sa.func.coalesce(ex.c.model, ""),
-            sa.func.coalesce(ex.c.model_requested, ""),
-            sa.func.coalesce(ex.c.upstream, ""),
-            sa.func.coalesce(ex.c.key_fingerprint, ""),
+            *[sa.func.coalesce(ex.c[c], "") for c in ("model", "model_requested", "upstream", "key_fingerprint")],
             sa.func.coalesce(ex.c.status, 0),
         ]
         values = [
             *key,
-            *sums,
+            *[sums[n] for n in SUMS],
             sa.func.coalesce(sa.func.sum(ex.c.cost_usd), 0.0),
             *_histogram(ex.c.duration_ms, edges),
             *_histogram(ex.c.ttft_ms, edges),
         ]
-        columns = [
-            "period",
-            "model",
-            "model_requested",
-            "upstream",
-            "key_fingerprint",
-            "status",
-            *SUMS,
-            "cost_usd",
-            *[f"lat_{i:02d}" for i in range(BUCKETS)],
-            *[f"ttft_{i:02d}" for i in range(BUCKETS)],
-        ]
-        target = sa.table(name, *[sa.column(c) for c in columns])
+        target = sa.table(name, *[sa.column(c) for c in COLUMNS])
         select = sa.select(*values).select_from(ex).group_by(*key)
-        bind.execute(target.insert().from_select(columns, select))
+        bind.execute(target.insert().from_select(COLUMNS, select))
 
 
 def downgrade() -> None:

@@ -1,7 +1,5 @@
 """session_links and exchange_links: a re-sent session and its exchanges point at what they repeat
 
-Revision ID: 0003_replay_links
-Revises: 0002_usage_rollups
 Create Date: 2026-11-24
 """
 
@@ -13,8 +11,6 @@ from sqlalchemy.dialects import postgresql
 
 revision = "0003_replay_links"
 down_revision = "0002_usage_rollups"
-branch_labels = None
-depends_on = None
 
 JsonType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 

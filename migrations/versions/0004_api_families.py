@@ -1,7 +1,5 @@
 """exchanges.api, cache-write token columns and exchange_bodies.delivered_bytes; rollups keyed by API family
 
-Revision ID: 0004_api_families
-Revises: 0003_replay_links
 Create Date: 2026-12-02
 """
 
@@ -14,13 +12,10 @@ from alembic import op
 
 revision = "0004_api_families"
 down_revision = "0003_replay_links"
-branch_labels = None
-depends_on = None
 
 # The rollups keep 0002's periods, histogram buckets and sums (revisions are frozen, so reusing its
 # definitions cannot change this step); this revision adds the API family to the key and one sum.
 _0002 = importlib.import_module("proxy.migrations.versions.0002_usage_rollups")
-BUCKETS = _0002.BUCKETS
 SUMS_0002 = _0002.SUMS
 SUMS = (*SUMS_0002, "cache_write_tokens")
 TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens")
@@ -93,8 +88,7 @@ def _create(name: str, *, with_api: bool) -> None:
         sa.Column("status", sa.Integer(), nullable=False),
         *[sa.Column(c, sa.Integer(), nullable=False) for c in sums],
         sa.Column("cost_usd", sa.Float(), nullable=False),
-        *[sa.Column(f"lat_{i:02d}", sa.Integer(), nullable=False) for i in range(BUCKETS)],
-        *[sa.Column(f"ttft_{i:02d}", sa.Integer(), nullable=False) for i in range(BUCKETS)],
+        *[sa.Column(c, sa.Integer(), nullable=False) for c in (*_0002.LAT, *_0002.TTFT)],
         sa.PrimaryKeyConstraint(*key, name=op.f(f"pk_{name}")),
     )
 
@@ -110,24 +104,7 @@ def _backfill(*, with_api: bool) -> None:
         *[sa.column(n, sa.Integer()) for n in ("status", *TOKENS, "cache_write_tokens")],
         *[sa.column(n, sa.Float()) for n in ("cost_usd", "duration_ms", "ttft_ms")],
     )
-    reported = ex.c.usage_source != "missing"
-    error = sa.or_(sa.and_(ex.c.status.isnot(None), ex.c.status >= 400), ex.c.outcome != "complete")
-
-    def count(test: sa.ColumnElement) -> sa.ColumnElement:
-        return sa.func.sum(sa.case((test, 1), else_=0))
-
-    def tokens(name: str) -> sa.ColumnElement:
-        return sa.func.sum(sa.case((reported, sa.func.coalesce(ex.c[name], 0)), else_=0))
-
-    sums = {
-        "requests": sa.func.count(),
-        "errors": count(error),
-        "usage_reported": count(reported),
-        **{n: tokens(n) for n in (*TOKENS, "cache_write_tokens")},
-        "cost_known": count(ex.c.cost_usd.isnot(None)),
-        "unknown_cost": count(ex.c.cost_source == "unknown"),
-        "missing_usage": count(sa.not_(reported)),
-    }
+    sums = {**_0002._sums(ex), "cache_write_tokens": _0002._tokens(ex, "cache_write_tokens")}
     sum_names = SUMS if with_api else SUMS_0002
     for unit, name in (("hour", "usage_hourly"), ("day", "usage_daily")):
         key = {
@@ -144,12 +121,6 @@ def _backfill(*, with_api: bool) -> None:
             *_0002._histogram(ex.c.duration_ms, _0002._bucket_edges()),
             *_0002._histogram(ex.c.ttft_ms, _0002._bucket_edges()),
         ]
-        columns = [
-            *_key_columns(with_api),
-            *sum_names,
-            "cost_usd",
-            *[f"lat_{i:02d}" for i in range(BUCKETS)],
-            *[f"ttft_{i:02d}" for i in range(BUCKETS)],
-        ]
+        columns = [*_key_columns(with_api), *sum_names, "cost_usd", *_0002.LAT, *_0002.TTFT]
         target = sa.table(name, *[sa.column(c) for c in columns])
         bind.execute(target.insert().from_select(columns, sa.select(*values).select_from(ex).group_by(*key_exprs)))

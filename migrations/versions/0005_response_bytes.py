@@ -1,7 +1,5 @@
 """exchange_bodies.response_bytes and response_truncated: a record keeps the head of a long response body
 
-Revision ID: 0005_response_bytes
-Revises: 0004_api_families
 Create Date: 2026-12-02
 
 ``response_bytes`` counts the whole response body that passed the proxy (decoded); ``response_truncated``
@@ -17,8 +15,6 @@ from alembic import op
 
 revision = "0005_response_bytes"
 down_revision = "0004_api_families"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,7 +1,5 @@
 """usage_hourly/usage_daily: how many exchanges reported each token column
 
-Revision ID: 0006_reported_counts
-Revises: 0005_response_bytes
 Create Date: 2026-12-02
 
 A rollup summed a token column over every exchange that reported any usage, so a group whose upstream
@@ -13,11 +11,13 @@ since: their part of a column's sum (the row's sum less the kept exchanges') pro
 when it is not 0, and they then count as having reported it; when it is 0 nothing proves it and they
 count as not having reported it (NULL rather than a 0 nobody reported).
 
-Frozen: the column names and the period expression are copied here, nothing is imported from proxy.
+Frozen: nothing is imported from the application; the token columns and the period expression are
+those of revisions 0004 and 0002 (frozen too, so reusing them cannot change this step).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,17 +25,10 @@ from alembic import op
 
 revision = "0006_reported_counts"
 down_revision = "0005_response_bytes"
-branch_labels = None
-depends_on = None
 
-TOKENS = (
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "total_tokens",
-    "cache_write_tokens",
-)
+_0002 = importlib.import_module("proxy.migrations.versions.0002_usage_rollups")
+_0004 = importlib.import_module("proxy.migrations.versions.0004_api_families")
+TOKENS = (*_0004.TOKENS, "cache_write_tokens")
 COUNTS = tuple(f"{name}_reported" for name in TOKENS)
 KEY = ("period", "api", "model", "model_requested", "upstream", "key_fingerprint", "status")
 ROLLUPS = (("hour", "usage_hourly"), ("day", "usage_daily"))
@@ -58,15 +51,6 @@ def downgrade() -> None:
                 batch.drop_column(column)
 
 
-def _period(column: sa.ColumnElement, unit: str, dialect: str) -> sa.ColumnElement:
-    """The start of the UTC hour or day, in the form each backend stores a rollup's period."""
-    if dialect == "postgresql":
-        return sa.func.timezone("UTC", sa.func.date_trunc(unit, sa.func.timezone("UTC", column)))
-    # SQLite holds naive UTC text as SQLAlchemy writes it: 'YYYY-MM-DD HH:MM:SS.ffffff'.
-    fmt = "%Y-%m-%d %H:00:00.000000" if unit == "hour" else "%Y-%m-%d 00:00:00.000000"
-    return sa.func.strftime(fmt, column)
-
-
 def _kept(bind: Any, unit: str) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     """Per rollup key, from the exchanges: (reported usage, count of each column, sum of each column)."""
     strings = ("api", "model", "model_requested", "upstream", "key_fingerprint", "usage_source")
@@ -78,7 +62,7 @@ def _kept(bind: Any, unit: str) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     )
     reported = ex.c.usage_source != "missing"
     key = [
-        _period(ex.c.started_at, unit, bind.dialect.name),
+        _0002._period(ex.c.started_at, unit, bind.dialect.name),
         *[sa.func.coalesce(ex.c[c], "") for c in ("api", "model", "model_requested", "upstream", "key_fingerprint")],
         sa.func.coalesce(ex.c.status, 0),
     ]
