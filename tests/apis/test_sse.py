@@ -214,75 +214,83 @@ class Generated:
     comments: int
 
 
-@st.composite
-def sse_streams(draw: st.DrawFn) -> Generated:
-    out = bytearray()
-    if draw(st.booleans()):
-        out += BOM
-    expected: list[Expected] = []
-    comments = 0
-    prev_cr = False
+class _Writer:
+    """The stream being drawn: lines with drawn endings, values with or without the optional space."""
 
-    def line(text: bytes) -> bytes:
-        nonlocal prev_cr
-        ending = draw(ENDINGS)
-        if prev_cr and not text and ending[:1] == b"\n":
+    def __init__(self, draw: st.DrawFn) -> None:
+        self.draw = draw
+        self.out = bytearray()
+        self.comments = 0
+        self.prev_cr = False
+
+    def line(self, text: bytes) -> bytes:
+        ending = self.draw(ENDINGS)
+        if self.prev_cr and not text and ending[:1] == b"\n":
             # CR then a LF-led blank line would read as one CRLF, merging two lines into one.
             ending = b"\r\n"
-        out.extend(text + ending)
-        prev_cr = ending == b"\r"
+        self.out.extend(text + ending)
+        self.prev_cr = ending == b"\r"
         return ending
 
-    def value(field: bytes, text: str) -> bytes:
+    def comment(self) -> None:
+        self.comments += 1
+        self.line(b":" + self.draw(LINE_TEXT).encode())
+
+    def value(self, field: bytes, text: str) -> bytes:
         raw = text.encode()
         # One space after the colon is optional unless the value itself starts with a space.
-        if raw[:1] != b" " and draw(st.booleans()):
+        if raw[:1] != b" " and self.draw(st.booleans()):
             return field + b":" + raw
         return field + b": " + raw
 
+
+def _event(draw: st.DrawFn, w: _Writer) -> Expected | None:
+    """One event's fields in a drawn order, comments among them, then its blank line; what it dispatches."""
+    data_lines = draw(st.lists(LINE_TEXT, max_size=3))
+    event = draw(st.none() | LINE_TEXT)
+    ids = draw(st.lists(LINE_TEXT | LINE_TEXT.map(lambda s: s + "\0"), max_size=2))
+    # Fields may come in any order, but data lines (joined in order) and ids (last wins) must keep
+    # their relative order, so draw a random merge of the groups rather than a full shuffle.
+    groups: list[list[bytes]] = [
+        [w.value(b"data", d) for d in data_lines],
+        [w.value(b"id", i) for i in ids],
+        [w.value(b"event", event)] if event is not None else [],
+        draw(st.lists(st.sampled_from([b"retry: 5", b"x-unknown", b"foo: bar"]), max_size=2)),
+    ]
+    shuffled: list[bytes] = []
+    while live := [g for g in groups if g]:
+        shuffled.append(draw(st.sampled_from(live)).pop(0))
+    for f in shuffled:
+        if draw(st.integers(0, 4)) == 0:
+            w.comment()
+        w.line(f)
+    ending = w.line(b"")
+    if not data_lines:
+        return None
+    valid_ids = [i for i in ids if "\0" not in i]
+    last_id = valid_ids[-1] if valid_ids else None
+    return Expected("\n".join(data_lines), event or "", last_id, len(w.out), ending == b"\r\n")
+
+
+@st.composite
+def sse_streams(draw: st.DrawFn) -> Generated:
+    w = _Writer(draw)
+    if draw(st.booleans()):
+        w.out += BOM
+    expected: list[Expected] = []
     for _ in range(draw(st.integers(0, 6))):
-        data_lines = draw(st.lists(LINE_TEXT, max_size=3))
-        event = draw(st.none() | LINE_TEXT)
-        ids = draw(st.lists(LINE_TEXT | LINE_TEXT.map(lambda s: s + "\0"), max_size=2))
-        # Fields may come in any order, but data lines (joined in order) and ids (last wins) must keep
-        # their relative order, so draw a random merge of the groups rather than a full shuffle.
-        groups: list[list[bytes]] = [
-            [value(b"data", d) for d in data_lines],
-            [value(b"id", i) for i in ids],
-            [value(b"event", event)] if event is not None else [],
-            draw(st.lists(st.sampled_from([b"retry: 5", b"x-unknown", b"foo: bar"]), max_size=2)),
-        ]
-        shuffled: list[bytes] = []
-        while live := [g for g in groups if g]:
-            shuffled.append(draw(st.sampled_from(live)).pop(0))
-        for f in shuffled:
-            if draw(st.integers(0, 4)) == 0:
-                comments += 1
-                line(b":" + draw(LINE_TEXT).encode())
-            line(f)
-        ending = line(b"")
-        valid_ids = [i for i in ids if "\0" not in i]
-        if data_lines:
-            expected.append(
-                Expected(
-                    "\n".join(data_lines),
-                    event or "",
-                    valid_ids[-1] if valid_ids else None,
-                    len(out),
-                    ending == b"\r\n",
-                )
-            )
+        if (dispatched := _event(draw, w)) is not None:
+            expected.append(dispatched)
         for _ in range(draw(st.integers(0, 2))):
             if draw(st.booleans()):
-                comments += 1
-                line(b":" + draw(LINE_TEXT).encode())
-            line(b"")
+                w.comment()
+            w.line(b"")
     if draw(st.booleans()):
         # An unterminated event at EOF must be discarded; its last line may even lack a line end.
-        out += b"data: partial\nevent: never"
+        w.out += b"data: partial\nevent: never"
         if draw(st.booleans()):
-            out += b"\n"
-    return Generated(bytes(out), expected, comments)
+            w.out += b"\n"
+    return Generated(bytes(w.out), expected, w.comments)
 
 
 def check(gen: Generated, cuts: Iterable[int]) -> None:
