@@ -177,6 +177,27 @@ async def page_ids(page: Any) -> list[str]:
     return await page.eval_on_selector_all("#recent tbody tr[data-id]", "rows => rows.map(r => r.dataset.id)")
 
 
+async def check_paging(page: Any, base: str, newest_first: list[str]) -> None:
+    """Paging reaches the oldest exchange, each exactly once; "Newer" and "Newest" lead back; a reload stays."""
+    await goto(page, base)
+    pages = [await page_ids(page)]
+    while await page.get_attribute("#page-older", "href"):
+        await settle(page, page.click("#page-older"))
+        pages.append(await page_ids(page))
+    assert [len(p) for p in pages] == [50, 50, 25]
+    assert [i for p in pages for i in p] == newest_first and pages[-1][-1] == newest_first[-1]
+    assert "(the oldest)" in await page.inner_text("#page-info")
+    await settle(page, page.click("#page-newer"))
+    assert await page_ids(page) == pages[1]
+    await settle(page, page.click("#page-newest"))
+    assert await page_ids(page) == pages[0] and await page.get_attribute("#page-newer", "href") is None
+    # A page is in the URL too: a reload stays on it.
+    await settle(page, page.click("#page-older"))
+    await page.reload()
+    await page.wait_for_selector("body[data-loaded='1']")
+    assert await page_ids(page) == pages[1]
+
+
 async def test_shared_url_paging_filters_and_auto_refresh(proxy: Proxy, database: Database) -> None:
     await record_traffic(proxy)
     await seed_history(database, 120, ["hist-a", "hist-b"])
@@ -186,24 +207,7 @@ async def test_shared_url_paging_filters_and_auto_refresh(proxy: Proxy, database
     base = proxy.url + "/_proxy/dashboard"
     errors: list[str] = []
     async with browser_page(errors) as page:
-        # Paging reaches the oldest exchange, each exactly once; "Newer" and "Newest" lead back.
-        await goto(page, base)
-        pages = [await page_ids(page)]
-        while await page.get_attribute("#page-older", "href"):
-            await settle(page, page.click("#page-older"))
-            pages.append(await page_ids(page))
-        assert [len(p) for p in pages] == [50, 50, 25]
-        assert [i for p in pages for i in p] == newest_first and pages[-1][-1] == newest_first[-1]
-        assert "(the oldest)" in await page.inner_text("#page-info")
-        await settle(page, page.click("#page-newer"))
-        assert await page_ids(page) == pages[1]
-        await settle(page, page.click("#page-newest"))
-        assert await page_ids(page) == pages[0] and await page.get_attribute("#page-newer", "href") is None
-        # A page is in the URL too: a reload stays on it.
-        await settle(page, page.click("#page-older"))
-        await page.reload()
-        await page.wait_for_selector("body[data-loaded='1']")
-        assert await page_ids(page) == pages[1]
+        await check_paging(page, base, newest_first)
 
         # A malformed key filter: a clear error, and the value never reaches the URL.
         await page.fill("#f-key", "sk-test-SECRET-0123456789")
