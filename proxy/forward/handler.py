@@ -29,7 +29,7 @@ from proxy.errors import error_response
 from proxy.forward.relay import relay_body
 from proxy.forward.routes import SESSION_ID, Route, resolve_route
 from proxy.forward.state import STATE, ProxyState
-from proxy.forward.tee import copy_body
+from proxy.forward.tee import Passage, copy_body
 from proxy.forward.upstream import forward_request_headers, forward_response_headers
 from proxy.headers import EXCHANGE_ID_HEADER, NO_STORE_HEADER, REPLAY_HEADER
 from proxy.record.decode import is_event_stream
@@ -267,8 +267,9 @@ async def _respond(
     await response.prepare(request)
     # The relay forwards bytes as sent, so a stream the client must get decoded goes through the tee.
     relay = st.settings.server.relay and tap.out is None
-    if not (relay and await relay_body(request, up, response, ex, tap, usage_filter)):
-        await copy_body(request, up, response, ex, tap, usage_filter)
+    passage = Passage(request, up, response, ex, tap, usage_filter)
+    if not (relay and await relay_body(passage)):
+        await copy_body(passage)
     return response
 
 

@@ -31,12 +31,9 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
-from aiohttp import web
-
 from proxy.apis.family import StreamFilter
 from proxy.forward import hooks
-from proxy.forward.tee import client_gone, finish_body, upstream_failed
+from proxy.forward.tee import Passage, client_gone, finish_body, upstream_failed
 from proxy.record.exchange import Exchange
 from proxy.record.tap import SLICE, BodyTap
 
@@ -188,15 +185,9 @@ class Relay:
             self.hooked.release()
 
 
-async def relay_body(
-    request: web.Request,
-    upstream: aiohttp.ClientResponse,
-    response: web.StreamResponse,
-    ex: Exchange,
-    tap: BodyTap,
-    usage_filter: StreamFilter | None = None,
-) -> bool:
+async def relay_body(passage: Passage) -> bool:
     """``forward.tee.copy_body`` through the relay; False, having touched nothing, when it cannot be hooked."""
+    request, upstream, response, ex, tap, usage_filter = passage
     relay = Relay(ex, tap, usage_filter)
     hooked = hooks.attach(upstream, request, relay)
     if hooked is None:

@@ -24,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+from typing import NamedTuple
 
 import aiohttp
 from aiohttp import web
@@ -33,18 +34,23 @@ from proxy.record.exchange import Ending, Exchange
 from proxy.record.tap import BodyTap
 
 
-async def copy_body(
-    request: web.Request,
-    upstream: aiohttp.ClientResponse,
-    response: web.StreamResponse,
-    ex: Exchange,
-    tap: BodyTap,
-    usage_filter: StreamFilter | None = None,
-) -> None:
-    """Copy the upstream body to the prepared ``response`` and into ``tap``; never raises on I/O errors.
+class Passage(NamedTuple):
+    """One streamed body's way, as the handler hands it to the tee or the relay (``forward.relay``)."""
+
+    request: web.Request
+    upstream: aiohttp.ClientResponse
+    response: web.StreamResponse  # prepared
+    ex: Exchange
+    tap: BodyTap
+    usage_filter: StreamFilter | None = None  # when the proxy hides what it asked the upstream for
+
+
+async def copy_body(passage: Passage) -> None:
+    """Copy the upstream body to the prepared response and into the tap; never raises on I/O errors.
 
     Cancellation (the client left while ``handler_cancellation`` is on) is recorded, then re-raised.
     """
+    request, upstream, response, ex, tap, usage_filter = passage
     read = upstream.content.readany  # not ``iter_any``: one coroutine less per network read
     decoded = tap.out is not None  # the client gets the decoded bytes (an encoded stream to filter)
     try:
