@@ -180,12 +180,27 @@ def _dechunk(body: bytes) -> bytes:
 STREAM_REQUEST = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
 
 
+@pytest.fixture
+def shaped_proxy(start_proxy: ProxyFactory, shaped: TestServer) -> ProxyFactory:
+    """A proxy in front of the shaped upstream, the relay on unless ``relay=False``; other keywords are settings."""
+
+    async def start(relay: bool = True, **settings: Any) -> Proxy:
+        return await start_proxy(str(shaped.make_url("/v1")), server={"relay": relay}, **settings)
+
+    return start
+
+
+async def _stream(proxy: Proxy, shape: str) -> tuple[dict[str, str], bytes]:
+    """A chat stream through ``proxy``, which the shaped upstream answers in ``shape``."""
+    return await _exchange(proxy.server.port, _request("/v1/chat/completions", STREAM_REQUEST, shape))
+
+
 @pytest.mark.parametrize("shape", ["chunked", "length"])
 async def test_framing_and_bytes_as_direct(
-    start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool], shape: str
+    shaped_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool], shape: str
 ) -> None:
     # No usage option added: nothing may be hidden, so the upstream's framing is kept (see the next test).
-    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True}, inject_stream_usage=False)
+    proxy = await shaped_proxy(inject_stream_usage=False)
     raw = _request("/v1/chat/completions", STREAM_REQUEST, shape)
     direct_headers, direct = await _exchange(shaped.port, raw)
     headers, body = await _exchange(proxy.server.port, raw)
@@ -205,12 +220,12 @@ async def test_framing_and_bytes_as_direct(
 
 @pytest.mark.parametrize("relay", [True, False])
 async def test_a_stream_of_declared_length_whose_usage_chunk_is_hidden_is_sent_chunked(
-    start_proxy: ProxyFactory, shaped: TestServer, relay: bool
+    shaped_proxy: ProxyFactory, relay: bool
 ) -> None:
     # The client did not ask for usage, so the proxy hides the usage chunk it asked for: the body is shorter
     # than the upstream's Content-Length, which must not reach the client (it would wait for the rest).
-    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": relay})
-    headers, body = await _exchange(proxy.server.port, _request("/v1/chat/completions", STREAM_REQUEST, "length-usage"))
+    proxy = await shaped_proxy(relay=relay)
+    headers, body = await _stream(proxy, "length-usage")
     assert "content-length" not in headers and headers["transfer-encoding"] == "chunked"
     assert _dechunk(body) == SSE  # every event but the usage chunk
     [row] = await proxy.rows()
@@ -218,11 +233,11 @@ async def test_a_stream_of_declared_length_whose_usage_chunk_is_hidden_is_sent_c
 
 
 async def test_gzip_stream_is_forwarded_as_sent_and_recorded_decoded(
-    start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool]
+    shaped_proxy: ProxyFactory, relayed: list[bool]
 ) -> None:
     # No usage option added, so nothing must be hidden: the encoded bytes go through the relay untouched.
-    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True}, inject_stream_usage=False)
-    headers, body = await _exchange(proxy.server.port, _request("/v1/chat/completions", STREAM_REQUEST, "gzip"))
+    proxy = await shaped_proxy(inject_stream_usage=False)
+    headers, body = await _stream(proxy, "gzip")
     assert relayed == [True]
     assert headers["content-encoding"] == "gzip"
     assert _dechunk(body) == GZIPPED
@@ -232,10 +247,10 @@ async def test_gzip_stream_is_forwarded_as_sent_and_recorded_decoded(
 
 
 async def test_an_encoded_stream_whose_usage_chunk_is_hidden_goes_through_the_tee(
-    start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool]
+    shaped_proxy: ProxyFactory, relayed: list[bool]
 ) -> None:
-    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True})
-    headers, body = await _exchange(proxy.server.port, _request("/v1/chat/completions", STREAM_REQUEST, "gzip"))
+    proxy = await shaped_proxy()
+    headers, body = await _stream(proxy, "gzip")
     assert relayed == []  # never offered to the relay: the client gets it decoded
     assert "content-encoding" not in headers and _dechunk(body) == SSE
 
@@ -256,7 +271,7 @@ def _proxy_transports(proxy: Proxy) -> list[asyncio.Transport]:
 
 
 async def test_a_fast_upstream_is_relayed_in_bounded_steps(
-    start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool], monkeypatch: pytest.MonkeyPatch
+    shaped_proxy: ProxyFactory, relayed: list[bool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # However much the upstream's reads bring before the scheduled flush runs, the tap and the usage
     # filter take it a bounded piece at a time: no step holds the loop for a whole burst.
@@ -268,17 +283,17 @@ async def test_a_fast_upstream_is_relayed_in_bounded_steps(
         return feed(self, data)
 
     monkeypatch.setattr(BodyTap, "feed", observed)
-    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True}, max_record_bytes=1 << 20)
-    _, body = await _exchange(proxy.server.port, _request("/v1/chat/completions", STREAM_REQUEST, "events"))
+    proxy = await shaped_proxy(max_record_bytes=1 << 20)
+    _, body = await _stream(proxy, "events")
     assert relayed == [True] and len(_dechunk(body)) == FLOOD_TOTAL
     # One flush takes what came until FLUSH_BYTES were reached: at most that plus one of the parser's pieces.
     assert sum(fed) == FLOOD_TOTAL and max(fed) < relay.FLUSH_BYTES + FLOOD_CHUNK + 16, max(fed)
 
 
 async def test_slow_client_pauses_the_upstream_and_memory_stays_bounded(
-    start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool]
+    shaped_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool]
 ) -> None:
-    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True}, max_record_bytes=1 << 20)
+    proxy = await shaped_proxy(max_record_bytes=1 << 20)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
     sock.setblocking(False)
@@ -310,11 +325,9 @@ async def test_slow_client_pauses_the_upstream_and_memory_stays_bounded(
     assert (await proxy.bodies())[row["id"]]["response_bytes"] == FLOOD_TOTAL
 
 
-async def test_upstream_cut_mid_stream_cuts_the_client(
-    start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool]
-) -> None:
-    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True})
-    _, body = await _exchange(proxy.server.port, _request("/v1/chat/completions", STREAM_REQUEST, "cut"))
+async def test_upstream_cut_mid_stream_cuts_the_client(shaped_proxy: ProxyFactory, relayed: list[bool]) -> None:
+    proxy = await shaped_proxy()
+    _, body = await _stream(proxy, "cut")
     assert relayed == [True]
     assert body.startswith(b"%x\r\n" % len(EVENTS[0])) and not body.endswith(b"0\r\n\r\n"), "cut, as direct"
     [row] = await proxy.wait_rows(1)
@@ -323,9 +336,9 @@ async def test_upstream_cut_mid_stream_cuts_the_client(
 
 
 async def test_client_leaving_mid_stream_is_recorded_with_what_it_got(
-    start_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool]
+    shaped_proxy: ProxyFactory, shaped: TestServer, relayed: list[bool]
 ) -> None:
-    proxy = await start_proxy(str(shaped.make_url("/v1")), server={"relay": True}, max_record_bytes=1 << 20)
+    proxy = await shaped_proxy(max_record_bytes=1 << 20)
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.server.port)
     writer.write(_request("/v1/chat/completions", STREAM_REQUEST, "events"))
     await reader.readuntil(b"\r\n\r\n")
