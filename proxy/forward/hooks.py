@@ -21,6 +21,10 @@ What it depends on, and why:
   parser too, which is only sound while it is parsing: the sink calls ``pause`` only from ``feed_data``.
 - ``StreamReader._timer``: the ``total`` timeout's context; the relay awaits inside it, as ``readany``
   would.
+- ``ResponseHandler.read_timeout`` (a public property: ``sock_read``) and ``_on_read_timeout``: while
+  hooked the protocol's own ``sock_read`` is off (it makes and cancels a timer on every read) and the relay
+  keeps the same deadline with one timer, failing the body through ``_on_read_timeout`` as aiohttp's
+  timer would; ``release`` puts the setting back.
 - ``StreamWriter``: ``_compress``, ``_on_chunk_sent``, ``on_body_write``, ``_headers_buf`` and ``_eof``
   (nothing may transform, observe or still hold what is written), ``chunked`` (the framing owed to the
   client), ``output_size``/``buffer_size`` (kept counted so the access log's body length is right).
@@ -106,10 +110,21 @@ class Hooked:
     buffered: bytes  # what the reader held before it was hooked, in order before anything fed later
     chunked: bool  # the client's response is chunked: each write is framed as one chunk
     live: bool  # False: the body ended (or failed) before it could be hooked; ``buffered`` is all of it
+    read_timeout: float | None  # the upstream's ``sock_read``, kept by the relay while hooked
 
     def release(self) -> None:
-        """Stop hooking: later reads are buffered by the reader as usual (idempotent)."""
+        """Stop hooking: later reads are buffered by the reader as usual (idempotent).
+
+        ``sock_read`` is set back but not re-armed: a body released before its end is not read again (the
+        handler's release of the response closes its connection).
+        """
         _given_back(self.reader)
+        if self.upstream is not None and self.read_timeout is not None:
+            self.upstream.read_timeout = self.read_timeout
+
+    def read_timed_out(self) -> None:
+        """The upstream sent nothing for ``read_timeout``: failed as aiohttp's own timer fails it."""
+        self.upstream._on_read_timeout()  # type: ignore[union-attr]
 
     def pause_upstream(self) -> None:
         """Stop reading the upstream; call only from ``Sink.data`` (the parser is then parsing)."""
@@ -149,10 +164,12 @@ def attach(up: aiohttp.ClientResponse, request: Any, sink: Sink) -> Hooked | Non
         buffered=b"".join(parts),
         chunked=bool(writer.chunked),
         live=live,
+        read_timeout=protocol.read_timeout if live else None,  # type: ignore[union-attr]
     )
     if live:
         reader._protocol = sink  # type: ignore[assignment]
         reader.__class__ = RelayReader
+        protocol.read_timeout = None  # type: ignore[union-attr]
     return hooked
 
 
@@ -165,6 +182,8 @@ def _feeding(up: aiohttp.ClientResponse, reader: StreamReader) -> ResponseHandle
         or getattr(protocol, "_payload", None) is not reader
         or getattr(reader, "_protocol", None) is not protocol
         or not hasattr(getattr(protocol, "_parser", None), "pause_reading")
+        or not isinstance(getattr(ResponseHandler, "read_timeout", None), property)
+        or not callable(getattr(protocol, "_on_read_timeout", None))
     ):
         return False
     return protocol

@@ -6,8 +6,8 @@ headers are known and the client's response is prepared: ``forward.hooks`` switc
 ``StreamReader`` so the parser's calls come here, and the bytes of one upstream read go to the client's
 transport in one callback scheduled right after the read (so the pieces of one read, several HTTP chunks
 for instance, leave in one write), or at once when ``FLUSH_BYTES`` have come before it runs (so no flush
-handles more than that). The handler's coroutine waits once per body, and wakes only for what must be
-awaited.
+handles more than that; the rest of that read is then parsed on the next turn of the loop). The
+handler's coroutine waits once per body, and wakes only for what must be awaited.
 
 Invariants (those of the tee, and):
 - Each read is handed to the record's ``BodyTap`` (an append and a clock read) and then written to the
@@ -19,8 +19,11 @@ Invariants (those of the tee, and):
 - Backpressure: while the client's transport is above its high-water mark (``writing_paused``), or the
   tap must decode before taking more (``BodyTap.feed`` says so), the next upstream read pauses the
   upstream protocol's reading (at most one read is buffered past the mark); the handler awaits the
-  client's drain and the tap's catch-up, then resumes it. A paused upstream's read timeout is stopped
-  (aiohttp does that), so a slow client is never taken for a stalled upstream.
+  client's drain and the tap's catch-up, then resumes it.
+- The upstream's read timeout (``sock_read``) is the relay's while hooked: one timer for the body, the
+  last read's time noted per read (aiohttp made and cancelled a timer per read), failing the body as
+  aiohttp's timer would when nothing came for that long. It does not run while the upstream is paused, so
+  a slow client is never taken for a stalled upstream; resuming starts it afresh (as aiohttp does).
 - Endings are the tee's: the body ends (``write_eof``), the client leaves (a closed transport, a failed
   drain, or the handler cancelled), the upstream cuts or stalls (``set_exception`` from the parser or the
   read timer; the client's connection is aborted), the ``total`` timeout. Each leaves ``delivered`` and a
@@ -37,8 +40,9 @@ from proxy.forward.tee import Passage, client_gone, finish_body, upstream_failed
 from proxy.record.exchange import Exchange
 from proxy.record.tap import SLICE, BodyTap
 
-# Bytes received past which they are flushed at once rather than by the scheduled callback: about one of
-# the tap's decoding slices, so no flush holds the loop longer than a slice's work.
+# Bytes received past which they are flushed at once rather than by the scheduled callback, and the
+# upstream's read is left for the next turn of the loop: one of the tap's decoding slices, so no flush
+# holds the loop longer than a slice's work.
 FLUSH_BYTES = SLICE
 
 
@@ -52,11 +56,14 @@ class Relay:
         "failure",
         "hold",
         "hooked",
+        "last_read",
         "left",
         "loop",
         "paused",
         "pending",
         "pending_bytes",
+        "read_timeout",
+        "read_timer",
         "scheduled",
         "tap",
         "usage_filter",
@@ -79,12 +86,16 @@ class Relay:
         self.left = False  # the client's connection closed
         self.failure: BaseException | None = None  # what the upstream failed with
         self.waiter: asyncio.Future[None] | None = None
+        self.read_timeout: float | None = None  # ``sock_read``, once hooked
+        self.read_timer: asyncio.TimerHandle | None = None
+        self.last_read = 0.0  # the loop's time at the last read
 
     # --- the upstream protocol's callbacks (through ``hooks.RelayReader``)
 
     def data(self, data: bytes) -> None:
         if not data or self.ended:
             return
+        self.last_read = self.loop.time()
         self.pending.append(data)
         self.pending_bytes += len(data)
         if self.hold and not self.paused:
@@ -94,6 +105,12 @@ class Relay:
             # A fast upstream can feed megabytes before the scheduled flush runs; the filter and the tap
             # must never take that in one step (it held the loop for 40 ms on a 400 MiB stream).
             self.flush()
+            if not self.paused and not self.ended:
+                # One socket read can carry 256 KiB: the parser keeps the rest of it for a later turn of
+                # the loop, so no callback copies much more than FLUSH_BYTES.
+                self.paused = True
+                self.hooked.pause_upstream()  # type: ignore[union-attr]
+                self.loop.call_soon(self._go_on)
         elif not self.scheduled:
             self.scheduled = True
             self.loop.call_soon(self.flush)
@@ -141,6 +158,39 @@ class Relay:
             self.hold = True
             self._wake()
 
+    def _go_on(self) -> None:
+        """After a bounded step: the rest of the upstream's read, unless the handler holds it back."""
+        if self.paused and not self.hold and not self.ended:
+            self._resume()
+
+    def _resume(self) -> None:
+        self.paused = False
+        self.hooked.resume_upstream()  # type: ignore[union-attr]
+        if self.read_timer is None and not self.ended:
+            self.watch_reads()
+
+    def watch_reads(self) -> None:
+        """The read timeout, from now (when hooked, and after the upstream was paused)."""
+        timeout = self.read_timeout
+        if timeout:
+            self.last_read = self.loop.time()
+            self.read_timer = self.loop.call_at(self.last_read + timeout, self._read_due)
+
+    def _read_due(self) -> None:
+        self.read_timer = None
+        if self.ended or self.paused:  # a paused upstream is not being read: ``_resume`` starts it again
+            return
+        due = self.last_read + self.read_timeout  # type: ignore[operator]
+        if self.loop.time() >= due:
+            self.hooked.read_timed_out()  # type: ignore[union-attr]  # the reader's ``set_exception``: ``error``
+        else:
+            self.read_timer = self.loop.call_at(due, self._read_due)
+
+    def _stop_watching(self) -> None:
+        if self.read_timer is not None:
+            self.read_timer.cancel()
+            self.read_timer = None
+
     def _wake(self) -> None:
         self.work = True
         waiter = self.waiter
@@ -151,6 +201,7 @@ class Relay:
         if self.hooked is not None:
             self.hooked.release()
         self.ended = True
+        self._stop_watching()
         self._wake()
 
     # --- the handler's side
@@ -176,11 +227,11 @@ class Relay:
                     self.left = True
                     self._end()
                 elif self.paused and not self.ended:
-                    self.paused = False
-                    hooked.resume_upstream()
+                    self._resume()
 
     def stop(self) -> None:
         self.ended = True
+        self._stop_watching()
         if self.hooked is not None:
             self.hooked.release()
 
@@ -198,6 +249,9 @@ async def relay_body(passage: Passage) -> bool:
     if not hooked.live and not relay.ended:
         relay.failure = hooked.reader.exception()
         relay.ended = True
+    elif not relay.ended:
+        relay.read_timeout = hooked.read_timeout
+        relay.watch_reads()
     try:
         await relay.run()
         if relay.left:

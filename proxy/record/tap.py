@@ -106,18 +106,49 @@ class EventDecoder:
     def feed(self, reads: list[tuple[float, bytes]]) -> None:
         """Consecutive reads ``(offset_ms, bytes)``; the events they complete go to the fold."""
         parser = self.parser
-        base = parser.consumed
         body = reads[0][1] if len(reads) == 1 else b"".join(data for _, data in reads)
-        simple = simple_events(body)
-        if simple is not None and parser.skip(body):
-            # The cheap path: whole ``data:`` events, split on blank lines (most streams, most slices).
-            ends = list(accumulate(len(data) for _, data in reads))
-            last = reads[-1][0]
-            self.fold.feed(
-                Event(reads[i][0] if (i := bisect_left(ends, end)) < len(reads) else last, base + end, "", data)
-                for end, data in simple
-            )
+        if b"\r" in body or parser.pending + len(body) > self.event_limit:
+            self._feed_reads(reads)
             return
+        # The parser takes only what the cheap way cannot: the end of an event an earlier slice began
+        # (up to the first blank line) and the start of one the next slice ends (after the last); the
+        # whole events between them are split on blank lines (most streams, most slices). No event can
+        # outgrow ``event_limit`` here, and the parser's result does not depend on how LF-only bytes
+        # are split, so this folds what feeding it read by read would.
+        base = parser.consumed
+        ends = list(accumulate(len(data) for _, data in reads))
+
+        def arrived(end: int) -> float:
+            """When the read that holds byte ``end - 1`` of ``body`` arrived: the one that completed an event."""
+            i = bisect_left(ends, end)
+            return reads[i][0] if i < len(reads) else reads[-1][0]
+
+        events: list[Event] = []
+
+        def parse(piece: bytes) -> None:
+            events.extend(Event(arrived(ev.end - base), ev.end, ev.event, ev.data) for ev in parser.feed(piece))
+
+        start = 0
+        if not parser.at_boundary:
+            first = body.find(b"\n\n")
+            start = first + 2 if first >= 0 else len(body)
+            parse(body[:start])
+        last = body.rfind(b"\n\n", start)
+        stop = last + 2 if last >= 0 else start
+        if stop > start:
+            middle = body[start:stop] if start or stop < len(body) else body
+            simple = simple_events(middle)
+            if simple is not None and parser.skip(middle):
+                events.extend(Event(arrived(start + end), base + start + end, "", data) for end, data in simple)
+            else:
+                parse(middle)
+        if stop < len(body):
+            parse(body[stop:])
+        self.fold.feed(events)
+
+    def _feed_reads(self, reads: list[tuple[float, bytes]]) -> None:
+        """The general way: the parser, read by read, dropping an event that outgrows ``event_limit``."""
+        parser = self.parser
         events: list[Event] = []
         for offset, data in reads:
             events.extend(Event(offset, ev.end, ev.event, ev.data) for ev in parser.feed(data))
@@ -235,7 +266,8 @@ class BodyTap:
 
     async def catch_up(self) -> None:
         """Inflate everything received and decode down to ``LAG`` bytes, yielding to the loop between slices."""
-        await complete(self._work(LAG))
+        # On the serving loop: a yield after every slice, so the loop's longest step is one slice's work.
+        await complete(self._work(LAG), every=0.0)
 
     async def drain(self) -> None:
         """Decode everything left (the writer, before ``finish``), yielding to the loop between slices."""
@@ -274,6 +306,14 @@ class BodyTap:
         size = 0
         while self._pending and size < SLICE:
             offset, data = self._pending.popleft()
+            room = SLICE - size
+            if len(data) > max(room, SLICE >> 1):
+                # A read larger than a slice (the tee takes a fast stream's reads whole, 256 KiB and more):
+                # decoded a slice at a time too, cut at a blank line when there is one in reach.
+                blank = data.rfind(b"\n\n", 0, room)
+                cut = blank + 2 if blank > 0 else room
+                self._pending.appendleft((offset, data[cut:]))
+                data = data[:cut]
             reads.append((offset, data))
             size += len(data)
         self._pending_bytes -= size

@@ -352,3 +352,27 @@ async def test_client_leaving_mid_stream_is_recorded_with_what_it_got(
     got = body["delivered_bytes"] if body["delivered_bytes"] is not None else body["response_bytes"]
     assert 1 << 20 <= got <= body["response_bytes"] < FLOOD_TOTAL
     assert shaped.app[WRITTEN][0] < FLOOD_TOTAL, "the upstream stopped when the client left"
+
+
+async def test_the_read_timeout_is_the_relay_s_while_hooked_and_given_back_after(
+    start_proxy: ProxyFactory, relayed: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Events 0.1 s apart with a 0.25 s read timeout: the relay's one timer comes due while reads keep
+    # coming and must move on, not fire; aiohttp's per-read timer is off meanwhile and its setting restored.
+    kept: list[float | None] = []
+    release = hooks.Hooked.release
+
+    def observed(self: hooks.Hooked) -> None:
+        kept.append(self.upstream.read_timeout if self.upstream is not None else None)
+        release(self)
+        kept.append(self.upstream.read_timeout if self.upstream is not None else None)
+
+    monkeypatch.setattr(hooks.Hooked, "release", observed)
+    proxy = await start_proxy(server={"relay": True}, upstream={"read_timeout": 0.25})
+    client = proxy.client(default_headers={"x-fake-delay-ms": "100"})
+    stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
+    chunks = [c async for c in stream]
+    assert relayed == [True] and len(chunks) >= 4
+    [row] = await proxy.wait_rows(1)
+    assert row["outcome"] == "complete"
+    assert kept[:2] == [None, 0.25]

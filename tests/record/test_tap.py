@@ -77,6 +77,38 @@ async def test_the_fold_does_not_depend_on_how_the_stream_was_read(seed: int) ->
     assert cut.response_body == body and not cut.truncated
 
 
+async def test_reads_that_cut_events_leave_the_parser_only_the_cut_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A slice that starts or ends inside an event takes the blank-line split for the whole events between;
+    # the general parser gets only the two cut ends, never a slice of 64 KiB (a step of milliseconds).
+    parsed: list[int] = []
+    feed = tap_module.SSEParser.feed
+
+    def counted(self: tap_module.SSEParser, data: bytes) -> list[object]:
+        parsed.append(len(data))
+        return feed(self, data)
+
+    monkeypatch.setattr(tap_module.SSEParser, "feed", counted)
+    body = stream(20_000)
+    ex = await tapped(body, split(body, random.Random(2), 40), cap=1 << 30)
+    assert ex.event_count == 20_003 and ex.usage.completion_tokens == 20_000 and ex.outcome is Outcome.COMPLETE
+    assert parsed and max(parsed) <= 2 * len(chunk("word ")), max(parsed)
+
+
+async def test_a_read_larger_than_a_slice_is_decoded_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes: list[int] = []
+    decode = tap_module.EventDecoder.feed
+
+    def observed(self: tap_module.EventDecoder, reads: list[tuple[float, bytes]]) -> None:
+        sizes.append(sum(len(data) for _, data in reads))
+        decode(self, reads)
+
+    monkeypatch.setattr(tap_module.EventDecoder, "feed", observed)
+    body = stream(20_000)  # about 1.4 MiB
+    ex = await tapped(body, [body[:5], body[5:]], cap=1 << 30)  # the tee's reads of a fast stream are this big
+    assert ex.event_count == 20_003 and ex.outcome is Outcome.COMPLETE and sum(sizes) == len(body)
+    assert max(sizes) <= tap_module.SLICE + (tap_module.SLICE >> 1), max(sizes)
+
+
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
 async def test_an_encoded_stream_is_decoded_as_it_passes(encoding: str) -> None:
     body = stream(30_000)

@@ -73,16 +73,31 @@ class UsageChunkFilter:
     def feed(self, data: bytes) -> bytes:
         if self.passthrough:
             return data
-        if not self._buf and self._parser.at_boundary:
-            # Whole events, none of which can be usage-only, go out without parsing: that is every
-            # read of a typical stream (its chunks carry "usage": null) up to its last blank line.
-            cut = _last_blank_line_end(data)
-            whole = cut == len(data)
-            if cut and _no_usage_value(data, cut) and self._parser.skip(data if whole else data[:cut]):
-                self._base += cut
-                if whole:
-                    return data
-                return data[:cut] + self._parse(data[cut:])
+        if self._buf or not self._parser.at_boundary:
+            # An unfinished event is held: only the bytes up to the first blank line need the parser to
+            # finish it; the whole events after it can take the unparsed way (a read that split an event
+            # would otherwise have the parser take all of the next read, 64 KiB in a fast stream).
+            first = _first_blank_line_end(data)
+            if not first or first == len(data):
+                return self._parse(data)
+            out = self._parse(data[:first])
+            rest = data[first:]
+            if self.passthrough:
+                return out + rest
+            return out + (self._parse(rest) if self._buf or not self._parser.at_boundary else self._whole(rest))
+        return self._whole(data)
+
+    def _whole(self, data: bytes) -> bytes:
+        """``data`` fed between events, with nothing held."""
+        # Whole events, none of which can be usage-only, go out without parsing: that is every
+        # read of a typical stream (its chunks carry "usage": null) up to its last blank line.
+        cut = _last_blank_line_end(data)
+        whole = cut == len(data)
+        if cut and _no_usage_value(data, cut) and self._parser.skip(data if whole else data[:cut]):
+            self._base += cut
+            if whole:
+                return data
+            return data[:cut] + self._parse(data[cut:])
         return self._parse(data)
 
     def _parse(self, data: bytes) -> bytes:
@@ -123,6 +138,14 @@ def _last_blank_line_end(data: bytes) -> int:
     lf = data.rfind(b"\n\n")
     crlf = data.rfind(b"\r\n\r\n")
     return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+
+
+def _first_blank_line_end(data: bytes) -> int:
+    """Offset just past the first LF LF or CRLF CRLF in ``data``; 0 when there is none."""
+    lf = data.find(b"\n\n")
+    # A CRLF CRLF ending before that LF LF lies wholly before it: no need to search the rest.
+    crlf = data.find(b"\r\n\r\n", 0, lf + 2 if lf >= 0 else len(data))
+    return crlf + 4 if crlf >= 0 else lf + 2 if lf >= 0 else 0
 
 
 def _no_usage_value(data: bytes, end: int) -> bool:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from proxy.apis.chat.usage_option import UsageChunkFilter, inject_usage
 from proxy.apis.chat.wire import USAGE_PROBE_DECODER
 from proxy.apis.codec import ANY_DECODER
-from proxy.apis.sse import SSEParser
+from proxy.apis.sse import SSEEvent, SSEParser
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
 
@@ -98,6 +98,29 @@ def test_fast_path_forwards_the_same_events_never_later(case: tuple[list[bytes],
         assert b"".join(fast_out) == expected
     # Where they differ, the parsing path dropped a keep-alive comment read together with a usage-only
     # event (or the LF of a CRLF split right after one): an old quirk the fast path only ever avoids.
+
+
+class _Counted(SSEParser):
+    __slots__ = ("sizes",)
+
+    def feed(self, data: bytes) -> list[SSEEvent]:
+        self.sizes.append(len(data))
+        return super().feed(data)
+
+
+def test_a_read_after_one_that_cut_an_event_is_parsed_only_up_to_that_event_s_end() -> None:
+    # The filter must finish the cut event with the parser; the whole events after it take the unparsed way
+    # (a fast stream's reads of 64 KiB that each cut an event were otherwise parsed whole, every one).
+    event = b'data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n'
+    stream = event * 2000
+    reads = [stream[i : i + 10_007] for i in range(0, len(stream), 10_007)]
+    reads.append(b'data: {"choices":[],"usage":{"total_tokens":3}}\n\ndata: [DONE]\n\n')
+    f = UsageChunkFilter()
+    f._parser = parser = _Counted()
+    parser.sizes = []
+    out = b"".join(f.feed(r) for r in reads) + f.close()
+    assert out == stream + b"data: [DONE]\n\n" and f.dropped == 1
+    assert max(parser.sizes[:-1]) <= len(event), parser.sizes
 
 
 @settings(max_examples=300, deadline=None)
