@@ -86,9 +86,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"proxy {args.command}: {exc}", file=sys.stderr)
             return EXIT_FAILURE
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return _interrupted()
     except BrokenPipeError:
         return _stdout_gone()
+
+
+def _interrupted() -> int:
+    """Exit code 130 for a Ctrl-C, whatever code was running when it came.
+
+    CPython marks the process as killed by Ctrl-C whenever a KeyboardInterrupt leaves code it ran from
+    source text (``exec`` or ``eval`` of a string: dataclasses, namedtuple and SQLAlchemy do that as
+    their modules load), even when the exception is caught later, as here; at exit it then kills itself
+    with SIGINT's default action, and the shell sees a death by signal (-2) instead of 130. Running any
+    source text to its end clears the mark.
+    """
+    exec("pass")
+    return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import PY, run_cli
+from tests.support.cli import PY, clean_env, run_cli
 
 
 @pytest.mark.parametrize(
@@ -81,3 +81,20 @@ def test_help_still_shows_the_usage_block(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: proxy serve [-h]") and "--upstream" in result.stdout
 
+
+def test_ctrl_c_while_a_module_runs_source_text_exits_130(tmp_path: Path) -> None:
+    """A Ctrl-C that lands while a module that is loading runs code from source text (``exec`` of a string,
+    as dataclasses, namedtuple and SQLAlchemy do) is caught as any other: exit code 130, nothing said.
+    CPython would still kill ``python -m proxy`` with SIGINT at exit (-2), as if nobody had caught it."""
+    (tmp_path / "interrupted_proxy.py").write_text(
+        "import sys\n"
+        "from proxy import cli\n"
+        "def loading():\n"
+        "    exec('import signal; signal.raise_signal(signal.SIGINT)')\n"
+        "cli.build_parser = loading\n"
+        "sys.exit(cli.main(['usage']))\n"
+    )
+    out = subprocess.run(
+        [PY, "-m", "interrupted_proxy"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60
+    )
+    assert (out.returncode, out.stderr) == (130, "")

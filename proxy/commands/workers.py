@@ -5,8 +5,11 @@ Invariants:
   checked the port is free first, so no other process's socket joins theirs.
 - Each worker holds the read end of a pipe whose write end only the supervisor has: EOF on it means the
   supervisor is gone (however it ended, SIGKILL included), and the worker stops as on SIGTERM.
-- Workers start with SIGINT ignored and in their own process group: a terminal's Ctrl-C reaches the
-  supervisor alone, which stops every worker with SIGTERM (drained, recorded), once.
+- Workers start with SIGINT blocked and move to their own process group first thing: a terminal's Ctrl-C
+  reaches the supervisor alone, which stops every worker with SIGTERM (drained, recorded), once. The
+  supervisor blocks SIGINT only while it starts a worker (the worker inherits the block through exec),
+  so a Ctrl-C meanwhile is delivered to it right after, never lost; one during start-up stops the
+  workers already started and starts no more.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
@@ -40,6 +44,10 @@ def _watch_supervisor(lifeline: Connection) -> None:
 
 def _worker(settings: Settings, lifeline: Connection, serve: Serve) -> None:
     os.setpgid(0, 0)  # out of the terminal's foreground group: Ctrl-C goes to the supervisor only
+    # A Ctrl-C that came while this process was still in that group is the supervisor's: ignoring SIGINT
+    # discards it, then the block inherited from the supervisor can go (``serve`` installs its handler).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     threading.Thread(target=_watch_supervisor, args=(lifeline,), name="proxy-lifeline", daemon=True).start()
     serve(settings)
 
@@ -51,15 +59,20 @@ def supervise(settings: Settings, serve: Serve) -> int:
     stopping = False
     started: dict[int, float] = {}
 
-    def start() -> BaseProcess:
+    workers: list[BaseProcess] = []
+
+    def start() -> None:
         proc = ctx.Process(target=_worker, args=(settings, lifeline, serve), name="proxy-worker", daemon=False)
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited through exec until run_app starts
+        # Blocked, not ignored (an ignored Ctrl-C would be lost); it reaches ``stop`` once the block ends.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             proc.start()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         started[proc.sentinel] = time.monotonic()
-        return proc
+        workers.append(proc)
+        if stopping:  # the Ctrl-C came while it started
+            _terminate(proc)
 
     def stop(_signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -67,12 +80,15 @@ def supervise(settings: Settings, serve: Serve) -> int:
             return
         stopping = True
         for proc in workers:
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGTERM)
+            _terminate(proc)
 
-    workers = [start() for _ in range(settings.workers)]
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # Started now, not by the first worker's start: starting it unblocks SIGINT (and SIGTERM) in passing.
+    resource_tracker.ensure_running()
+    for _ in range(settings.workers):
+        if not stopping:
+            start()
     failed = False
     while workers:
         ready = wait([p.sentinel for p in workers])
@@ -88,6 +104,11 @@ def supervise(settings: Settings, serve: Serve) -> int:
                 failed = True
                 continue
             log.error("worker %s exited with %s; starting a new one", proc.pid, proc.exitcode)
-            workers.append(start())
+            start()
     keep.close()
     return 1 if failed else 0
+
+
+def _terminate(proc: BaseProcess) -> None:
+    if proc.is_alive() and proc.pid is not None:
+        os.kill(proc.pid, signal.SIGTERM)
