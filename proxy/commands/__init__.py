@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -95,11 +96,39 @@ async def open_engine(settings: Settings, *, existing: bool = True) -> AsyncIter
         await engine.dispose()
 
 
-def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+def run(coro_fn: Callable[[], Awaitable[T]], *, finish_first: bool = False) -> T:
+    """Run a coroutine to its end; a Ctrl-C cancels it (KeyboardInterrupt once the loop has closed).
+
+    ``finish_first``: a Ctrl-C lets it finish, then interrupts (a second one interrupts at once), for the
+    database steps of a start-up and for migrations: a cancel there stops the driver mid-call, leaves an
+    aiosqlite thread to report into a loop already closed (a traceback on the way out), and can stop
+    a migration half-way.
+    """
+
     async def main() -> T:
         return await coro_fn()
 
-    return asyncio.run(main())
+    if not finish_first:
+        return asyncio.run(main())
+    pressed: list[int] = []
+
+    def later(signum: int, _frame: object) -> None:
+        pressed.append(signum)
+        if len(pressed) > 1:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, later)  # asyncio.run then leaves SIGINT alone
+    try:
+        result = asyncio.run(main())
+    except Exception:
+        if pressed:  # whatever it ended with, the user asked it to stop
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if pressed:
+        raise KeyboardInterrupt
+    return result
 
 
 FORMATS = ("table", "json", "csv")

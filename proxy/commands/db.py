@@ -22,7 +22,7 @@ async def prepare_database(settings: Settings, *, upgrade: bool) -> str:
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    print(run(lambda: prepare_database(settings_from(args), upgrade=True)))
+    print(run(lambda: prepare_database(settings_from(args), upgrade=True), finish_first=True))
     return 0
 
 

@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             warning = upstream_url_warning("upstream.url" if name == "default" else f"upstreams.{name}.url", up.url)
             if warning:
                 log.warning(warning)
-        revision = run(lambda: prepare_database(settings, upgrade=settings.database.auto_migrate))
+        revision = run(lambda: prepare_database(settings, upgrade=settings.database.auto_migrate), finish_first=True)
         host, port = settings.host_port
         log.info(
             "listening on http://%s:%d/v1 -> %s (mode %s, schema %s, %d worker%s, database %s)",
@@ -72,7 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if settings.workers == 1:
             _serve(settings)
             return 0
-        run(lambda: _ensure_fingerprint_secret(settings))
+        run(lambda: _ensure_fingerprint_secret(settings), finish_first=True)
         return supervise(settings, _serve_worker)
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 from pathlib import Path
 
-from tests.support.cli import run_cli
+from tests.support.cli import PY, clean_env, run_cli
 
 
 def test_db_upgrade_and_current(tmp_path: Path) -> None:
@@ -18,3 +19,35 @@ def test_db_upgrade_and_current(tmp_path: Path) -> None:
     upgraded = run_cli("db", "upgrade", "--db", url, cwd=tmp_path)
     assert upgraded.returncode == 0 and "up to date" in upgraded.stdout
     assert "up to date" in run_cli("db", "current", "--db", url, cwd=tmp_path).stdout
+
+
+# ``proxy db upgrade`` whose user presses Ctrl-C as the migration starts (run as ``python -m``, as the proxy).
+INTERRUPTED_UPGRADE = """
+import os, signal, sys
+from proxy import cli
+from proxy.store import migrate
+
+real_upgrade = migrate.upgrade
+
+
+async def upgrade(engine):
+    os.kill(os.getpid(), signal.SIGINT)
+    await real_upgrade(engine)
+
+
+migrate.upgrade = upgrade
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_during_a_migration_lets_it_finish_then_exits_quietly(tmp_path: Path) -> None:
+    """Cancelled mid-call, the driver's thread reported into a closed loop (a traceback on the way out) and
+    the migration stopped half-way; now it finishes, then the command ends: 130, nothing printed."""
+    (tmp_path / "interrupted_upgrade.py").write_text(INTERRUPTED_UPGRADE)
+    path = tmp_path / "x.db"
+    out = subprocess.run(
+        [PY, "-m", "interrupted_upgrade", "db", "upgrade", "--db", f"sqlite+aiosqlite:///{path}"],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (out.returncode, out.stdout, out.stderr) == (130, "", "")
+    assert "up to date" in run_cli("db", "current", "--db", f"sqlite+aiosqlite:///{path}", cwd=tmp_path).stdout
