@@ -49,7 +49,16 @@ class BodyRedactor:
         self._regexes = [re.compile(p.encode()) for p in patterns if p]
 
     def __call__(self, data: bytes) -> bytes:
-        return run_through(self.steps(data))
+        if len(data) > WINDOW:
+            return run_through(self.steps(data))
+        # One window (a header value, a model name, most bodies): ``steps`` without its generator.
+        out: bytearray | None = None
+        for regex in self._regexes:
+            for match in regex.finditer(data):
+                if out is None:
+                    out = bytearray(data)
+                out[match.start() : match.end()] = _mask(match)
+        return data if out is None else bytes(out)
 
     def steps(self, data: bytes) -> Generator[None, None, bytes]:
         """Mask ``data`` a ``WINDOW`` at a time, yielding after each window; returns the masked bytes.
@@ -178,7 +187,11 @@ class Redactor:
         """Free text with every credential masked: key-shaped values, query credentials, header lines."""
         if not value:
             return value
-        return self._free.sub(_redact_group, self.body.text(value) or "")
+        masked = self.body.text(value) or ""
+        # Both of ``_free``'s forms need an ``=`` or a ``:`` (no other character matches them in any case).
+        if "=" not in masked and ":" not in masked:
+            return masked
+        return self._free.sub(_redact_group, masked)
 
     def query(self, query: str) -> tuple[str, str | None]:
         """A raw query string with credential values redacted, and the first credential found (to fingerprint)."""

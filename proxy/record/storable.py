@@ -13,6 +13,9 @@ Invariants:
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Iterable
+
 from proxy.record.exchange import Exchange
 
 _TEXT_FIELDS = (
@@ -32,6 +35,7 @@ _TEXT_FIELDS = (
     "match_key",
     "price_ref",
 )
+_text_values = operator.attrgetter(*_TEXT_FIELDS)
 
 
 def text(value: str) -> str:
@@ -48,7 +52,15 @@ def text(value: str) -> str:
     return value.replace("\x00", "\\x00") if "\x00" in value else value
 
 
+def _plain(values: Iterable[str | None]) -> bool:
+    """Every value is ASCII without NUL (what nearly every record holds): ``text`` would change none."""
+    joined = "".join(filter(None, values))
+    return joined.isascii() and "\x00" not in joined
+
+
 def headers(values: dict[str, str]) -> dict[str, str]:
+    if _plain(values) and _plain(values.values()):
+        return values
     for name, value in values.items():
         if text(name) is not name or text(value) is not value:
             return {text(k): text(v) for k, v in values.items()}
@@ -56,10 +68,11 @@ def headers(values: dict[str, str]) -> dict[str, str]:
 
 
 def make_storable(ex: Exchange) -> Exchange:
-    for name in _TEXT_FIELDS:
-        value = getattr(ex, name)
-        if value is not None:
-            setattr(ex, name, text(value))
+    if not _plain(_text_values(ex)):
+        for name in _TEXT_FIELDS:
+            value = getattr(ex, name)
+            if value is not None:
+                setattr(ex, name, text(value))
     ex.request_headers = headers(ex.request_headers)
     ex.response_headers = headers(ex.response_headers)
     return ex

@@ -79,6 +79,15 @@ def test_canonical_form_sorted_compact_integral_floats() -> None:
     assert key(b'{"temperature": 1.5}') != key(b'{"temperature": 1}')
 
 
+def test_integral_floats_at_any_depth_and_numbers_past_the_double_range() -> None:
+    nested = b'{"a":[{"b":-0.0,"c":1e2,"d":2.5}],"e":1e16,"f":9007199254740991.0}'
+    assert canonical_body(nested) == b'{"a":[{"b":0,"c":100,"d":2.5}],"e":1e16,"f":9007199254740991}'
+    # Past 2**53 a float is not an exact integer: it stays a float. Past the double range it is no JSON
+    # the key can read: hashed as sent, as before.
+    assert canonical_body(b'{"a":[1E400]}') == b'{"a":[1E400]}'
+    assert canonical_body(b"[12345678901234567890123, 1.5e300]") == b"[12345678901234567890123,1.5e300]"
+
+
 def test_non_json_bodies_are_hashed_as_sent() -> None:
     assert canonical_body(b"not json {") == b"not json {"
     assert key(b"not json {") != key(b"not json  {")
