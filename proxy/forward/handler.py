@@ -110,7 +110,7 @@ def _mount(st: ProxyState, route: Route) -> Upstream | None:
     upstream = st.upstreams.get(route.upstream)
     if st.settings.mode.forwards and (upstream is None or not upstream.url):
         raise Rejected(404, f"unknown upstream {route.upstream!r}", "unknown_upstream")
-    if any(seg in ("..", ".") for seg in route.tail.split("/")):
+    if "." in route.tail and any(seg in ("..", ".") for seg in route.tail.split("/")):
         raise Rejected(400, "path must not contain '.' or '..' segments", "invalid_path")
     return upstream if st.settings.mode.forwards else None
 
@@ -132,8 +132,12 @@ async def _read_body(request: web.Request, st: ProxyState, ex: Exchange) -> byte
     try:
         if declared is not None and declared > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
-        async with asyncio.timeout(deadline or None):
+        if request.content.is_eof():
+            # The whole body came with the head (any small body does): nothing to wait for, no timer to arm.
             body = await request.read()
+        else:
+            async with asyncio.timeout(deadline or None):
+                body = await request.read()
     except TimeoutError:
         # A client trickling its body (or stopping halfway) must not hold a connection and a handler forever.
         # The rest of the body may never come, so the connection cannot serve a next request.

@@ -35,8 +35,7 @@ def size_of(ex: Exchange) -> int:
     if tap is not None:
         size += tap.retained
     for headers in (ex.request_headers, ex.response_headers):
-        for name, value in headers.items():
-            size += len(name) + len(value)
+        size += sum(map(len, headers)) + sum(map(len, headers.values()))
     return size
 
 
