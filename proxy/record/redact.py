@@ -175,6 +175,9 @@ class Redactor:
         # No word boundary before the name: in a quoted head the line before ends in a literal ``\n``.
         alternatives.append(rf"(?:{names})\s*[:=]\s*(?P<header>[^\r\n'\"\\]+)")
         self._free = re.compile("|".join(alternatives), re.IGNORECASE)
+        # Every match of ``_free`` holds one of these names; for ASCII text and names, in its lower case.
+        named = (*self.params, *self.headers)
+        self._names = tuple(sorted(named)) if all(n.isascii() for n in named) else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Redactor:
@@ -191,6 +194,12 @@ class Redactor:
         # Both of ``_free``'s forms need an ``=`` or a ``:`` (no other character matches them in any case).
         if "=" not in masked and ":" not in masked:
             return masked
+        if self._names is not None and masked.isascii():
+            # ``_free`` has no literal to scan for and is tried at every position: most header values
+            # hold none of its names, and ``in`` finds that out at C speed.
+            lowered = masked.lower()
+            if not any(name in lowered for name in self._names):
+                return masked
         return self._free.sub(_redact_group, masked)
 
     def query(self, query: str) -> tuple[str, str | None]:

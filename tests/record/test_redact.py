@@ -132,6 +132,23 @@ def test_one_window_in_one_go_equals_its_steps() -> None:
     assert Redactor().text("model-name") == "model-name" and Redactor().text("a=sk-" + "k" * 20) == "a=sk-" + "*" * 20
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_free_text_skipped_only_where_it_could_not_match(seed: int) -> None:
+    """``text`` runs the free-text regex only on text holding ``=`` or ``:`` and one of its names: the same
+    masks as running it on everything, in any case, with configured names and non-ASCII text too."""
+    import random
+
+    rng = random.Random(seed)
+    parts = ["key", "KEY", "Api-Key", "=", ":", " ", "x", "token", "Authorization", "cookie", "'", "abcdefghij"]
+    parts += ["sk-", "\n", "?", "&", "sig", "Set-Cookie", "é", "X-Tenant", "k"]
+    for redactor in (Redactor(), Redactor(headers=["x-tenant"]), Redactor(headers=["x-ténant"])):
+        always = Redactor(headers=sorted(redactor.headers))
+        always._names = None  # the regex on every text, as before the shortcut
+        texts = ["".join(rng.choice(parts) for _ in range(rng.randint(0, 14))) for _ in range(3000)]
+        assert sum(always.text(t) != t for t in texts) > 200, "credentials in many texts"
+        assert [redactor.text(t) for t in texts] == [always.text(t) for t in texts]
+
+
 def test_headers_for_storage_lower_cased_secrets_masked_repeats_joined() -> None:
     headers = CIMultiDictProxy(
         CIMultiDict(
