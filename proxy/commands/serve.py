@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import errno
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -111,9 +112,17 @@ def _no_demo() -> Iterator[None]:
 def demo_upstream() -> Iterator[str]:
     """The demo upstream as a child process; its stdin is its lifeline (EOF: this process is gone)."""
     cmd = [sys.executable, "-m", "proxy.testing.fake_upstream", "--demo", "--host", "127.0.0.1"]
-    # Its own session: a terminal's Ctrl-C is this process's to handle, not the demo's (even mid-import).
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+    # A Ctrl-C while Popen runs would leave the child running with its pipes closed (it then fails to
+    # print its port: a BrokenPipeError traceback on our stderr); held until the child is ours to stop.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
+        # Its own session: a terminal's Ctrl-C is this process's to handle, not the demo's (even mid-import).
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a Ctrl-C meanwhile is raised here: the child is stopped
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
         if not line.isdigit():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import openai
 
-from tests.support.cli import children, ends_soon, run_cli, start_serve, stop_serve
+from tests.support.cli import PY, children, clean_env, ends_soon, run_cli, start_serve, stop_serve
 
 ROOT = Path(__file__).parent.parent.parent
 
@@ -70,3 +70,32 @@ def test_make_serve_runs_the_demo_and_installs_runtime_dependencies_only(tmp_pat
         ["make", "-n", "-C", str(ROOT), "test", f"VENV={tmp_path}/venv"], capture_output=True, text=True
     )
     assert '".[test,fast]"' in tests.stdout
+
+
+# ``proxy serve --demo`` whose user presses Ctrl-C while the demo child is being started (inside Popen).
+INTERRUPTED_DEMO = """
+import os, signal, subprocess, sys
+from proxy import cli
+
+real_init = subprocess.Popen.__init__
+
+
+def init_then_ctrl_c(self, *args, **kwargs):
+    real_init(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+subprocess.Popen.__init__ = init_then_ctrl_c
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_the_demo_upstream_starts_stops_it_quietly(tmp_path: Path) -> None:
+    """A Ctrl-C inside Popen left the child running with its pipes closed: it then failed to print its port
+    (a BrokenPipeError traceback on the proxy's stderr, which it shares). Now the child is stopped: 130."""
+    (tmp_path / "interrupted_demo.py").write_text(INTERRUPTED_DEMO)
+    out = subprocess.run(
+        [PY, "-m", "interrupted_demo", "serve", "--demo", "--listen", "127.0.0.1:0"],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (out.returncode, out.stderr) == (130, ""), out.stderr
