@@ -8,6 +8,7 @@ schema, so tests never see each other's rows. What was skipped, and why, is one 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -33,6 +34,15 @@ from tests.support import (
     make_settings,
 )
 from tests.support.cli import PY, free_port, wait_port
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A non-interactive shell starts a background job (`cmd &`, as CI runners and `setsid ... &` do) with
+    # SIGINT ignored, and an ignored signal stays ignored across exec: every proxy the tests start would
+    # then shrug off the Ctrl-C the tests send it. A handled signal is reset to the default at exec, so
+    # with a handler here the children start as they would from a terminal.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
