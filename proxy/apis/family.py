@@ -98,6 +98,9 @@ class Family(Protocol):
     name: str  # stored in ``exchanges.api``
     ignored: tuple[str, ...]  # top-level request fields left out of the match key
     end_marker: str  # what completes its stream, in words, for the record of one that lacks it
+    # Its streams end with an event of their own; False: a stream's (or body's) end is its only end marker,
+    # so it was complete only if all of it came (``record.decode``).
+    end_event: bool
 
     def read_request(self, body: bytes) -> RequestInfo | None:
         """Model, stream flag and user of a JSON request body; None for anything else."""
@@ -201,6 +204,7 @@ class Defaults:
     key, errors in OpenAI's shape, and every finished answer convertible between its two forms."""
 
     ignored: tuple[str, ...] = COMMON_IGNORED
+    end_event: bool = True
     error_body = staticmethod(openai_error_body)
     unconvertible = staticmethod(always_convertible)
 

@@ -35,6 +35,7 @@ def _usage(body: bytes) -> Usage | None:
 class PlainFamily(NoUsageOption, Defaults):
     name: str = "other"
     end_marker: str = "the end of its body"
+    end_event: bool = False
     read_request = staticmethod(read_request)
 
     def stream_fold(self, text_limit: int) -> StreamFold:

@@ -24,7 +24,6 @@ from collections.abc import Iterable, Iterator
 from proxy.apis.errors import MAX_ERROR_CHARS
 from proxy.apis.families import family_for
 from proxy.apis.family import NO_TEXT_LIMIT
-from proxy.apis.plain import PlainFamily
 from proxy.record.exchange import Ending, Exchange
 from proxy.record.outcome import settle
 from proxy.record.tap import BodyTap
@@ -67,7 +66,7 @@ def finalize(ex: Exchange) -> Exchange:
         if folded is None:
             folded = family.fold_body(ex.decoded_body if ex.decoded_body is not None else ex.response_body)
             folded.complete_at = _whole_at(ex, tap)
-        elif isinstance(family, PlainFamily) and _whole_at(ex, tap) is None:
+        elif not family.end_event and _whole_at(ex, tap) is None:
             folded.complete_at = None  # its last event is no end marker
         if tap.error is not None:
             ex.error = ex.error or tap.error
