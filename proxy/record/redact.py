@@ -55,9 +55,7 @@ class BodyRedactor:
         out: bytearray | None = None
         for regex in self._regexes:
             for match in regex.finditer(data):
-                if out is None:
-                    out = bytearray(data)
-                out[match.start() : match.end()] = _mask(match)
+                out = _masked(out, data, match)
         return data if out is None else bytes(out)
 
     def steps(self, data: bytes) -> Generator[None, None, bytes]:
@@ -84,9 +82,7 @@ class BodyRedactor:
                             after = match.start()  # try it again, from its start, in the next window
                             break
                         match = regex.match(data, pos) or match  # a secret longer than a window
-                    if out is None:
-                        out = bytearray(data)
-                    out[match.start() : match.end()] = _mask(match)
+                    out = _masked(out, data, match)
                     after = max(after, match.end())
                 pos = after
                 yield
@@ -96,6 +92,14 @@ class BodyRedactor:
         if not value or not self._regexes:
             return value
         return self(value.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
+
+
+def _masked(out: bytearray | None, data: bytes, match: re.Match[bytes]) -> bytearray:
+    """``out`` (``data``'s copy, made at the first match) with ``match`` masked."""
+    if out is None:
+        out = bytearray(data)
+    out[match.start() : match.end()] = _mask(match)
+    return out
 
 
 def _mask(match: re.Match[bytes]) -> bytes:
