@@ -140,7 +140,21 @@ class Database(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     command_timeout: float = 30.0
 
 
+class WriterMode(enum.StrEnum):
+    """Where the recorder's writer (decoding, pricing, masking, inserting) runs."""
+
+    # A child process fed over a socket pair: recording takes nothing from the serving process's GIL,
+    # and a record handed over survives a kill -9 of the serving process.
+    PROCESS = "process"
+    # A thread with its own event loop in the serving process: no child to start, shares the GIL.
+    THREAD = "thread"
+    # A task on the serving loop itself (an in-memory SQLite database, and the writer process's own).
+    LOOP = "loop"
+
+
 class Recorder(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # Where the writer runs: "process" (default), "thread", "loop" (see WriterMode).
+    writer: WriterMode = WriterMode.PROCESS
     # Exchanges waiting for the writer, and the bytes they may hold (bodies, headers: an estimate);
     # past either bound new records go to the disk spool, written back when the writer catches up.
     queue_size: int = 10_000

@@ -47,6 +47,7 @@ def _recorder(
         on_written=metrics.observe_batch,
         pricing=PriceTable.from_settings(settings),
         batch_delay=rec.batch_delay,
+        writer=rec.writer,
     )
     metrics.bind(recorder)
     return recorder

@@ -10,6 +10,10 @@ Invariants:
   one written, spooled, quarantined or dropped; ``wait_for`` resolves when ``finished`` reaches a count,
   on the waiter's own loop.
 - Lag (exchange end to commit, ms) is kept as a reservoir of the last ``LAG_KEPT`` values.
+- With a writer process (``record.process``) the items are the frames sent to it, kept until it says
+  they finished (``release``), in order: so they can be sent again to a writer process started after
+  one died, and the bounds count what the child holds. ``on_done`` (the child's own intake) tells the
+  serving process each time records finished.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from proxy.record.exchange import Exchange
 
@@ -49,7 +54,8 @@ class Intake:
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.lock = threading.Lock()
-        self._items: deque[tuple[Exchange, int]] = deque()
+        # Exchanges, or with a writer process the frames it was sent (``release``).
+        self._items: deque[tuple[Any, int]] = deque()
         self.bytes = 0
         self.submitted = 0
         self.finished = 0
@@ -59,13 +65,14 @@ class Intake:
         self._wake_at = 0
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._lag: deque[float] = deque(maxlen=LAG_KEPT)
+        self.on_done: Callable[[int, list[float] | None], None] | None = None
 
     @property
     def depth(self) -> int:
         return len(self._items)
 
-    def put(self, ex: Exchange, size: int) -> bool:
-        """Queue a record; False (nothing queued) when it would pass a bound."""
+    def put(self, ex: Any, size: int) -> bool:
+        """Queue a record (or its frame); False (nothing queued) when it would pass a bound."""
         with self.lock:
             self.submitted += 1
             items = self._items
@@ -97,6 +104,19 @@ class Intake:
                 self.bytes -= size
                 batch.append(ex)
         return batch
+
+    def held(self) -> list[Any]:
+        """What is queued, oldest first, left in place (the frames a new writer process is sent again)."""
+        with self.lock:
+            return [item for item, _ in self._items]
+
+    def release(self, n: int, lags_ms: list[float] | None) -> None:
+        """The writer process finished the ``n`` oldest records it was sent: they leave the queue, done."""
+        with self.lock:
+            items = self._items
+            for _ in range(min(n, len(items))):
+                self.bytes -= items.popleft()[1]
+        self.done(n, lags_ms)
 
     def oldest_end(self) -> float | None:
         with self.lock:
@@ -141,6 +161,8 @@ class Intake:
         for _, loop, fut in ready:
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
                 loop.call_soon_threadsafe(_resolve, fut)
+        if self.on_done is not None:
+            self.on_done(n, lags_ms)
 
     def wait_for(self, count: int) -> asyncio.Future[None] | None:
         """A future resolved once ``count`` records finished; None when they already have."""

@@ -1,10 +1,15 @@
-"""The recorder: what the serving loop sees of recording; the work runs in a writer thread of its own.
+"""The recorder: what the serving loop sees of recording; the work runs in a writer process or thread.
 
 Failure policy (fail open for traffic, closed for data):
 - ``submit`` never blocks and never raises: the request path does not wait on the database, ever. It
   appends to the intake (``record.intake``: a deque under a lock) and wakes the writer only if it sleeps.
-- A writer thread runs its own event loop (uvloop when installed) with its own engine
-  (``store.db.sibling_engine``: same database, its own connections) and does all the rest there:
+- Where the writer runs is ``writer`` (``config.WriterMode``). ``PROCESS`` (what ``proxy serve`` uses):
+  ``submit`` pickles the record into a frame, the intake holds the frame and the writer process gets
+  it (``record.process``, ``record.child``); that process runs this same recorder in ``LOOP`` mode,
+  so everything below holds there. A writer process that cannot start leaves the recorder writing
+  from a thread (logged). ``THREAD``: a writer thread runs its own event loop (uvloop when installed)
+  with its own engine (``store.db.sibling_engine``: same database, its own connections) and does all
+  the rest there:
   batching, decoding (``decode.finalize``), pricing, masking, inserting, spooling and writing the spool
   back (``record.writer``). So recording never sits behind request handlers in one loop's queue, and
   no recording step, disk I/O included, runs on the serving loop. An in-memory SQLite database has no
@@ -57,15 +62,17 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from proxy.config import WriterMode
 from proxy.record.exchange import Exchange
 from proxy.record.intake import RECORD_OVERHEAD, Intake, size_of
 from proxy.record.overflow import Overflow, Shelf
+from proxy.record.process import WriterProcess
 from proxy.record.redact import Redactor
 from proxy.record.spool import Spool
 from proxy.record.stats import RecorderStats
 from proxy.record.writer import RESTART_DELAY, Prep, Writer
 from proxy.replay.matchkey import DEFAULT_RULES, KeyRules
-from proxy.store.db import sibling_engine
+from proxy.store.db import engine_recipe, sibling_engine
 from proxy.usage.pricing import PriceTable
 
 __all__ = ["Recorder", "RecorderStats"]
@@ -92,8 +99,10 @@ class Recorder:
         redactor: Redactor | None = None,
         key_rules: KeyRules = DEFAULT_RULES,
         pricing: PriceTable | None = None,
+        writer: WriterMode = WriterMode.THREAD,
     ) -> None:
         self.engine = engine
+        self.writer_mode = writer
         self.batch_size = batch_size
         self.batch_delay = batch_delay
         self.retry_interval = retry_interval
@@ -104,8 +113,9 @@ class Recorder:
         self.intake = Intake(queue_size, queue_max_bytes)
         self.prep = Prep(self.redactor, key_rules, pricing)
         self.shelf = Shelf(self.spool, self.redactor, self.stats)
-        self.overflow = Overflow(self.shelf, self.prep, self.intake.done, self._spooled)
+        self.overflow = Overflow(self.shelf, self.prep, self.intake.done, self.spooled)
         self.writer: Writer | None = None
+        self.process: WriterProcess | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ended: concurrent.futures.Future[None] | None = None  # the writer's home has ended
         self._stop_home: Callable[[], None] | None = None
@@ -122,8 +132,15 @@ class Recorder:
 
     @property
     def threaded(self) -> bool:
-        """The writer runs in a thread of its own (False: on the serving loop, for in-memory SQLite)."""
+        """The writer runs in a thread of its own."""
         return self.writer is not None and self.writer.engine is not self.engine
+
+    @property
+    def mode(self) -> WriterMode:
+        """Where the writer runs now (``writer`` asked for it; an in-memory database writes on the loop)."""
+        if self.process is not None:
+            return WriterMode.PROCESS
+        return WriterMode.THREAD if self.threaded else WriterMode.LOOP
 
     def lag_ms(self) -> dict[str, float | None]:
         return self.intake.lag_ms()
@@ -134,7 +151,11 @@ class Recorder:
         except Exception:  # noqa: BLE001 - never on the request path; a record is sized roughly then
             size = RECORD_OVERHEAD
         try:
-            if self.intake.put(ex, size):
+            process = self.process
+            if process is None:
+                if self.intake.put(ex, size):
+                    return
+            elif self._hand(process, ex, size):
                 return
             self.stats.overflowed += 1
             self.overflow.put(ex)
@@ -142,7 +163,26 @@ class Recorder:
             self.stats.dropped += 1
             log.exception("recorder: exchange %s could not be queued; dropped", ex.id)
 
-    def _spooled(self) -> None:
+    def _hand(self, process: WriterProcess, ex: Exchange, size: int) -> bool:
+        """To the writer process; False when the intake is full (or the record cannot be pickled)."""
+        try:
+            frame = process.encode(ex)
+        except Exception:  # never expected; the spooler prepares it here instead
+            log.exception("recorder: exchange %s could not be handed to the writer process; spooled", ex.id)
+            self.intake.counted()
+            self.overflow.put(ex)
+            return True
+        if not self.intake.put(frame, size):
+            return False
+        process.send(frame)
+        return True
+
+    def spooled(self) -> None:
+        """The spooler wrote a file: the writer writes it back when nothing is queued."""
+        if self.process is not None:  # from the spooler's thread: the channel is the serving loop's
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self.process.tell, "spool")
+            return
         writer = self.writer
         if writer is not None:
             writer.spool_waiting = True
@@ -153,13 +193,19 @@ class Recorder:
             # Leftovers from an earlier run: try them first, as if recovering from an outage.
             self.stats.database_ok = False
         self._loop = asyncio.get_running_loop()
+        if self.writer_mode is WriterMode.PROCESS and (recipe := engine_recipe(self.engine)) is not None:
+            process = WriterProcess(self, recipe)
+            if await process.start():
+                self.process = process
+                self._ended = concurrent.futures.Future()
+                return
         await asyncio.wrap_future(self._start_writer())
 
     def _start_writer(self) -> concurrent.futures.Future[None]:
         """Start the writer's home; the future is set once its loop runs it."""
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._ended = concurrent.futures.Future()
-        engine = sibling_engine(self.engine)
+        engine = None if self.writer_mode is WriterMode.LOOP else sibling_engine(self.engine)
         if engine is None:
             assert self._loop is not None
             task = self._loop.create_task(self._home(self.engine, ready), name="proxy-recorder-home")
@@ -175,7 +221,7 @@ class Recorder:
         return ready
 
     def _thread_main(self, engine: AsyncEngine, ready: concurrent.futures.Future[None]) -> None:
-        loop = _new_loop()
+        loop = new_loop()
         died: BaseException | None = None
         try:
             loop.run_until_complete(self._home(engine, ready))
@@ -241,11 +287,15 @@ class Recorder:
         if done is None:
             return
         intake.hurry += 1
+        if self.process is not None:
+            self.process.tell("hurry", 1)
         try:
             intake.nudge()
             await done
         finally:
             intake.hurry -= 1
+            if self.process is not None:
+                self.process.tell("hurry", -1)
 
     async def close(self) -> None:
         """Drain the queue, write or spool everything, stop the writer thread and dispose its engine."""
@@ -256,6 +306,9 @@ class Recorder:
             self.writer.closing = True
         await self.flush()
         self._stopping = True
+        if self.process is not None:
+            await self.process.close()
+            self._ended.set_result(None)
         if self.writer is not None:
             self.writer.closing = True
         while not self._ended.done():  # a home that died just now is not restarted any more
@@ -272,7 +325,7 @@ class Recorder:
         return self.spool.size()
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def new_loop() -> asyncio.AbstractEventLoop:
     """The writer thread's loop: uvloop when installed, as ``proxy serve`` runs."""
     try:
         import uvloop

@@ -93,6 +93,25 @@ class _Inflater:
         """The compressed stream's own end was seen (a body without it was cut)."""
         return self._d is not None and self._d.eof
 
+    def __reduce__(self) -> tuple[type[_Spent], tuple[bool]]:
+        # zlib's state cannot be pickled; a tap crosses to the writer process only with nothing left to
+        # inflate (``BodyTap.__getstate__``), so all that is still asked of its inflater is ``eof``.
+        return _Spent, (self.eof,)
+
+
+class _Spent:
+    """An inflater with nothing left to inflate, as it arrives in the writer process."""
+
+    unconsumed_tail = b""
+
+    def __init__(self, eof: bool) -> None:
+        self.eof = eof
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        raise zlib.error("the stream's end was already passed")
+
+    salvage = decompress
+
 
 class EventDecoder:
     """Server-sent events folded by an API family as they come, with their arrival times."""
@@ -212,7 +231,7 @@ class BodyTap:
         self._pending: deque[tuple[float, bytes]] = deque()  # decoded, not yet given to the decoder
         self._pending_bytes = 0
         self._raw: deque[tuple[float, bytes]] = deque()  # received, not yet inflated
-        self.inflater: _Inflater | None = None
+        self.inflater: _Inflater | _Spent | None = None
         self.opaque = False
         try:
             self.inflater = inflater(ex.response_headers.get("content-encoding"))
@@ -226,6 +245,13 @@ class BodyTap:
         self.out: list[bytes] | None = [] if forward_decoded and self.inflater is not None else None
         if marks:
             ex.stream_chunks = []
+
+    def __getstate__(self) -> dict[str, object]:
+        """The tap as it crosses to the writer process (``record.channel``): inflated to the end first."""
+        # The tee inflates each read before the next one, so this is at most the last read's worth.
+        while self._raw and self.inflater is not None:
+            self._inflate_one()
+        return self.__dict__
 
     @property
     def decoding(self) -> bool:

@@ -67,13 +67,23 @@ def sibling_engine(engine: AsyncEngine) -> AsyncEngine | None:
 
     None too for an engine ``create_engine`` did not make (its connect arguments are not known).
     """
+    recipe = engine_recipe(engine)
+    return None if recipe is None else create_engine(recipe[0], **recipe[1])
+
+
+def engine_recipe(engine: AsyncEngine) -> tuple[str, dict[str, Any]] | None:
+    """The URL and arguments that make an engine like ``engine`` (in this process or another one).
+
+    None when another engine would not see the same database (in-memory SQLite, a pool given by the
+    caller), or ``create_engine`` did not make this one (its connect arguments are not known).
+    """
     made = _MADE.get(engine.sync_engine)
     if made is None:
         return None
     url, kwargs = made
     if is_sqlite(url) and (_in_memory(url) or "poolclass" in kwargs):
         return None
-    return create_engine(url, **kwargs)
+    return url, dict(kwargs)
 
 
 def _in_memory(url: str) -> bool:

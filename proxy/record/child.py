@@ -1,0 +1,166 @@
+"""The writer process: ``python -m proxy.record.child FD``, started by ``record.process`` only.
+
+Invariants:
+- Runs one ``Recorder`` with its writer on this process's loop (``WriterMode.LOOP``) and its own
+  engine, configured by the first frame; every record frame is submitted to it as it arrives.
+- Tells the serving process when records finished (``done``, with their lags and this recorder's
+  counters), what was written (``written``, bodies and headers left out: the metrics need the rest),
+  and once it is ready.
+- Stops on ``close``, or when the socket closes (the serving process is gone, even by ``kill -9``):
+  either way everything it received is written, spooled or quarantined first. Ctrl-C and SIGTERM are
+  not its to act on (it runs in a session of its own; SIGTERM is ignored): the serving process closes
+  it in order.
+- Never raises on a frame: one that cannot be read is logged and counted as dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+import msgspec
+
+from proxy.config import WriterMode
+from proxy.record.channel import Channel, Kind, control_frame, unpickle
+from proxy.record.exchange import Exchange
+from proxy.record.recorder import Recorder, new_loop
+from proxy.store.db import create_engine
+
+log = logging.getLogger("proxy.record.recorder")
+
+
+def _thin(ex: Exchange) -> Exchange:
+    """A written record as ``on_written`` gets it in the serving process: no bodies, no headers."""
+    return msgspec.structs.replace(
+        ex, request_body=b"", response_body=b"", decoded_body=None, assembled=None,
+        request_headers={}, response_headers={}, stream_chunks=[],
+    )  # fmt: skip
+
+
+class Child:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.recorder: Recorder | None = None
+        self.channel: Channel | None = None
+        self.stop: asyncio.Event | None = None
+        self._configured: asyncio.Future[dict[str, Any]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
+
+    async def run(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self.stop = asyncio.Event()
+        self._configured = loop.create_future()
+        self.channel = Channel(self._on_frame, self.stop.set)
+        await loop.create_unix_connection(lambda: self.channel, sock=self.sock)  # type: ignore[arg-type, return-value]
+        stopped = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait({self._configured, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not self._configured.done():
+            return  # the serving process went before it said anything
+        recorder = self.recorder = self._recorder(self._configured.result())
+        await recorder.start()
+        self.channel.write(control_frame("ready"))
+        await self.stop.wait()
+        await recorder.close()
+        self.channel.write(control_frame("stats", recorder.stats))
+        self.channel.close()
+
+    def _recorder(self, cfg: dict[str, Any]) -> Recorder:
+        _configure_logging(cfg)
+        url, kwargs = cfg["recipe"]
+        recorder = Recorder(
+            create_engine(url, **kwargs),
+            writer=WriterMode.LOOP,
+            queue_size=cfg["queue_size"],
+            queue_max_bytes=cfg["queue_max_bytes"],
+            batch_size=cfg["batch_size"],
+            batch_delay=cfg["batch_delay"],
+            retry_interval=cfg["retry_interval"],
+            spool_dir=cfg["spool_dir"],
+            spool_max_bytes=cfg["spool_max_bytes"],
+            redactor=cfg["redactor"],
+            key_rules=cfg["key_rules"],
+            pricing=cfg["pricing"],
+            on_written=self._written if cfg["hear_written"] else None,
+        )
+        recorder.intake.on_done = self._done
+        return recorder
+
+    def _on_frame(self, kind: Kind, payload: bytes) -> None:
+        recorder = self.recorder
+        if kind is Kind.RECORD and recorder is not None:
+            try:
+                ex = unpickle(payload)
+            except Exception:  # never expected: the serving process wrote it
+                log.exception("recorder: a record from the serving process could not be read; dropped")
+                recorder.intake.counted()
+                recorder.stats.dropped += 1
+                recorder.intake.done(1)
+                return
+            recorder.submit(ex)
+            return
+        try:
+            message = unpickle(payload)
+        except Exception:
+            log.exception("recorder: a message from the serving process could not be read")
+            return
+        what = message[0]
+        if what == "config" and self._configured is not None and not self._configured.done():
+            self._configured.set_result(message[1])
+        elif recorder is None:
+            return
+        elif what == "hurry":
+            recorder.intake.hurry = max(0, recorder.intake.hurry + message[1])
+            recorder.intake.nudge()
+        elif what == "spool":
+            recorder.spooled()
+        elif what == "close" and self.stop is not None:
+            self.stop.set()
+
+    def _send(self, frame: bytes) -> None:
+        """From the writer's task or the spooler thread: the frame goes out on the loop's thread."""
+        loop, channel = self._loop, self.channel
+        if loop is None or channel is None:
+            return
+        if threading.get_ident() == self._thread:
+            channel.write(frame)
+        else:
+            loop.call_soon_threadsafe(channel.write, frame)
+
+    def _done(self, n: int, lags: list[float] | None) -> None:
+        assert self.recorder is not None
+        self._send(control_frame("done", n, lags, self.recorder.stats))
+
+    def _written(self, records: list[Exchange]) -> None:
+        assert self.recorder is not None
+        self._send(control_frame("written", [_thin(ex) for ex in records], self.recorder.stats))
+
+
+def _configure_logging(cfg: dict[str, Any]) -> None:
+    logging.basicConfig(level=cfg["log_level"], format=cfg["log_format"] or logging.BASIC_FORMAT)
+    for handler in logging.getLogger().handlers:
+        for scrubber in cfg["log_filters"]:
+            handler.addFilter(scrubber)
+
+
+def main(argv: list[str]) -> int:
+    # The serving process decides when this one stops (``close``, or its end of the socket closing).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(argv[0]))
+    loop = new_loop()
+    try:
+        loop.run_until_complete(Child(sock).run())
+    finally:
+        loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

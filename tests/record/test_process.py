@@ -1,0 +1,106 @@
+"""The writer process: records stored from a child of their own, counted back, its death and the
+serving process's kill -9 survived."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+from proxy.config import WriterMode
+from proxy.record.exchange import Exchange
+from proxy.record.recorder import Recorder
+from tests.support import Database, Proxy, ProxyFactory
+from tests.support.traffic import finished_exchange
+
+MESSAGES = [{"role": "user", "content": "hello there"}]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_records_are_stored_by_the_writer_process_and_counted_back(start_proxy: ProxyFactory) -> None:
+    proxy: Proxy = await start_proxy(recorder={"writer": "process"})
+    recorder = proxy.recorder
+    assert recorder.mode is WriterMode.PROCESS and recorder.process is not None
+    pid = recorder.process.pid
+    assert pid is not None and pid != os.getpid() and _alive(pid)
+    seen: list[Exchange] = []
+    real_hook = recorder.on_written
+
+    def hook(batch: list[Exchange]) -> None:
+        seen.extend(batch)
+        if real_hook is not None:
+            real_hook(batch)
+
+    recorder.on_written = hook
+    client = proxy.client()
+    for _ in range(3):
+        await client.chat.completions.create(model="fake-model", messages=MESSAGES)
+        stream = await client.chat.completions.create(
+            model="fake-model", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+        [c async for c in stream]
+    rows = await proxy.rows()
+    assert len(rows) == 6 and all(r["prompt_tokens"] and r["completion_tokens"] for r in rows)
+    assert recorder.stats.written == 6 and recorder.stats.batches >= 1
+    # The hook ran here, on the serving loop, with the usage the child decoded (bodies left there).
+    assert len(seen) == 6 and all(ex.usage.prompt_tokens for ex in seen)
+    assert all(ex.response_body == b"" for ex in seen)
+    lag = recorder.lag_ms()
+    assert lag["p50"] is not None and 0 <= lag["p50"] <= lag["p99"] < 10_000
+    await proxy.server.close()  # the app's cleanup closes the recorder: the child finishes and exits
+    assert recorder.process.returncode == 0
+
+
+async def test_flush_and_close_wait_for_the_process(database: Database, tmp_path: Path) -> None:
+    recorder = Recorder(
+        database.engine, spool_dir=tmp_path / "spool", batch_delay=30.0, batch_size=1000, writer=WriterMode.PROCESS
+    )
+    await recorder.start()
+    assert recorder.mode is WriterMode.PROCESS
+    for i in range(20):
+        recorder.submit(finished_exchange(f"batch-{i}"))
+    started = time.monotonic()
+    await recorder.flush()  # the child does not wait out its batch_delay either
+    assert time.monotonic() - started < 10 and recorder.stats.written == 20
+    assert recorder.queue_depth == 0 and recorder.intake.bytes == 0
+    for i in range(20, 30):
+        recorder.submit(finished_exchange(f"batch-{i}"))
+    await recorder.close()
+    assert recorder.stats.written == 30 and len(await database.rows()) == 30
+
+
+async def test_a_writer_process_that_dies_is_restarted_and_nothing_it_held_is_lost(
+    database: Database, tmp_path: Path
+) -> None:
+    recorder = Recorder(
+        database.engine, spool_dir=tmp_path / "spool", batch_delay=30.0, batch_size=1000, writer=WriterMode.PROCESS
+    )
+    await recorder.start()
+    assert recorder.process is not None
+    first = recorder.process.pid
+    assert first is not None
+    for i in range(10):
+        recorder.submit(finished_exchange(f"held-{i}"))
+    await asyncio.sleep(0.3)  # the child has them, waiting out its batch delay
+    assert recorder.stats.written == 0 and recorder.queue_depth == 10
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while recorder.process.pid == first or not recorder.process.live:
+        assert time.monotonic() < deadline, "no new writer process"
+        await asyncio.sleep(0.05)
+    for i in range(10, 15):
+        recorder.submit(finished_exchange(f"held-{i}"))
+    await recorder.flush()
+    assert recorder.stats.thread_restarts == 1 and recorder.stats.dropped == 0
+    assert recorder.stats.written == 15 and len(await database.rows()) == 15
+    await recorder.close()
+    assert len(await database.rows()) == 15
