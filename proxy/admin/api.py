@@ -121,8 +121,10 @@ async def health(request: web.Request) -> web.Response:
             "overflowed": stats.overflowed,
             "spool_files": len(st.recorder.spool_files()) if not ok else 0,
         },
-        # The writer is restarted should it ever die; how often, and the last cause.
+        # Where the writer runs (a process: its pid); it is restarted should it ever die: how often, why.
         "writer": {
+            "mode": str(st.recorder.mode),
+            "pid": st.recorder.process.pid if st.recorder.process is not None else None,
             "restarts": stats.writer_restarts,
             "thread_restarts": stats.thread_restarts,
             "last_error": stats.writer_error,

@@ -57,18 +57,27 @@ def cpu_seconds(pid: int) -> float:
 
 
 def thread_cpu_seconds(pid: int) -> tuple[float, float]:
-    """CPU of the process tree split into its processes' main threads (serving) and all other threads.
+    """CPU of the process tree split into its serving processes' main threads and everything else.
 
-    In the proxy the main thread runs the serving event loop; the others are the recorder's writer and
-    spool threads (and idle helpers such as a worker's supervisor watch).
+    In the proxy the main thread runs the serving event loop; the rest is recording (the writer process,
+    ``proxy.record.child``, or the writer and spool threads) and idle helpers such as a worker's
+    supervisor watch.
     """
     main = total = 0
     for p in descendants(pid):
         # The process's own counters include threads that already ended; its main thread's are its task's.
         total += _stat_ticks(Path(f"/proc/{p}/stat"))
-        main += _stat_ticks(Path(f"/proc/{p}/task/{p}/stat"))
+        if not _is_writer(p):
+            main += _stat_ticks(Path(f"/proc/{p}/task/{p}/stat"))
     other = total - main
     return main / CLK_TCK, other / CLK_TCK
+
+
+def _is_writer(pid: int) -> bool:
+    try:
+        return b"proxy.record.child" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _status_kb(pid: int, key: str) -> int:

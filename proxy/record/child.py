@@ -72,7 +72,7 @@ class Child:
         self.channel.close()
 
     def _recorder(self, cfg: dict[str, Any]) -> Recorder:
-        _configure_logging(cfg)
+        _configure_logging(self, cfg["log_levels"])
         url, kwargs = cfg["recipe"]
         recorder = Recorder(
             create_engine(url, **kwargs),
@@ -123,30 +123,64 @@ class Child:
         elif what == "close" and self.stop is not None:
             self.stop.set()
 
-    def _send(self, frame: bytes) -> None:
-        """From the writer's task or the spooler thread: the frame goes out on the loop's thread."""
+    def send(self, frame: bytes) -> bool:
+        """From the writer's task or another thread (the spooler, a driver's): sent on the loop's thread.
+
+        False when there is no one to send it to any more.
+        """
         loop, channel = self._loop, self.channel
-        if loop is None or channel is None:
-            return
+        if loop is None or channel is None or channel.transport is None or loop.is_closed():
+            return False
         if threading.get_ident() == self._thread:
-            channel.write(frame)
-        else:
+            return channel.write(frame)
+        try:
             loop.call_soon_threadsafe(channel.write, frame)
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        return True
 
     def _done(self, n: int, lags: list[float] | None) -> None:
         assert self.recorder is not None
-        self._send(control_frame("done", n, lags, self.recorder.stats))
+        self.send(control_frame("done", n, lags, self.recorder.stats))
 
     def _written(self, records: list[Exchange]) -> None:
         assert self.recorder is not None
-        self._send(control_frame("written", [_thin(ex) for ex in records], self.recorder.stats))
+        self.send(control_frame("written", [_thin(ex) for ex in records], self.recorder.stats))
 
 
-def _configure_logging(cfg: dict[str, Any]) -> None:
-    logging.basicConfig(level=cfg["log_level"], format=cfg["log_format"] or logging.BASIC_FORMAT)
-    for handler in logging.getLogger().handlers:
-        for scrubber in cfg["log_filters"]:
-            handler.addFilter(scrubber)
+class _Forward(logging.Handler):
+    """Log records go to the serving process, which logs them as its own (its handlers, its scrubber)."""
+
+    def __init__(self, child: Child) -> None:
+        super().__init__()
+        self.child = child
+        self.fallback = logging.StreamHandler()  # the serving process is gone: straight to stderr
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = {
+                "name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+                "msg": record.getMessage(), "created": record.created, "msecs": record.msecs,
+                "exc_text": self.format_exception(record), "threadName": record.threadName,
+                "processName": "writer", "process": record.process,
+            }  # fmt: skip
+            if not self.child.send(control_frame("log", fields)):
+                self.fallback.handle(record)
+        except Exception:  # noqa: BLE001 - logging must never break the writer
+            self.handleError(record)
+
+    @staticmethod
+    def format_exception(record: logging.LogRecord) -> str | None:
+        if record.exc_info and not record.exc_text:
+            return logging.Formatter().formatException(record.exc_info)
+        return record.exc_text
+
+
+def _configure_logging(child: Child, levels: dict[str, int]) -> None:
+    root = logging.getLogger()
+    root.handlers[:] = [_Forward(child)]
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
 
 
 def main(argv: list[str]) -> int:

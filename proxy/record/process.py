@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 import proxy
 from proxy.record.channel import HEADER, Channel, Kind, control_frame, record_frame, unpickle
 from proxy.record.exchange import Exchange
-from proxy.record.redact import LogScrubber
 from proxy.record.stats import RecorderStats
 from proxy.record.writer import RESTART_DELAY
 
@@ -126,9 +125,6 @@ class WriterProcess:
 
     def _config(self) -> dict[str, Any]:
         front = self.front
-        root = logging.getLogger()
-        handler = next(iter(root.handlers), None)
-        fmt = handler.formatter._fmt if handler is not None and handler.formatter is not None else None
         return {
             "recipe": self.recipe,
             # The child's queue never overflows: what it holds is bounded by the front's intake.
@@ -143,9 +139,8 @@ class WriterProcess:
             "key_rules": front.prep.key_rules,
             "pricing": front.prep.pricing,
             "hear_written": front.on_written is not None,
-            "log_level": logging.getLogger("proxy.record").getEffectiveLevel(),
-            "log_format": fmt,
-            "log_filters": [f for h in root.handlers for f in h.filters if isinstance(f, LogScrubber)],
+            # The child logs at the levels set here; its records come back to be logged here (``_log``).
+            "log_levels": _levels(),
         }
 
     def _on_frame(self, kind: Kind, payload: bytes) -> None:
@@ -166,6 +161,8 @@ class WriterProcess:
             self._hand_written(records)
         elif what == "stats":
             self._absorb(message[1])
+        elif what == "log":
+            _log(message[1])
 
     def _hand_written(self, records: list[Exchange]) -> None:
         hook = self.front.on_written
@@ -246,6 +243,22 @@ class WriterProcess:
                 proc.kill()
         with contextlib.suppress(Exception):
             await proc.wait()
+
+
+def _levels() -> dict[str, int]:
+    """The levels of the loggers that have one set here ("" is the root)."""
+    levels = {"": logging.getLogger().getEffectiveLevel()}
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET:
+            levels[name] = logger.level
+    return levels
+
+
+def _log(fields: dict[str, Any]) -> None:
+    """A record the writer process logged, logged here as if here (so it meets this process's handlers)."""
+    logger = logging.getLogger(fields["name"])
+    if logger.isEnabledFor(fields["levelno"]):
+        logger.handle(logging.makeLogRecord(fields))
 
 
 def _child_env() -> dict[str, str]:

@@ -75,7 +75,7 @@ class RecorderCollector(Collector):
             ("quarantined", stats.quarantined, "Exchanges the database refused, kept in quarantine files"),
             ("overflowed", stats.overflowed, "Exchanges past the queue's bounds, spooled instead"),
             ("writer_restarts", stats.writer_restarts, "Times the writer died and was restarted"),
-            ("thread_restarts", stats.thread_restarts, "Times the writer's thread died and was restarted"),
+            ("thread_restarts", stats.thread_restarts, "Times the writer's thread or process died and was restarted"),
         ):
             yield CounterMetricFamily(f"proxy_recorder_{name}", doc, value=value)
 

@@ -165,11 +165,15 @@ class Proxy:
         return rows
 
 
+# Where the proxies under test write from: the product's default (a writer process) unless told.
+WRITER = os.environ.get("PROXY_TEST_WRITER", "process")
+
+
 def make_settings(upstream_url: str, database: Database, tmp_path: Path, **overrides: Any) -> Settings:
     tree: dict[str, Any] = {
         "upstream": {"url": upstream_url},
         "database": {"url": database.url, "auto_migrate": False},
-        "recorder": {"spool_dir": str(tmp_path / "spool"), "retry_interval": 0.2},
+        "recorder": {"spool_dir": str(tmp_path / "spool"), "retry_interval": 0.2, "writer": WRITER},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(tree.get(key), dict):
