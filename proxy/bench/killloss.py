@@ -1,15 +1,20 @@
 """What ``kill -9`` loses at saturation: responses clients got as 200 that the database never saw.
 
-``python -m proxy.bench.killloss [--db sqlite|postgres] [--clients 50] [--seconds 5] [--pg-url URL]``
+``python -m proxy.bench.killloss [--db sqlite|postgres] [--clients 50] [--seconds 5] [--pg-url URL]
+[--kill all|serving] [--writer process|thread]``
 
-Starts the benchmark upstream and the proxy (record mode, default settings) as their own processes,
-runs ``--clients`` clients as fast as they can (non-streamed requests and 20-event streams, alternately)
-for ``--seconds``, then kills the proxy with SIGKILL while they are still sending. Each 200 carries the
-record's id (``X-Proxy-Exchange-Id``) and the time the client had the whole response; afterwards the
-database is read and every id it lacks is lost (those in the proxy's spool files are counted apart: they
-are written at the next start). The age at the kill of the oldest lost record is set against the README's
-bound: ``batch_delay`` (or, while the writer is busy, the write in progress, if longer) plus one batch's
-write time, with the slowest batch health reported during the run for the write time.
+Starts the benchmark upstream and the proxy (record mode, default settings) as their own processes, runs
+``--clients`` clients as fast as they can (non-streamed requests and 20-event streams, alternately) for
+``--seconds``, then kills the proxy with SIGKILL while they are still sending: ``--kill all`` (the
+default) every process of it at once, its writer process too (a container or cgroup killed); ``--kill
+serving`` the serving process only (its process group, as an OOM kill or ``kill -9 PID`` would): its
+writer process then writes what it was handed and exits, and the database is read after. Each 200
+carries the record's id (``X-Proxy-Exchange-Id``) and the time the client had the whole response;
+afterwards the database is read and every id it lacks is lost (those in the proxy's spool files are
+counted apart: they are written at the next start). The age at the kill of the oldest lost record is set
+against the README's bound: ``batch_delay`` (or, while the writer is busy, the write in progress, if
+longer) plus one batch's write time, with the slowest batch health reported during the run for the write
+time.
 Health is polled every ``POLL`` seconds for the queue's high-water mark, the recorder's lag and its
 batch times.
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -30,7 +36,7 @@ from pathlib import Path
 
 import aiohttp
 
-from proxy.bench.procs import PY, Service, free_port
+from proxy.bench.procs import PY, Service, descendants, free_port
 from proxy.bench.run import create_database, drop_database
 
 POLL = 0.25
@@ -44,6 +50,7 @@ class Run:
         self.got: dict[str, float] = {}  # exchange id -> perf_counter when the client had the whole response
         self.failed = 0
         self.health: list[dict] = []
+        self.writer_done_s = 0.0  # from the kill until the processes left over (the writer) exited
 
 
 async def client(http: aiohttp.ClientSession, url: str, run: Run, i: int, stop: asyncio.Event) -> None:
@@ -79,7 +86,7 @@ async def poll_health(base: str, run: Run, stop: asyncio.Event) -> None:
             await asyncio.sleep(POLL)
 
 
-async def load(proxy: Service, clients: int, seconds: float) -> tuple[Run, float, float]:
+async def load(proxy: Service, clients: int, seconds: float, kill: str) -> tuple[Run, float, float]:
     """Run the clients, kill the proxy at the end; the run, the kill's perf_counter and the load's length."""
     base = f"http://127.0.0.1:{proxy.port}"
     run = Run()
@@ -98,11 +105,28 @@ async def load(proxy: Service, clients: int, seconds: float) -> tuple[Run, float
         await poller
         killed_at = time.perf_counter()
         assert proxy.proc is not None
+        writers = [p for p in descendants(proxy.proc.pid) if p != proxy.proc.pid]
         os.killpg(proxy.proc.pid, signal.SIGKILL)
+        for pid in writers if kill == "all" else ():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proxy.proc.wait(10)
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await _gone(writers)
+        run.writer_done_s = time.perf_counter() - killed_at
     return run, killed_at, killed_at - started
+
+
+async def _gone(pids: list[int], timeout: float = 120.0) -> None:
+    """Until every process left over (the writer, finishing what it was handed) has exited."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            stat = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else ""
+            if ") Z " in stat:  # exited; its parent, killed, leaves it to init to reap
+                break
+            await asyncio.sleep(0.05)
 
 
 async def stored_ids(url: str) -> set[str]:
@@ -135,7 +159,11 @@ def report(
     bound = max(BATCH_DELAY_MS, slowest_batch) + slowest_batch
     depth = max((h.get("max_queue_depth") or 0 for h in run.health), default=0)
     lags = [h["lag_ms"] for h in run.health if h.get("lag_ms", {}).get("p99") is not None]
-    print(f"database: {args.db}; {args.clients} clients for {seconds:.1f} s, then kill -9")
+    what = "every process" if args.kill == "all" else "the serving process"
+    print(f"database: {args.db}; writer: {args.writer}; {args.clients} clients for {seconds:.1f} s;", end=" ")
+    print(f"then kill -9 of {what}")
+    if args.kill == "serving":
+        print(f"the writer finished and exited {run.writer_done_s:.1f} s after the kill")
     print(f"responses the clients got as 200: {len(run.got)} ({len(run.got) / seconds:.0f}/s); failed: {run.failed}")
     share = 100 * len(lost) / max(1, len(run.got))
     print(f"missing from the database after the kill: {len(lost)} ({share:.1f} %), and {len(in_spool)} in the spool")
@@ -162,11 +190,12 @@ async def main_async(args: argparse.Namespace) -> None:
     up_port, port = free_port(), free_port()
     upstream = Service("upstream", [PY, "-m", "proxy.bench.upstream", "--port", str(up_port)], up_port, work)
     cmd = [PY, "-m", "proxy", "serve", "--upstream", upstream.url, "--listen", f"127.0.0.1:{port}", "--db", url]
+    cmd += ["--writer", args.writer]
     proxy = Service("proxy", cmd, port, work)
     try:
         upstream.start()
         proxy.start()
-        run, killed_at, seconds = await load(proxy, args.clients, args.seconds)
+        run, killed_at, seconds = await load(proxy, args.clients, args.seconds, args.kill)
         stored = await stored_ids(url)
         report(args, run, killed_at, seconds, stored, spooled_ids(work / "proxy-spool"))
     finally:
@@ -181,6 +210,8 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--kill", choices=["all", "serving"], default="all", help="what SIGKILL is sent to")
+    parser.add_argument("--writer", choices=["process", "thread"], default="process", help="recorder.writer")
     parser.add_argument("--pg-url", default=os.environ.get("PROXY_TEST_POSTGRES_URL", PG_URL), help="admin URL")
     args = parser.parse_args()
     try:

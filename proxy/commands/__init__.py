@@ -54,6 +54,8 @@ def flags_tree(args: argparse.Namespace) -> dict[str, Any]:
         tree["replay"] = replay
     if getattr(args, "relay", None) is not None:
         tree["server"] = {"relay": args.relay}
+    if getattr(args, "writer", None):
+        tree["recorder"] = {"writer": args.writer}
     if getattr(args, "workers", None):
         tree["workers"] = args.workers
     return tree

@@ -29,7 +29,7 @@ import msgspec
 from proxy.commands import Subparsers, add_common, open_engine, run, settings_from
 from proxy.commands.db import prepare_database
 from proxy.commands.workers import supervise
-from proxy.config import ConfigError, Exhausted, Mode, Settings, Timing
+from proxy.config import ConfigError, Exhausted, Mode, Settings, Timing, WriterMode
 from proxy.config_text import upstream_url_warning
 
 log = logging.getLogger("proxy")
@@ -236,5 +236,10 @@ def register(sub: Subparsers) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="copy streamed bodies below aiohttp's stream API (server.relay); --no-relay: through aiohttp's streams",
+    )
+    serve.add_argument(
+        "--writer",
+        choices=[m.value for m in WriterMode],
+        help="where recording runs (recorder.writer): a process of its own (default), a thread, the serving loop",
     )
     serve.set_defaults(func=cmd_serve)
