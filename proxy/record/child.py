@@ -5,7 +5,8 @@ Invariants:
   engine, configured by the first frame; every record frame is submitted to it as it arrives.
 - Tells the serving process when records finished (``done``, with their lags and this recorder's
   counters), what was written (``written``, bodies and headers left out: the metrics need the rest),
-  and once it is ready.
+  its counters whenever they changed otherwise (``stats``, looked at every ``STATS_EVERY``), and once
+  it is ready.
 - Stops on ``close``, or when the socket closes (the serving process is gone, even by ``kill -9``):
   either way everything it received is written, spooled or quarantined first. Ctrl-C and SIGTERM are
   not its to act on (it runs in a session of its own; SIGTERM is ignored): the serving process closes
@@ -32,6 +33,8 @@ from proxy.record.recorder import Recorder, new_loop
 from proxy.store.db import create_engine
 
 log = logging.getLogger("proxy.record.recorder")
+
+STATS_EVERY = 0.1  # seconds
 
 
 def _thin(ex: Exchange) -> Exchange:
@@ -66,10 +69,23 @@ class Child:
         recorder = self.recorder = self._recorder(self._configured.result())
         await recorder.start()
         self.channel.write(control_frame("ready"))
+        watch = asyncio.create_task(self._watch_stats(), name="proxy-writer-stats")
         await self.stop.wait()
         await recorder.close()
+        watch.cancel()
         self.channel.write(control_frame("stats", recorder.stats))
         self.channel.close()
+
+    async def _watch_stats(self) -> None:
+        """Counters that change between batches (the database probed back, a write-back) go out too."""
+        assert self.recorder is not None
+        sent = msgspec.structs.replace(self.recorder.stats)
+        while True:
+            await asyncio.sleep(STATS_EVERY)
+            stats = self.recorder.stats
+            if stats != sent:
+                sent = msgspec.structs.replace(stats)
+                self.send(control_frame("stats", sent))
 
     def _recorder(self, cfg: dict[str, Any]) -> Recorder:
         _configure_logging(self, cfg["log_levels"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import openai
 
-from tests.support.cli import PY, children, clean_env, ends_soon, run_cli, start_serve, stop_serve
+from tests.support.cli import PY, children, clean_env, ends_soon, run_cli, start_serve, stop_serve, writer_of
 
 ROOT = Path(__file__).parent.parent.parent
 
@@ -43,8 +43,10 @@ def test_demo_answers_streams_and_records_without_a_key(tmp_path: Path) -> None:
 def test_demo_upstream_exits_when_the_proxy_is_killed(tmp_path: Path) -> None:
     proc, _port = start_serve("--demo", cwd=tmp_path)
     (demo,) = children(proc.pid)
+    writer = writer_of(proc.pid)
     stop_serve(proc, signal.SIGKILL)
     assert ends_soon(demo), "its lifeline (stdin) closed with the proxy"
+    assert ends_soon(writer), "the writer process ends when its socket to the proxy closes"
 
 
 def test_demo_and_upstream_together_is_a_usage_error(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from proxy.record.exchange import Exchange
 from proxy.record.recorder import Recorder
 from proxy.record.writer import Writer
 from proxy.usage.pricing import PriceTable
-from tests.support import Database, FaultReport, Proxy
+from tests.support import Database, FaultReport, Proxy, ProxyFactory
 from tests.support.traffic import finished_exchange
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -152,7 +152,8 @@ async def test_flush_full_batch_and_close_do_not_wait_for_the_delay(database: Da
     assert recorder.stats.written == 5 and len(await database.rows()) == 5
 
 
-async def test_a_writer_that_dies_is_restarted_and_health_says_so(proxy: Proxy, monkeypatch) -> None:
+async def test_a_writer_that_dies_is_restarted_and_health_says_so(start_proxy: ProxyFactory, monkeypatch) -> None:
+    proxy = await start_proxy(recorder={"writer": "thread"})  # the patch below reaches a thread, not a process
     recorder = proxy.recorder
     real_gather = Writer._gather
     crashes = iter([RuntimeError("a bug in the writer")])
@@ -173,7 +174,8 @@ async def test_a_writer_that_dies_is_restarted_and_health_says_so(proxy: Proxy, 
     assert recorder.stats.writer_restarts == 1 and recorder.stats.quarantined == 0
     health = await _health(proxy)
     assert health["status"] == "ok"
-    assert health["writer"] == {"restarts": 1, "thread_restarts": 0, "last_error": "RuntimeError: a bug in the writer"}
+    error = "RuntimeError: a bug in the writer"
+    assert health["writer"] == {"mode": "thread", "pid": None, "restarts": 1, "thread_restarts": 0, "last_error": error}
 
 
 async def test_an_on_written_hook_that_raises_does_not_spool_the_batch_again(

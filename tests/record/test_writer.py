@@ -17,7 +17,7 @@ from proxy.record.writer import Writer
 from proxy.store import db
 from proxy.store.migrate import upgrade
 from proxy.store.writes import insert_exchanges
-from tests.support import Database, Proxy
+from tests.support import Database, Proxy, ProxyFactory
 from tests.support.traffic import finished_exchange
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -28,7 +28,8 @@ async def _health(proxy: Proxy) -> dict:
         return await resp.json()
 
 
-async def test_records_are_stored_from_the_writer_thread_and_health_reports_the_lag(proxy: Proxy) -> None:
+async def test_records_are_stored_from_the_writer_thread_and_health_reports_the_lag(start_proxy: ProxyFactory) -> None:
+    proxy = await start_proxy(recorder={"writer": "thread"})
     seen: list[tuple[str, int]] = []
     recorder = proxy.recorder
     real_hook = recorder.on_written
@@ -59,7 +60,10 @@ class _ThreadKiller(BaseException):
     """Not an Exception: nothing in the writer catches it, so it ends the writer's thread."""
 
 
-async def test_a_writer_thread_that_dies_is_restarted_and_its_batch_is_not_lost(proxy: Proxy, monkeypatch) -> None:
+async def test_a_writer_thread_that_dies_is_restarted_and_its_batch_is_not_lost(
+    start_proxy: ProxyFactory, monkeypatch
+) -> None:
+    proxy = await start_proxy(recorder={"writer": "thread"})  # the patch below reaches a thread, not a process
     real_write = Writer._write
     kills = iter([_ThreadKiller("the thread dies")])
 
