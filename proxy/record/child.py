@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 from proxy.config import WriterMode
-from proxy.record.channel import Channel, Kind, control_frame, unpickle
+from proxy.record.channel import Channel, Kind, control_frame, read_record, unpickle, written_frame
 from proxy.record.exchange import Exchange
 from proxy.record.recorder import Recorder, new_loop
 from proxy.store.db import create_engine
@@ -110,9 +110,9 @@ class Child:
 
     def _on_frame(self, kind: Kind, payload: bytes) -> None:
         recorder = self.recorder
-        if kind is Kind.RECORD and recorder is not None:
+        if kind in (Kind.PACKED, Kind.PICKLED) and recorder is not None:
             try:
-                ex = unpickle(payload)
+                ex = read_record(kind, payload)
             except Exception:  # never expected: the serving process wrote it
                 log.exception("recorder: a record from the serving process could not be read; dropped")
                 recorder.intake.counted()
@@ -161,7 +161,7 @@ class Child:
 
     def _written(self, records: list[Exchange]) -> None:
         assert self.recorder is not None
-        self.send(control_frame("written", [_thin(ex) for ex in records], self.recorder.stats))
+        self.send(written_frame([_thin(ex) for ex in records], self.recorder.stats))
 
 
 class _Forward(logging.Handler):

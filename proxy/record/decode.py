@@ -26,7 +26,7 @@ from proxy.apis.families import family_for
 from proxy.apis.family import NO_TEXT_LIMIT
 from proxy.record.exchange import Ending, Exchange
 from proxy.record.outcome import settle
-from proxy.record.tap import BodyTap
+from proxy.record.tap import BodyTap, split_marks
 
 
 def is_event_stream(headers: dict[str, str]) -> bool:
@@ -42,10 +42,9 @@ def split_reads(
     body: bytes, chunks: Iterable[tuple[float, int]], tail_offset: float | None
 ) -> Iterator[tuple[float, bytes]]:
     """Cut a stored stream back into its network reads; bytes past the last mark come at ``tail_offset``."""
-    start = 0
-    for offset, end in chunks:
-        yield offset, body[start:end]
-        start = end
+    chunks = list(chunks)
+    yield from split_marks(body, chunks)
+    start = chunks[-1][1] if chunks else 0
     if start < len(body):
         yield (tail_offset or 0.0), body[start:]
 

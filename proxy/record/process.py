@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import proxy
-from proxy.record.channel import HEADER, Channel, Kind, control_frame, record_frame, unpickle
+from proxy.record.channel import Channel, Kind, control_frame, read_frame, read_written, record_frame, unpickle
 from proxy.record.exchange import Exchange
 from proxy.record.stats import RecorderStats
 from proxy.record.writer import RESTART_DELAY
@@ -144,6 +144,11 @@ class WriterProcess:
         }
 
     def _on_frame(self, kind: Kind, payload: bytes) -> None:
+        if kind is Kind.WRITTEN:
+            records, stats = read_written(payload)
+            self._absorb(stats)
+            self._hand_written(records)
+            return
         if kind is not Kind.CONTROL:
             return
         message = unpickle(payload)
@@ -155,10 +160,6 @@ class WriterProcess:
             _, n, lags, stats = message
             self._absorb(stats)
             self.front.intake.release(n, lags)
-        elif what == "written":
-            _, records, stats = message
-            self._absorb(stats)
-            self._hand_written(records)
         elif what == "stats":
             self._absorb(message[1])
         elif what == "log":
@@ -224,7 +225,7 @@ class WriterProcess:
         intake = self.front.intake
         for frame in intake.take(intake.depth):
             try:
-                ex = unpickle(memoryview(frame)[HEADER.size :])
+                ex = read_frame(frame)
             except Exception:  # our own frame; never expected
                 self.front.stats.dropped += 1
                 log.exception("recorder: a held record could not be read back; dropped")

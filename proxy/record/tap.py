@@ -27,8 +27,9 @@ from __future__ import annotations
 import zlib
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from itertools import accumulate
+from typing import Any
 
 from proxy.apis.families import family_for
 from proxy.apis.family import Event, Folded, StreamFold
@@ -45,6 +46,14 @@ SLICE = 64 << 10
 TEXT_LIMIT = 1 << 20
 # Compressed bytes inflated per call.
 INFLATE_INPUT = 4 << 10
+
+
+def split_marks(body: bytes, marks: list[tuple[float, int]]) -> Iterator[tuple[float, bytes]]:
+    """``body`` cut at its read marks ``(offset_ms, end)``: the reads as they came."""
+    start = 0
+    for offset, end in marks:
+        yield offset, body[start:end]
+        start = end
 
 
 def inflater(encoding: str | None) -> _Inflater | None:
@@ -222,7 +231,9 @@ class BodyTap:
     ) -> None:
         self.ex = ex
         self.cap = cap
+        self.event_limit = event_limit
         self.marks = marks
+        self._fed = False  # the event decoder was given something
         # One growing buffer, not a list joined at the end: the join of 32 MiB would be one long step,
         # while appending costs a copy of each read as it comes (growth remaps pages, it does not copy).
         self.head = bytearray()
@@ -245,6 +256,39 @@ class BodyTap:
         self.out: list[bytes] | None = [] if forward_decoded and self.inflater is not None else None
         if marks:
             ex.stream_chunks = []
+
+    def portable(self) -> dict[str, Any] | None:
+        """The tap as plain data, when that says all of it (``restore`` rebuilds it); else None.
+
+        That is: nothing decoded or inflated yet, and every read kept whole with its mark, so what waits
+        for the decoder is the kept head cut at the marks (a short stream, a whole body: nearly all of
+        them). The writer process gets the rest pickled (``__getstate__``).
+        """
+        if self.inflater is not None or self._raw or self._fed or self.out:
+            return None
+        head = self.head
+        if self.decoder is not None and (
+            not self.marks or self.total != len(head) or len(self._pending) != len(self.ex.stream_chunks)
+        ):
+            return None
+        return {
+            "cap": self.cap, "event_limit": self.event_limit, "events": self.decoder is not None,
+            "marks": self.marks, "total": self.total, "error": self.error, "head": bytes(head),
+        }  # fmt: skip
+
+    @classmethod
+    def restore(cls, ex: Exchange, state: dict[str, Any]) -> BodyTap:
+        """The tap ``portable`` described, for ``ex`` as it was then (its read marks included)."""
+        chunks = ex.stream_chunks
+        tap = cls(ex, cap=state["cap"], event_limit=state["event_limit"], events=state["events"], marks=state["marks"])
+        ex.stream_chunks = chunks
+        tap.head = bytearray(state["head"])
+        tap.total, tap.error = state["total"], state["error"]
+        if tap.decoder is not None:
+            head = state["head"]
+            tap._pending.extend(split_marks(head, chunks))
+            tap._pending_bytes = len(head)
+        return tap
 
     def __getstate__(self) -> dict[str, object]:
         """The tap as it crosses to the writer process (``record.channel``): inflated to the end first."""
@@ -343,6 +387,7 @@ class BodyTap:
             reads.append((offset, data))
             size += len(data)
         self._pending_bytes -= size
+        self._fed = True
         self.decoder.feed(reads)
         return True
 
