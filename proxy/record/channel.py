@@ -9,8 +9,9 @@ Invariants:
   back as msgpack (``WRITTEN``: the records, bodies left out, and its counters). Pickle is safe here
   because both ends are this program: the socket pair is made by the serving process and handed to
   the child it starts; nothing else can write to it.
-- Writing never blocks: frames written in one turn of the loop go out together at its end (one
-  system call, not one per record), and the transport buffers what the kernel does not take yet.
+- Writing never blocks: frames go out together every ``FLUSH_EVERY`` (one system call for all the
+  records of a few milliseconds, not one per record; sooner past ``FLUSH_BYTES``), and the transport
+  buffers what the kernel does not take yet.
   What a side may have in flight is bounded by its caller (the serving side's queue bounds,
   ``record.intake``).
 - Reading cuts frames out of one growing buffer without copying it per frame; a payload is handed on
@@ -34,6 +35,8 @@ from proxy.record.tap import BodyTap
 
 HEADER = struct.Struct("!IB")
 PICKLE_PROTOCOL = 5
+FLUSH_EVERY = 0.002  # seconds
+FLUSH_BYTES = 256 << 10
 
 
 class Kind(enum.IntEnum):
@@ -113,6 +116,8 @@ class Channel(asyncio.Protocol):
         self._buf = bytearray()
         self._at = 0
         self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -120,17 +125,23 @@ class Channel(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
 
     def write(self, frame: bytes) -> bool:
-        """Send at the end of this turn of the loop; False when the other end is gone (nothing sent)."""
+        """Send within ``FLUSH_EVERY``; False when the other end is gone (nothing sent)."""
         transport = self.transport
         if transport is None or transport.is_closing() or self._loop is None:
             return False
-        if not self._out:
-            self._loop.call_soon(self._flush)
         self._out.append(frame)
+        self._out_bytes += len(frame)
+        if self._out_bytes >= FLUSH_BYTES:
+            self._flush()
+        elif self._timer is None:
+            self._timer = self._loop.call_later(FLUSH_EVERY, self._flush)
         return True
 
     def _flush(self) -> None:
-        out, self._out = self._out, []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        out, self._out, self._out_bytes = self._out, [], 0
         transport = self.transport
         if transport is None or transport.is_closing() or not out:
             return
