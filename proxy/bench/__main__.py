@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the proxy with the response relay on (--relay) and a twin with it off (proxy-norelay)",
     )
+    p.add_argument(
+        "--writer-compare",
+        action="store_true",
+        help="also run the proxy with its writer in a thread (--writer thread: proxy-thread)",
+    )
     p.add_argument("--profile", action="store_true", help="one extra round per scenario under py-spy")
     p.add_argument("--no-write-rate", action="store_true", help="skip the database write-rate measurement")
     p.add_argument("--write-rate-n", type=int, help="records per writer for the write rate (default 5000, quick 500)")
@@ -103,6 +108,7 @@ def parse(argv: list[str] | None = None) -> Options:
         client_usage=a.client_usage,
         passthrough=a.passthrough,
         relay_compare=a.relay_compare,
+        writer_compare=a.writer_compare,
         profile=a.profile,
         write_rate=not a.no_write_rate,
         write_rate_n=a.write_rate_n or (500 if a.quick else 5000),

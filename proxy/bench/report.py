@@ -283,7 +283,8 @@ def _scenario(scen: dict[str, Any], name: str, targets: dict[str, Any]) -> list[
 
 
 _INTERNALS_HEAD = (
-    "| target | CPU ms/req serving thread | CPU ms/req other threads (recording) | longest loop hold, CPU ms "
+    "| target | CPU ms/req serving thread | CPU ms/req recording (writer process or threads) "
+    "| longest loop hold, CPU ms "
     "| longest loop lag, wall ms | recorder lag p50 / p99 ms | recorder queue max | last record in DB after s |"
 )
 
@@ -337,7 +338,7 @@ _HEADLINE: tuple[tuple[str, str, str, int, str, bool], ...] = (
     ("CPU per non-streamed request, c=32", "nonstream-c32", "cpu_ms_per_request", 2, " ms", False),
     ("throughput, c=32, vs direct", "nonstream-c32", "x_direct", 2, "x", False),
     ("CPU per 50-event paced stream (c=32)", "paced-50ev-c32", "cpu_ms_per_request", 2, " ms", False),
-    ("of which recording (other threads)", "paced-50ev-c32", "recording_cpu_ms", 2, " ms", False),
+    ("of which recording (writer process or threads)", "paced-50ev-c32", "recording_cpu_ms", 2, " ms", False),
     ("CPU per 200-event fast stream (c=32)", "fast-streams-c32", "cpu_ms_per_request", 2, " ms", False),
     ("fast streams, events/s vs direct", "fast-streams-c32", "x_direct", 2, "x", False),
     ("200 paced streams, added TTFE p50", "paced-c200", "added_ttfe_p50_ms", 1, " ms", True),

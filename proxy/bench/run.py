@@ -51,6 +51,7 @@ class Options:
     passthrough: bool = False
     # Also run a one-worker proxy with the response relay off (``--no-relay``), the relay on in ``proxy``.
     relay_compare: bool = False
+    writer_compare: bool = False
     profile: bool = False
     write_rate: bool = True
     write_rate_n: int = 5000
@@ -220,6 +221,8 @@ async def _start_targets(sec: _Section, opts: Options, upstream: procs.Service, 
         sec.start_proxy("proxy" if w == 1 else f"proxy-{w}w", "proxy", upstream, w, relay)
     if opts.relay_compare:
         sec.start_proxy("proxy-norelay", "proxy", upstream, 1, ("--no-relay",))
+    if opts.writer_compare:  # recording in a thread of the serving process, as before the writer process
+        sec.start_proxy("proxy-thread", "proxy", upstream, 1, (*relay, "--writer", "thread"))
     if opts.passthrough:
         sec.start_proxy("proxy-norec", "passthrough", upstream, 1, relay)
     if with_peers and opts.peers:
