@@ -203,7 +203,9 @@ def proxy_settings(
         "listen": "127.0.0.1:0",
         "mode": mode.value,
         "database": {"url": f"sqlite+aiosqlite:///{workdir / 'proxy.db'}"},
-        "recorder": {"spool_dir": str(workdir / "spool"), "batch_delay": 0},
+        # A writer thread: a writer process per cassette would cost its start-up (about 0.6 s) in every
+        # test that opens one, and a test run has no kill -9 to survive.
+        "recorder": {"spool_dir": str(workdir / "spool"), "batch_delay": 0, "writer": "thread"},
         "replay": {"timing": options.timing.value, "include_partial": True, **replay, "sessions": sessions},
     }
     if mode is not Mode.REPLAY:
