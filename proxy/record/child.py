@@ -88,7 +88,7 @@ class Child:
                 self.send(control_frame("stats", sent))
 
     def _recorder(self, cfg: dict[str, Any]) -> Recorder:
-        _configure_logging(self, cfg["log_levels"])
+        _configure_logging(self, cfg["log_levels"], cfg["log_filters"])
         url, kwargs = cfg["recipe"]
         recorder = Recorder(
             create_engine(url, **kwargs),
@@ -167,10 +167,12 @@ class Child:
 class _Forward(logging.Handler):
     """Log records go to the serving process, which logs them as its own (its handlers, its scrubber)."""
 
-    def __init__(self, child: Child) -> None:
+    def __init__(self, child: Child, scrubbers: list[logging.Filter]) -> None:
         super().__init__()
         self.child = child
-        self.fallback = logging.StreamHandler()  # the serving process is gone: straight to stderr
+        self.fallback = logging.StreamHandler()  # the serving process is gone: to stderr, scrubbed
+        for scrubber in scrubbers:
+            self.fallback.addFilter(scrubber)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -192,9 +194,9 @@ class _Forward(logging.Handler):
         return record.exc_text
 
 
-def _configure_logging(child: Child, levels: dict[str, int]) -> None:
+def _configure_logging(child: Child, levels: dict[str, int], scrubbers: list[logging.Filter]) -> None:
     root = logging.getLogger()
-    root.handlers[:] = [_Forward(child)]
+    root.handlers[:] = [_Forward(child, scrubbers)]
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
 

@@ -19,7 +19,15 @@ Invariants:
   with the written records stripped of their bodies and headers.
 - A child that cannot start (within ``START_TIMEOUT``) is logged and the recorder writes from a thread
   instead; one that dies later is started again, after ``RESTART_DELAY`` doubling up to
-  ``retry_interval``, and counted in ``stats.thread_restarts``.
+  ``retry_interval``, and counted in ``stats.thread_restarts``. After ``START_FAILURES`` failed starts
+  in a row the recorder falls back to a thread for good (the held records go to the spooler). Should
+  children die ``POISON_DEATHS`` times in a row without finishing anything, the oldest held record (the
+  one they die on) is dropped, counted and logged, rather than kill every child to come.
+- Only the current child's channel counts: one let go (killed after a failed start) is ignored when it
+  closes, so no second respawn loop, and no second child, can begin.
+- ``close`` stops handing records over, tells the child to finish and waits until it closed its end
+  (at most ``CLOSE_TIMEOUT``; then it is killed); whatever is still held then is spooled here, so a
+  record is never lost for a child that hung or died at the end (inserts are idempotent).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import proxy
 from proxy.record.channel import Channel, Kind, control_frame, read_frame, read_written, record_frame, unpickle
 from proxy.record.exchange import Exchange
+from proxy.record.redact import LogScrubber
 from proxy.record.stats import RecorderStats
 from proxy.record.writer import RESTART_DELAY
 
@@ -46,6 +55,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("proxy.record.recorder")
 
 START_TIMEOUT = 30.0
+START_FAILURES = 3
+POISON_DEATHS = 3
+CLOSE_TIMEOUT = 60.0  # seconds for the child to finish what it holds at shutdown
+EXIT_GRACE = 5.0  # seconds for a child that closed its end to exit before it is killed
 # Counters the child adds to (folded into the front's by difference); the rest of its stats is state.
 ADDED = ("written", "spooled", "unspooled", "dropped", "quarantined", "overflowed", "writer_restarts", "batches")
 STATE = ("writer_error", "last_batch_ms", "database_ok", "last_error", "down_since")
@@ -64,6 +77,8 @@ class WriterProcess:
         self._seen = RecorderStats()
         self._respawn: asyncio.Task[None] | None = None
         self._delay = RESTART_DELAY
+        self._lost = asyncio.Event()  # the current child's channel closed
+        self._deaths = 0  # children that died in a row without finishing a record
 
     @property
     def returncode(self) -> int | None:
@@ -112,14 +127,17 @@ class WriterProcess:
         self.pid = self._proc.pid
         self._seen = RecorderStats()  # a new child counts from zero
         self._ready = ready = loop.create_future()
-        channel = Channel(self._on_frame, self._on_lost)
-        await loop.create_unix_connection(lambda: channel, sock=mine)
+        self._lost = asyncio.Event()
+        channel: Channel = Channel(self._on_frame, lambda: self._on_lost(channel))
         self.channel = channel
+        await loop.create_unix_connection(lambda: channel, sock=mine)
         channel.write(control_frame("config", self._config()))
         await ready
         # In one step of the loop: nothing submitted meanwhile can come between these and the next.
         for frame in self.front.intake.held():
             channel.write(frame)
+        if self.front.intake.hurry:  # a flush waiting since before this child
+            channel.write(control_frame("hurry", self.front.intake.hurry))
         self.live = True
         self._delay = RESTART_DELAY
 
@@ -141,6 +159,8 @@ class WriterProcess:
             "hear_written": front.on_written is not None,
             # The child logs at the levels set here; its records come back to be logged here (``_log``).
             "log_levels": _levels(),
+            # For what the child must log itself (the serving process gone): scrubbed the same way.
+            "log_filters": [f for h in logging.getLogger().handlers for f in h.filters if isinstance(f, LogScrubber)],
         }
 
     def _on_frame(self, kind: Kind, payload: bytes) -> None:
@@ -159,6 +179,7 @@ class WriterProcess:
         elif what == "done":
             _, n, lags, stats = message
             self._absorb(stats)
+            self._deaths = 0
             self.front.intake.release(n, lags)
         elif what == "stats":
             self._absorb(message[1])
@@ -184,61 +205,95 @@ class WriterProcess:
                 setattr(stats, name, getattr(child, name))
         self._seen = child
 
-    def _on_lost(self) -> None:
-        self.live = False
-        self.channel = None
+    def _on_lost(self, channel: Channel) -> None:
+        if channel is not self.channel:
+            return  # a child already let go (``_kill``): its end closing changes nothing
+        was_live, self.live, self.channel = self.live, False, None
+        self._lost.set()
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(RuntimeError(f"the writer process (pid {self.pid}) exited while starting"))
             return
-        if self.stopping:
+        if self.stopping or not was_live:
             return
         self.front.stats.thread_restarts += 1
         log.error("recorder: the writer process (pid %s) exited; starting another", self.pid)
+        self._deaths += 1
+        if self._deaths >= POISON_DEATHS:
+            self._deaths = 0
+            self._drop_oldest()
         self._respawn = asyncio.get_running_loop().create_task(self._again(), name="proxy-recorder-respawn")
+
+    def _drop_oldest(self) -> None:
+        intake = self.front.intake
+        for frame in intake.take(1):
+            try:
+                what = read_frame(frame).id
+            except Exception:  # noqa: BLE001 - it is dropped either way
+                what = "(unreadable)"
+            with self.front.shelf.lock:
+                self.front.stats.dropped += 1
+            log.error("recorder: %d writer processes in a row died holding exchange %s; dropped", POISON_DEATHS, what)
+            intake.done(1)
 
     async def _again(self) -> None:
         await self._kill()
-        while not self.stopping:
+        for _ in range(START_FAILURES):
             await asyncio.sleep(self._delay)
             self._delay = min(self._delay * 2, max(self.front.retry_interval, RESTART_DELAY))
+            if self.stopping:
+                return
             try:
                 await asyncio.wait_for(self._spawn(), START_TIMEOUT)
                 return
             except Exception as exc:  # noqa: BLE001 - tried again after the delay
                 log.error("recorder: the writer process did not start again (%s: %s)", type(exc).__name__, exc)
                 await self._kill()
+        log.error("recorder: the writer process failed to start %d times; writing from a thread", START_FAILURES)
+        self.front.fall_back()
 
     async def close(self) -> None:
         """Tell the child to finish and wait for it; what it could not finish goes to the spooler."""
-        if self._respawn is not None and not self._respawn.done():
-            with contextlib.suppress(Exception):
-                await self._respawn  # a child on its way takes what is held, then the close
         self.stopping = True
         if self._respawn is not None and not self._respawn.done():
             self._respawn.cancel()
-        self.tell("close")
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(Exception):
-                await proc.wait()
-        # A child that died, or never came back: its records are spooled here (the next start writes them).
+            with contextlib.suppress(BaseException):
+                await self._respawn
+        channel = self.channel
+        if channel is not None and self.live:
+            self.live = False  # what is submitted from now on stays held, and is spooled below
+            channel.write(control_frame("close"))
+            try:
+                await asyncio.wait_for(self._lost.wait(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.error("recorder: the writer process did not finish in %.0f s; its records spooled", CLOSE_TIMEOUT)
+        await self._kill(grace=EXIT_GRACE)
+        self.spool_held()
+
+    def spool_held(self) -> None:
+        """Everything still held goes to the spooler (the next start writes it back; inserts are idempotent)."""
         intake = self.front.intake
         for frame in intake.take(intake.depth):
             try:
                 ex = read_frame(frame)
             except Exception:  # our own frame; never expected
-                self.front.stats.dropped += 1
+                with self.front.shelf.lock:
+                    self.front.stats.dropped += 1
                 log.exception("recorder: a held record could not be read back; dropped")
                 intake.done(1)
                 continue
             self.front.overflow.put(ex)  # the spooler counts it done
 
-    async def _kill(self) -> None:
+    async def _kill(self, grace: float = 0.0) -> None:
+        """Let the current child go: its channel closed, the process reaped (killed after ``grace`` s)."""
         proc, self._proc = self._proc, None
-        if self.channel is not None:
-            self.channel.close()
+        channel, self.channel = self.channel, None
+        self.live = False
+        if channel is not None:
+            channel.close()
         if proc is None:
             return
+        with contextlib.suppress(TimeoutError, Exception):
+            await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
         with contextlib.suppress(ProcessLookupError):
             if proc.returncode is None:
                 proc.kill()

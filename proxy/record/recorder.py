@@ -66,7 +66,7 @@ from proxy.config import WriterMode
 from proxy.record.exchange import Exchange
 from proxy.record.intake import RECORD_OVERHEAD, Intake, size_of
 from proxy.record.overflow import Overflow, Shelf
-from proxy.record.process import WriterProcess
+from proxy.record.process import CLOSE_TIMEOUT, WriterProcess
 from proxy.record.redact import Redactor
 from proxy.record.spool import Spool
 from proxy.record.stats import RecorderStats
@@ -176,6 +176,13 @@ class Recorder:
             return False
         process.send(frame)
         return True
+
+    def fall_back(self) -> None:
+        """The writer process cannot be started again: what it held goes to the spooler, a thread writes."""
+        process, self.process = self.process, None
+        if process is not None:
+            process.spool_held()
+        self._start_writer()
 
     def spooled(self) -> None:
         """The spooler wrote a file: the writer writes it back when nothing is queued."""
@@ -304,7 +311,12 @@ class Recorder:
         self.intake.hurry += 1  # no more waiting for batches to fill
         if self.writer is not None:
             self.writer.closing = True
-        await self.flush()
+        if self.process is not None:
+            # Bounded: a child that hangs must not hold the shutdown; what it holds is spooled instead.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.flush(), CLOSE_TIMEOUT)
+        else:
+            await self.flush()
         self._stopping = True
         if self.process is not None:
             await self.process.close()

@@ -6,13 +6,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
+import openai
+
+import proxy.record.process as process_module
+import proxy.record.recorder as recorder_module
 from proxy.config import WriterMode
 from proxy.record.exchange import Exchange
 from proxy.record.recorder import Recorder
 from tests.support import Database, Proxy, ProxyFactory
+from tests.support.cli import ends_soon, start_serve, stop_serve, writer_of
 from tests.support.traffic import finished_exchange
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -104,3 +110,79 @@ async def test_a_writer_process_that_dies_is_restarted_and_nothing_it_held_is_lo
     assert recorder.stats.written == 15 and len(await database.rows()) == 15
     await recorder.close()
     assert len(await database.rows()) == 15
+
+
+async def test_a_writer_process_that_cannot_start_leaves_a_thread_writing(
+    database: Database, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    monkeypatch.setattr(process_module.sys, "executable", "/bin/false")  # exits at once, every time
+    recorder = Recorder(database.engine, spool_dir=tmp_path / "spool", writer=WriterMode.PROCESS)
+    await recorder.start()
+    assert recorder.mode is WriterMode.THREAD
+    assert any("did not start" in r.getMessage() for r in caplog.records)
+    recorder.submit(finished_exchange("fallback-0"))
+    await recorder.close()
+    assert len(await database.rows()) == 1
+
+
+async def test_writer_processes_that_keep_failing_to_start_leave_a_thread_with_their_records(
+    database: Database, tmp_path: Path, monkeypatch
+) -> None:
+    recorder = Recorder(
+        database.engine, spool_dir=tmp_path / "spool", batch_delay=30.0, batch_size=1000, writer=WriterMode.PROCESS
+    )
+    await recorder.start()
+    assert recorder.process is not None and recorder.process.pid is not None
+    for i in range(6):
+        recorder.submit(finished_exchange(f"orphan-{i}"))
+    await asyncio.sleep(0.3)
+    monkeypatch.setattr(process_module.sys, "executable", "/bin/false")  # no child will start again
+    os.kill(recorder.process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while recorder.mode is not WriterMode.THREAD:
+        assert time.monotonic() < deadline, "no fallback to a thread"
+        await asyncio.sleep(0.05)
+    recorder.submit(finished_exchange("orphan-6"))
+    await recorder.flush()
+    await recorder.close()
+    # The six the dead child held went through the spool; none lost, none twice.
+    assert len(await database.rows()) == 7 and recorder.stats.dropped == 0
+
+
+async def test_a_writer_process_that_hangs_at_shutdown_is_stopped_and_what_it_held_spooled(
+    database: Database, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(process_module, "CLOSE_TIMEOUT", 1.0)
+    monkeypatch.setattr(recorder_module, "CLOSE_TIMEOUT", 1.0)
+    recorder = Recorder(
+        database.engine, spool_dir=tmp_path / "spool", batch_delay=30.0, batch_size=1000, writer=WriterMode.PROCESS
+    )
+    await recorder.start()
+    assert recorder.process is not None and recorder.process.pid is not None
+    pid = recorder.process.pid
+    for i in range(4):
+        recorder.submit(finished_exchange(f"hung-{i}"))
+    await asyncio.sleep(0.3)
+    os.kill(pid, signal.SIGSTOP)  # alive, answering nothing
+    started = time.monotonic()
+    await recorder.close()
+    assert time.monotonic() - started < 20 and not _alive(pid)
+    assert recorder.stats.spooled == 4 and recorder.spool_files()
+    later = Recorder(database.engine, spool_dir=tmp_path / "spool", writer=WriterMode.PROCESS)
+    await later.start()  # the next start writes the spool back
+    await later.close()
+    assert len(await database.rows()) == 4
+
+
+def test_a_kill_9_of_the_serving_process_leaves_the_writer_writing_all_it_was_handed(tmp_path: Path) -> None:
+    proc, port = start_serve("--demo", "--db", f"sqlite+aiosqlite:///{tmp_path / 'p.db'}", cwd=tmp_path)
+    try:
+        writer = writer_of(proc.pid)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        for i in range(40):
+            client.chat.completions.create(model="demo", messages=[{"role": "user", "content": f"n{i}"}])
+    finally:
+        stop_serve(proc, signal.SIGKILL)  # the serving process only: the writer is in a session of its own
+    assert ends_soon(writer, timeout=30), "the writer exits once it wrote what it held"
+    with sqlite3.connect(tmp_path / "p.db") as conn:
+        assert conn.execute("SELECT count(*) FROM exchanges").fetchone()[0] == 40
