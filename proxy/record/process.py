@@ -79,11 +79,12 @@ class WriterProcess:
         self._delay = RESTART_DELAY
         self._lost = asyncio.Event()  # the current child's channel closed
         self._deaths = 0  # children that died in a row without finishing a record
+        self._exit: int | None = None  # the exit status of the last child let go
 
     @property
     def returncode(self) -> int | None:
         """The last child's exit status once it exited (None while it runs)."""
-        return self._proc.returncode if self._proc is not None else None
+        return self._proc.returncode if self._proc is not None else self._exit
 
     # --- the serving loop's side of submit ---
     @staticmethod
@@ -299,6 +300,7 @@ class WriterProcess:
                 proc.kill()
         with contextlib.suppress(Exception):
             await proc.wait()
+        self._exit = proc.returncode
 
 
 def _levels() -> dict[str, int]:

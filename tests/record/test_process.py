@@ -181,6 +181,7 @@ def test_a_kill_9_of_the_serving_process_leaves_the_writer_writing_all_it_was_ha
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
         for i in range(40):
             client.chat.completions.create(model="demo", messages=[{"role": "user", "content": f"n{i}"}])
+        time.sleep(0.1)  # past the channel's FLUSH_EVERY: the last record has left the serving process
     finally:
         stop_serve(proc, signal.SIGKILL)  # the serving process only: the writer is in a session of its own
     assert ends_soon(writer, timeout=30), "the writer exits once it wrote what it held"
