@@ -15,7 +15,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.admin import api as admin
-from proxy.config import Settings
+from proxy.config import Settings, WriterMode
 from proxy.forward.handler import forward
 from proxy.forward.routes import control_headers, unknown_path_handler
 from proxy.forward.state import SETTINGS, STATE, ProxyState
@@ -47,7 +47,8 @@ def _recorder(
         on_written=metrics.observe_batch,
         pricing=PriceTable.from_settings(settings),
         batch_delay=rec.batch_delay,
-        writer=rec.writer,
+        # A mode that records nothing (passthrough, replay) needs no writer process (about 90 MB).
+        writer=rec.writer if settings.mode.records else WriterMode.THREAD,
     )
     metrics.bind(recorder)
     return recorder
