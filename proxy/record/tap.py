@@ -273,7 +273,7 @@ class BodyTap:
             return None
         return {
             "cap": self.cap, "event_limit": self.event_limit, "events": self.decoder is not None,
-            "marks": self.marks, "total": self.total, "error": self.error, "head": bytes(head),
+            "marks": self.marks, "total": self.total, "error": self.error, "head": head,
         }  # fmt: skip
 
     @classmethod
