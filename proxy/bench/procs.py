@@ -67,13 +67,14 @@ def thread_cpu_seconds(pid: int) -> tuple[float, float]:
     for p in descendants(pid):
         # The process's own counters include threads that already ended; its main thread's are its task's.
         total += _stat_ticks(Path(f"/proc/{p}/stat"))
-        if not _is_writer(p):
+        if not is_writer(p):
             main += _stat_ticks(Path(f"/proc/{p}/task/{p}/stat"))
     other = total - main
     return main / CLK_TCK, other / CLK_TCK
 
 
-def _is_writer(pid: int) -> bool:
+def is_writer(pid: int) -> bool:
+    """Whether ``pid`` is a recorder's writer process (``python -m proxy.record.child``)."""
     try:
         return b"proxy.record.child" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:

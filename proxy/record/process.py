@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import proxy
-from proxy.record.channel import Channel, Kind, control_frame, read_frame, read_written, record_frame, unpickle
+from proxy.record.channel import Channel, Kind, control_frame, read_frame, read_written, unpickle
 from proxy.record.exchange import Exchange
 from proxy.record.redact import LogScrubber
 from proxy.record.stats import RecorderStats
@@ -87,10 +87,6 @@ class WriterProcess:
         return self._proc.returncode if self._proc is not None else self._exit
 
     # --- the serving loop's side of submit ---
-    @staticmethod
-    def encode(ex: Exchange) -> bytes:
-        return record_frame(ex)
-
     def send(self, frame: bytes) -> None:
         """A frame the intake now holds; sent at once to a live child, else when the next one is ready."""
         if self.live and self.channel is not None:

@@ -63,6 +63,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.config import WriterMode
+from proxy.record.channel import record_frame
 from proxy.record.exchange import Exchange
 from proxy.record.intake import RECORD_OVERHEAD, Intake, size_of
 from proxy.record.overflow import Overflow, Shelf
@@ -166,7 +167,7 @@ class Recorder:
     def _hand(self, process: WriterProcess, ex: Exchange, size: int) -> bool:
         """To the writer process; False when the intake is full (or the record cannot be pickled)."""
         try:
-            frame = process.encode(ex)
+            frame = record_frame(ex)
         except Exception:  # never expected; the spooler prepares it here instead
             log.exception("recorder: exchange %s could not be handed to the writer process; spooled", ex.id)
             self.intake.counted()

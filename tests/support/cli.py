@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from proxy.bench.procs import is_writer
+
 PY = sys.executable
 
 
@@ -78,24 +80,17 @@ def stop_serve(proc: subprocess.Popen[bytes], sig: int = 15, timeout: float = 30
 
 def children(pid: int) -> list[int]:
     """The child processes of ``pid`` but its recorder's writer process (``writer_of``)."""
-    return [c for c in all_children(pid) if not _is_writer(c)]
+    return [c for c in all_children(pid) if not is_writer(c)]
 
 
 def writer_of(pid: int) -> int:
     """The writer process (``proxy.record.child``) of the proxy ``pid``."""
-    (writer,) = [c for c in all_children(pid) if _is_writer(c)]
+    (writer,) = [c for c in all_children(pid) if is_writer(c)]
     return writer
 
 
 def all_children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def _is_writer(pid: int) -> bool:
-    try:
-        return b"proxy.record.child" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
 
 
 def ends_soon(pid: int, timeout: float = 10) -> bool:
