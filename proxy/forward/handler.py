@@ -103,6 +103,8 @@ async def forward(request: web.Request) -> web.StreamResponse:
         ex.finish()
         if st.settings.mode.records and not ex.replayed:
             st.recorder.submit(ex)
+        else:
+            ex.body_tap = None  # breaks the exchange-tap cycle (``Recorder._hand``)
 
 
 def _mount(st: ProxyState, route: Route) -> Upstream | None:

@@ -176,6 +176,10 @@ class Recorder:
         if not self.intake.put(frame, size):
             return False
         process.send(frame)
+        # The frame carries the tap now. An exchange and its tap refer to each other: let go here, so the
+        # pair is freed when the request ends rather than by the next full collection, hundreds of
+        # streams later (it held 40-60 MB at 500 streams).
+        ex.body_tap = None
         return True
 
     def fall_back(self) -> None:

@@ -4,6 +4,7 @@ serving process's kill -9 survived."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sqlite3
@@ -11,12 +12,14 @@ import time
 from pathlib import Path
 
 import openai
+import pytest
 
 import proxy.record.process as process_module
 import proxy.record.recorder as recorder_module
 from proxy.config import WriterMode
 from proxy.record.exchange import Exchange
 from proxy.record.recorder import Recorder
+from proxy.record.tap import BodyTap
 from tests.support import Database, Proxy, ProxyFactory
 from tests.support.cli import ends_soon, start_serve, stop_serve, writer_of
 from tests.support.traffic import finished_exchange
@@ -187,3 +190,25 @@ def test_a_kill_9_of_the_serving_process_leaves_the_writer_writing_all_it_was_ha
     assert ends_soon(writer, timeout=30), "the writer exits once it wrote what it held"
     with sqlite3.connect(tmp_path / "p.db") as conn:
         assert conn.execute("SELECT count(*) FROM exchanges").fetchone()[0] == 40
+
+
+@pytest.mark.parametrize("mode", ["record", "passthrough"])
+async def test_a_finished_exchange_is_freed_when_its_request_ends(start_proxy: ProxyFactory, mode: str) -> None:
+    """Not left to the cycle collector: an exchange and its tap refer to each other, and hundreds of them
+    waiting for a full collection held 40-60 MB at 500 streams (the benchmark's peak RSS)."""
+    proxy: Proxy = await start_proxy(mode=mode, recorder={"writer": "process"})
+    client = proxy.client()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(5):
+            stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
+            [c async for c in stream]
+            await client.chat.completions.create(model="fake-model", messages=MESSAGES)
+        await asyncio.sleep(0.05)  # the handlers' last steps after the client read the end
+        alive = [type(o).__name__ for o in gc.get_objects() if isinstance(o, (Exchange, BodyTap))]
+    finally:
+        gc.enable()
+    assert alive == []
+    if mode == "record":
+        assert len(await proxy.rows()) == 10
