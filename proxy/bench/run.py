@@ -9,6 +9,7 @@ Invariants:
 - A PostgreSQL ``--db`` gets a fresh database of its own (created and dropped here), so a run never
   touches other data; when it cannot be created the given database is used and rows are told apart by
   their run-unique labels.
+- The schema is made before any target starts (``_migrate``), so every proxy starts as a restart does.
 - Peers run in the first database section only (they record nothing, the database does not matter).
 """
 
@@ -33,7 +34,7 @@ from proxy.bench import loopwatch, procs, profile, report, writerate
 from proxy.bench.peers import find_peers
 from proxy.bench.records import RecordCounter
 from proxy.bench.scenarios import SCENARIOS, Scenario, Target, run_round
-from proxy.store import db
+from proxy.store import db, migrate
 
 
 @dataclass
@@ -129,6 +130,16 @@ async def _admin_sql(url: str, statement: str) -> None:
             await conn.exec_driver_sql(statement)
     finally:
         await admin.dispose()
+
+
+async def _migrate(url: str) -> None:
+    """The schema made before any target starts, as a rollout does (``proxy db upgrade``): every proxy
+    then starts as it restarts in production, on a database at head, none carrying the migration's memory."""
+    engine = db.create_engine(url)
+    try:
+        await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
 
 
 async def _fresh_postgres(url: str, run_id: str) -> tuple[str, str | None]:
@@ -274,6 +285,7 @@ async def run_section(
         url = f"sqlite+aiosqlite:///{section_work / 'bench.db'}"
     else:
         url, drop = await _fresh_postgres(db_url, run_id)
+    await _migrate(url)
     sec = _Section(kind, url, section_work)
     write_rate = None
     try:

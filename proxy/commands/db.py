@@ -13,11 +13,11 @@ async def prepare_database(settings: Settings, *, upgrade: bool) -> str:
     """Check the database answers, switch SQLite to WAL, optionally migrate; returns the revision line."""
     async with open_engine(settings, existing=False) as engine:
         await db.enable_wal(engine)
-        if upgrade:
-            await migrate.upgrade(engine)
         rev = await migrate.current_revision(engine)
-    head = migrate.head_revision()
-    state = "up to date" if rev == head else f"head is {head}"
+        if upgrade and rev != migrate.HEAD:  # at head, Alembic is not even imported
+            await migrate.upgrade(engine)
+            rev = await migrate.current_revision(engine)
+    state = "up to date" if rev == migrate.HEAD else f"head is {migrate.HEAD}"
     return f"{rev or '(empty)'} ({state})"
 
 

@@ -51,3 +51,29 @@ def test_ctrl_c_during_a_migration_lets_it_finish_then_exits_quietly(tmp_path: P
     )  # fmt: skip
     assert (out.returncode, out.stdout, out.stderr) == (130, "", "")
     assert "up to date" in run_cli("db", "current", "--db", f"sqlite+aiosqlite:///{path}", cwd=tmp_path).stdout
+
+
+# The start-up's database step (``proxy serve`` runs the same), then whether Alembic was imported.
+START_UP = """
+import asyncio, sys
+from proxy.commands.db import prepare_database
+from proxy.config import load_settings
+
+settings = load_settings(None, {"database": {"url": sys.argv[1]}})
+print(asyncio.run(prepare_database(settings, upgrade=True)), "alembic" in sys.modules)
+"""
+
+
+def test_a_start_up_on_an_up_to_date_database_does_not_import_alembic(tmp_path: Path) -> None:
+    (tmp_path / "start_up.py").write_text(START_UP)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+
+    def start() -> str:
+        out = subprocess.run(
+            [PY, "-m", "start_up", url], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert start().endswith("(up to date) True")  # a new database is migrated
+    assert start().endswith("(up to date) False")  # the next start finds it at head

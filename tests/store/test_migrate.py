@@ -216,3 +216,7 @@ async def test_0006_counts_the_exchanges_that_reported_each_column(database: Dat
     for _, name in rollup.TABLES:
         got = {r["model"]: {c: r[c] for c in counts} for r in await rollup_rows(database, name)}
         assert got == want, name
+
+
+def test_the_start_up_head_is_alembics() -> None:
+    assert migrate.head_revision() == migrate.HEAD
