@@ -285,10 +285,10 @@ async def run_section(
         url = f"sqlite+aiosqlite:///{section_work / 'bench.db'}"
     else:
         url, drop = await _fresh_postgres(db_url, run_id)
-    await _migrate(url)
     sec = _Section(kind, url, section_work)
     write_rate = None
     try:
+        await _migrate(url)
         await _start_targets(sec, opts, upstream, with_peers=with_peers)
         for scenario in scenario_list(opts):
             await _run_scenario(sec, opts, run_id, scenario, upstream)

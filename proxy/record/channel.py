@@ -60,7 +60,7 @@ def record_frame(ex: Exchange) -> bytes:
     state = tap.portable() if tap is not None else None
     if tap is None or state is not None:
         frame = bytearray(HEADER.size)
-        ex.body_tap = state  # for the encoder only: the live tap stays the exchange's
+        ex.body_tap = state  # for the encoder only (``Recorder._hand`` lets go of the live tap once queued)
         try:
             _encoder.encode_into(ex, frame, HEADER.size)
         except (UnicodeEncodeError, OverflowError, TypeError, ValueError):

@@ -173,7 +173,9 @@ class Exchange(msgspec.Struct, kw_only=True):
     event_count: int = 0
     decode_errors: int = 0
     # The live fold of the body (``record.tap.BodyTap``) from the tee to ``decode.finalize``, which
-    # clears it: state, not data, so it never reaches the spool.
+    # clears it: state, not data, so it never reaches the spool. Cleared earlier where the serving
+    # process is done with it (a writer process's frame carries it; a mode that records nothing), as
+    # the tap refers back to the exchange: a cycle left for a full collection otherwise.
     body_tap: Any = None
 
     # replay: the request's match key (set in the writer), and whether a recording answered it (then

@@ -234,7 +234,7 @@ def migrated_template(loop: LoopThread) -> Path:
     Migrating takes about a second; every pytest process (each xdist worker) would pay it otherwise. The
     file is complete or absent: it is written beside its final name, then renamed, under a lock.
     """
-    template = scratch_dir() / f"template-{migrate.head_revision()}.db"
+    template = scratch_dir() / f"template-{migrate.HEAD}.db"
     if not template.is_file():
         with exclusive(template):
             if not template.is_file():

@@ -205,8 +205,11 @@ async def test_a_finished_exchange_is_freed_when_its_request_ends(start_proxy: P
             stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
             [c async for c in stream]
             await client.chat.completions.create(model="fake-model", messages=MESSAGES)
-        await asyncio.sleep(0.05)  # the handlers' last steps after the client read the end
-        alive = [type(o).__name__ for o in gc.get_objects() if isinstance(o, (Exchange, BodyTap))]
+        deadline = time.monotonic() + 5  # the handlers' last steps run after the client read the end
+        while alive := [type(o).__name__ for o in gc.get_objects() if isinstance(o, (Exchange, BodyTap))]:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
     finally:
         gc.enable()
     assert alive == []
