@@ -34,7 +34,9 @@ from proxy.bench import loopwatch, procs, profile, report, writerate
 from proxy.bench.peers import find_peers
 from proxy.bench.records import RecordCounter
 from proxy.bench.scenarios import SCENARIOS, Scenario, Target, run_round
-from proxy.store import db, migrate
+from proxy.commands.db import prepare_database
+from proxy.config import load_settings
+from proxy.store import db
 
 
 @dataclass
@@ -133,13 +135,9 @@ async def _admin_sql(url: str, statement: str) -> None:
 
 
 async def _migrate(url: str) -> None:
-    """The schema made before any target starts, as a rollout does (``proxy db upgrade``): every proxy
-    then starts as it restarts in production, on a database at head, none carrying the migration's memory."""
-    engine = db.create_engine(url)
-    try:
-        await migrate.upgrade(engine)
-    finally:
-        await engine.dispose()
+    """The schema made before any target starts by ``proxy db upgrade``'s own step: every proxy then starts
+    as it restarts in production, on a database at head, none carrying the migration's memory."""
+    await prepare_database(load_settings(None, {"database": {"url": url}}), upgrade=True)
 
 
 async def _fresh_postgres(url: str, run_id: str) -> tuple[str, str | None]:
