@@ -1,12 +1,15 @@
-"""CPU and instructions per non-streamed request of one proxy process: small before/after comparisons.
+"""CPU and instructions per request (or stream) of one proxy process: small before/after comparisons.
 
-``python -m proxy.bench.hotpath [-n 3000] [-c 1,32] [--modes record,passthrough] [--tree NAME=DIR ...] [--rounds 3]``
+``python -m proxy.bench.hotpath [-n 3000] [-c 1,32] [--modes record,passthrough] [--tree NAME=DIR ...] [--rounds 3]
+[--events N [--pace-ms MS]]``
 
 Starts the benchmark upstream and one proxy per mode and checkout (this one, and each ``--tree``: the
 same modes run from that checkout, its ``proxy`` package first on PYTHONPATH), then runs rounds in turn
 (A B A B ...: a machine that drifts moves every target alike). A round sends ``-n`` requests of the
 benchmark's shape at concurrency ``-c`` and waits until the proxy says every record is written
-(``/_proxy/health``), so the figures include the writer's work. Per request it prints the CPU the
+(``/_proxy/health``), so the figures include the writer's work. ``--events N`` sends streams of ``N``
+events instead (``--pace-ms`` apart: with a pace each event is one read of its own, as a model's
+tokens are). Per request it prints the CPU the
 proxy's threads used (``/proc``: the serving loop's thread, and the writer's and the others'), and
 with ``--callgrind`` the instructions of the whole process (run under valgrind, about 50 times slower:
 use a small ``-n``). On a shared 2-core machine instructions move a few tenths of a percent from round
@@ -29,6 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -94,9 +98,9 @@ async def _settled(session: aiohttp.ClientSession, target: Target, at_least: int
         await asyncio.sleep(0.05)
 
 
-async def _round(target: Target, n: int, concurrency: int, sent: dict[str, int]) -> None:
+async def _round(target: Target, n: int, concurrency: int, sent: dict[str, int], shape: dict[str, Any]) -> None:
     url = target.service.url + "/chat/completions"
-    spec = LoadSpec(url=url, label=f"hotpath-{target.name}", concurrency=concurrency)
+    spec = LoadSpec(url=url, label=f"hotpath-{target.name}", concurrency=concurrency, **shape)
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
     async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as session:
         run = Run(spec, session)
@@ -136,8 +140,8 @@ def _median(values: list[float]) -> str:
     return f"{statistics.median(values):8.3f}" if values else "       -"
 
 
-def _report(targets: list[Target], concurrency: int) -> None:
-    print(f"concurrency {concurrency} (medians over rounds; ms and k-instructions per request)")
+def _report(targets: list[Target], concurrency: int, unit: str) -> None:
+    print(f"concurrency {concurrency} (medians over rounds; ms and k-instructions per {unit})")
     print(f"  {'target':28} {'loop ms':>8} {'other ms':>8} {'total ms':>8} {'k-instr':>8} {'req/s':>8}")
     for t in targets:
         total = [a + b for a, b in zip(t.loop_ms, t.other_ms, strict=True)]
@@ -179,13 +183,16 @@ async def run(args: argparse.Namespace) -> int:
             for mode in args.modes:
                 targets.append(_start(f"{prefix}{mode}", mode, src, upstream, work, args.callgrind))
         sent = {t.name: 0 for t in targets}
+        shape: dict[str, Any] = {}
+        if args.events:
+            shape = {"stream": True, "events": (args.events, args.events), "pace_ms": args.pace_ms}
         for concurrency in args.concurrency:
             for t in targets:
                 t.loop_ms, t.other_ms, t.kinstr, t.rps = [], [], [], []
             for _ in range(args.rounds):
                 for t in targets:
-                    await _round(t, args.n, concurrency, sent)
-            _report(targets, concurrency)
+                    await _round(t, args.n, concurrency, sent, shape)
+            _report(targets, concurrency, f"{args.events}-event stream" if args.events else "request")
         return 1 if any(t.failed for t in targets) else 0
     finally:
         for t in targets:
@@ -202,6 +209,8 @@ def main() -> None:
     parser.add_argument("--modes", type=lambda v: v.split(","), default=["record", "passthrough"])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per target and concurrency")
     parser.add_argument("--callgrind", action="store_true", help="count instructions (proxies run under callgrind)")
+    parser.add_argument("--events", type=int, default=0, help="send streams of this many events (0: not streamed)")
+    parser.add_argument("--pace-ms", type=int, default=0, help="gap between a stream's events")
     parser.add_argument(
         "--tree", action="append", default=[], metavar="NAME=DIR", help="also run the proxy from this checkout"
     )
