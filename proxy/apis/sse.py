@@ -33,6 +33,7 @@ from typing import NamedTuple
 __all__ = ["SSEEvent", "SSEParser"]
 
 _BOM = b"\xef\xbb\xbf"
+_BLANK_LINE_ENDS = (b"\n\n", b"\r\n\r\n")
 # ``\r\n?`` is greedy, so a CRLF counts as one line end, not two. The group makes split() keep
 # the terminators, whose lengths give the absolute offsets.
 _EOL = re.compile(rb"(\r\n?|\n)")
@@ -61,6 +62,7 @@ class SSEParser:
     """Incremental SSE parser; see the module docstring for the exact rules."""
 
     __slots__ = (
+        "_between",
         "_bom_pending",
         "_data",
         "_event",
@@ -80,6 +82,7 @@ class SSEParser:
         """Total bytes fed so far."""
         self._last_end = 0
         self._bom_pending = True
+        self._between = False  # the last call was a ``skip`` that consumed: between events, known without looking
         self._skip_lf = False
         # Pieces of the current incomplete line; none of them contains CR or LF.
         self._tail: list[bytes] = []
@@ -109,11 +112,15 @@ class SSEParser:
         afterwards. Returns False, having done nothing, when the condition does not hold (the caller
         then feeds ``data``).
         """
-        # A fresh parser is between events too, once ``data`` shows the stream opens without a BOM.
-        fresh = self._bom_pending and not self._tail and not self.consumed and not data.startswith(_BOM[:1])
-        if not data.endswith((b"\n\n", b"\r\n\r\n")) or not (fresh or self.at_boundary):
+        if not data.endswith(_BLANK_LINE_ENDS):
             return False
-        self._bom_pending = False
+        if not self._between:
+            # A fresh parser is between events too, once ``data`` shows the stream opens without a BOM.
+            fresh = self._bom_pending and not self._tail and not self.consumed and not data.startswith(_BOM[:1])
+            if not (fresh or self.at_boundary):
+                return False
+            self._bom_pending = False
+            self._between = True  # until the next ``feed``: a stream skipped read after read is checked once
         self.consumed += len(data)
         self._last_end = self.consumed
         return True
@@ -122,6 +129,7 @@ class SSEParser:
         """Consume the next piece of the stream; return the events it completed (possibly none)."""
         if not data:
             return []
+        self._between = False
         start = self.consumed  # absolute offset of data[0]
         self.consumed += len(data)
 
