@@ -82,7 +82,9 @@ class SSEParser:
         """Total bytes fed so far."""
         self._last_end = 0
         self._bom_pending = True
-        self._between = False  # the last call was a ``skip`` that consumed: between events, known without looking
+        # True only while ``at_boundary`` is known to hold (set by a ``skip`` that consumed): ``feed`` is the
+        # only method that can leave an event unfinished, so it clears it.
+        self._between = False
         self._skip_lf = False
         # Pieces of the current incomplete line; none of them contains CR or LF.
         self._tail: list[bytes] = []

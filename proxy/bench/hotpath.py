@@ -9,10 +9,10 @@ same modes run from that checkout, its ``proxy`` package first on PYTHONPATH), t
 benchmark's shape at concurrency ``-c`` and waits until the proxy says every record is written
 (``/_proxy/health``), so the figures include the writer's work. ``--events N`` sends streams of ``N``
 events instead (``--pace-ms`` apart: with a pace each event is one read of its own, as a model's
-tokens are). Per request it prints the CPU the
-proxy's threads used (``/proc``: the serving loop's thread, and the writer's and the others'), and
-with ``--callgrind`` the instructions of the whole process (run under valgrind, about 50 times slower:
-use a small ``-n``). On a shared 2-core machine instructions move a few tenths of a percent from round
+tokens are). Per request (or stream) it prints the CPU the proxy's threads used (``/proc``: the serving
+loop's thread, and the writer's and the others'), and with ``--callgrind`` the instructions of the
+serving process (run under valgrind, about 50 times slower: use a small ``-n``; a writer process is not
+counted). On a shared 2-core machine instructions move a few tenths of a percent from round
 to round where time moves ten percent or more.
 
 Invariants: measures only (no figure is asserted; the exit code is 1 when a request failed); every
@@ -203,6 +203,13 @@ async def run(args: argparse.Namespace) -> int:
             shutil.rmtree(work)
 
 
+def _natural(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return number
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m proxy.bench.hotpath", description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=3000, help="requests per round")
@@ -210,12 +217,15 @@ def main() -> None:
     parser.add_argument("--modes", type=lambda v: v.split(","), default=["record", "passthrough"])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per target and concurrency")
     parser.add_argument("--callgrind", action="store_true", help="count instructions (proxies run under callgrind)")
-    parser.add_argument("--events", type=int, default=0, help="send streams of this many events (0: not streamed)")
-    parser.add_argument("--pace-ms", type=int, default=0, help="gap between a stream's events")
+    parser.add_argument("--events", type=_natural, default=0, help="send streams of this many events (0: not streamed)")
+    parser.add_argument("--pace-ms", type=_natural, default=0, help="gap between a stream's events")
     parser.add_argument(
         "--tree", action="append", default=[], metavar="NAME=DIR", help="also run the proxy from this checkout"
     )
-    raise SystemExit(asyncio.run(run(parser.parse_args())))
+    args = parser.parse_args()
+    if args.pace_ms and not args.events:
+        parser.error("--pace-ms paces a stream's events: give --events N too")
+    raise SystemExit(asyncio.run(run(args)))
 
 
 if __name__ == "__main__":

@@ -152,6 +152,28 @@ def test_skip_only_at_a_boundary_and_on_a_blank_line() -> None:
     assert not p.skip(b"\ndata: 5\n\n"), "a CR waits for its LF"
 
 
+def test_a_run_of_skips_ends_at_the_next_feed() -> None:
+    p = SSEParser()
+    assert p.skip(b"data: 1\n\n") and p.skip(b"data: 2\n\n"), "skip after skip"
+    p.feed(b"data: 3")
+    assert not p.skip(b"\n\ndata: 4\n\n"), "half an event is pending: the run of skips is over"
+    p.drop()
+    assert p.skip(b"data: 5\n\n") and p.pending == 0, "a dropped event leaves the parser between events"
+
+
+def test_null_usage_text_never_lets_a_usage_chunk_through() -> None:
+    null = b'data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n'
+    for chunk in (
+        b'data: {"choices":[],"a\\"usage":null,"usage":{"total_tokens":3}}\n\n',
+        b'data: {"choices":[],"usage":{"total_tokens":3},"note":"\\"usage\\":null"}\n\n',
+        b'data: {"choices":[],"usage":{"total_tokens":3}}\n\n',
+    ):
+        f = UsageChunkFilter()
+        assert f.feed(null) == null and f.held == 0
+        assert f.feed(null + chunk) == null and f.dropped == 1 and f.held == 0, chunk
+        assert f.feed(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"
+
+
 def test_usage_option_is_spliced_or_merged() -> None:
     body = b'{"model": "m", "messages": [{"content": "}"}], "stream": true}'
     assert inject_usage(body + b" \n") == body[:-1] + b',"stream_options":{"include_usage":true}}'
