@@ -101,6 +101,8 @@ class SSEParser:
     @property
     def at_boundary(self) -> bool:
         """Between events: no partial line, no field of a next event, no CR waiting for its LF."""
+        if self._between:
+            return True
         return not (self._tail or self._data or self._event or self._id is not None or self._skip_lf) and (
             not self._bom_pending
         )

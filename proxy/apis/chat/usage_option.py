@@ -73,15 +73,11 @@ class UsageChunkFilter:
     def feed(self, data: bytes) -> bytes:
         if self.passthrough:
             return data
-        if not self._buf and data.endswith(b"\n\n"):
-            # The usual read (every event of a stream, on the serving loop) in as few steps as it can be:
-            # whole events right after whole events, every "usage" in them written "usage":null. That is a
-            # byte-exact subset of ``_no_usage_value`` with nothing to parse, so ``_whole`` would pass the
-            # read unchanged too; reads with CRLF or a spaced "usage": null take ``_whole``'s way.
-            n = data.count(b'"usage"')
-            if (not n or n == data.count(b'"usage":null')) and self._parser.skip(data):
-                self._base += len(data)
-                return data
+        if not self._buf and data.endswith(b"\n\n") and _no_usage_value(data, len(data)) and self._parser.skip(data):
+            # ``_whole``'s usual case (whole events after whole events, none usage-only) without its searches:
+            # it is every read of a typical stream, on the serving loop.
+            self._base += len(data)
+            return data
         if self._buf or not self._parser.at_boundary:
             # An unfinished event is held: only the bytes up to the first blank line need the parser to
             # finish it; the whole events after it can take the unparsed way (a read that split an event
@@ -144,6 +140,8 @@ class UsageChunkFilter:
 
 def _last_blank_line_end(data: bytes) -> int:
     """Offset just past the last LF LF or CRLF CRLF in ``data``; 0 when there is none."""
+    if data.endswith(b"\n\n"):  # a read of whole events, as nearly every read of a stream is
+        return len(data)
     lf = data.rfind(b"\n\n")
     crlf = data.rfind(b"\r\n\r\n")
     return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
@@ -160,7 +158,8 @@ def _first_blank_line_end(data: bytes) -> int:
 def _no_usage_value(data: bytes, end: int) -> bool:
     """True when every ``"usage"`` in ``data[:end]`` is followed by null: no event there is usage-only."""
     n = data.count(b'"usage"', 0, end)
-    return n == 0 or n == len(_NULL_USAGE.findall(data, 0, end))
+    # Written without spaces, as OpenAI and most servers write it, a count says it; else the pattern does.
+    return not n or n == data.count(b'"usage":null', 0, end) or n == len(_NULL_USAGE.findall(data, 0, end))
 
 
 def _is_usage_only(data: str) -> bool:
