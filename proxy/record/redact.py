@@ -148,9 +148,10 @@ def api_key_of(headers: Mapping[str, str]) -> str | None:
 def fingerprint(secret: bytes, api_key: str) -> str:
     """A keyed hash: stable per key, useless for recovering or confirming it without the secret.
 
-    Cached: a proxy sees the same few keys on every request, and the HMAC is per-request work.
+    Cached: a proxy sees the same few keys on every request, and the HMAC is per-request work. Of the
+    key's bytes as sent: aiohttp keeps a header's bytes that are not UTF-8 as surrogates.
     """
-    return "fp_" + hmac.new(secret, api_key.encode(), hashlib.sha256).hexdigest()[:24]
+    return "fp_" + hmac.new(secret, api_key.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:24]
 
 
 class Redactor:

@@ -180,6 +180,18 @@ async def test_session_ids_are_validated(proxy: Proxy, session: str, ok: bool) -
     assert row["outcome"] == ("complete" if ok else "rejected")
 
 
+async def test_a_key_and_a_header_that_are_not_utf8_are_answered_and_recorded(proxy: Proxy) -> None:
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head += b"Authorization: Bearer sk-\xff\xfesecret\r\nX-Odd: caf\xe9\r\n"
+    head += b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+    assert status_of(await raw_http(proxy.server.port, head + body)) == 200
+    [row] = await proxy.wait_rows(1)
+    assert row["status"] == 200 and row["outcome"] == "complete"
+    assert row["key_fingerprint"].startswith("fp_")
+    assert b"secret" not in json.dumps(row, default=str).encode()
+
+
 @pytest.mark.parametrize(
     ("model", "stream", "status", "outcome"),
     [
